@@ -1,0 +1,109 @@
+# Makefile - builds libcore (static), the tn-* programs into bin/, the CUDA
+# kernels when nvcc is found (Hopper, sm_90a; CUDA=0 skips them), the tests,
+# and installs. `make test` runs the CPU suite twice: optimised, and under
+# AddressSanitizer + UndefinedBehaviorSanitizer (build/asan).
+
+PREFIX  ?= /usr/local
+NVCC    ?= nvcc
+CUDA    ?= $(if $(shell command -v $(NVCC) 2>/dev/null),1,0)
+O       ?= build/release
+BIN     ?= bin
+SAN     ?= 0
+CFLAGS  ?= -O2 -g -march=x86-64-v2
+NVFLAGS ?= -O3 -gencode=arch=compute_90a,code=sm_90a -lineinfo
+
+PKGS = libarchive libxxhash jansson libpcre2-8 libutf8proc openblas
+ALL_CPPFLAGS = -Ilibcore -D_GNU_SOURCE $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(CPPFLAGS)
+ALL_CFLAGS   = -std=c11 -Wall -Wextra -Werror -pthread -fopenmp -MMD -MP $(CFLAGS)
+LDLIBS_ALL   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread -fopenmp
+ifeq ($(SAN),1)
+ALL_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS    += -fsanitize=address,undefined
+endif
+
+LIB_SRC  = $(wildcard libcore/*.c)
+LIB_OBJ  = $(LIB_SRC:%.c=$(O)/%.o)
+LIB      = $(O)/libcore.a
+CMD_SRC  = $(wildcard cmd/tn-*.c)
+PROGS    = $(CMD_SRC:cmd/%.c=$(BIN)/%)
+TEST_SRC = $(wildcard tests/unit/test_*.c)
+TESTS    = $(TEST_SRC:tests/unit/%.c=$(O)/tests/%)
+
+KERN_SRC = $(wildcard kernels/*.cu)
+ifeq ($(CUDA),1)
+ifneq ($(KERN_SRC),)
+CUDA_HOME   ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
+KERN_OBJ     = $(KERN_SRC:%.cu=$(O)/%.o)
+ALL_CPPFLAGS += -DTN_CUDA=1 -I$(CUDA_HOME)/include
+LDLIBS_ALL  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
+endif
+endif
+
+.PHONY: all deps test check test-unit test-cli test-cuda demo install clean fuzz bench
+all: $(PROGS)
+
+$(O)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CPPFLAGS) $(ALL_CFLAGS) -c $< -o $@
+
+$(O)/kernels/%.o: kernels/%.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -Ilibcore -Ikernels -Xcompiler -Wall,-Wextra -Werror all-warnings -c $< -o $@
+
+$(LIB): $(LIB_OBJ) $(KERN_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(BIN)/%: $(O)/cmd/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS_ALL) -o $@
+
+$(O)/tests/%: $(O)/tests/unit/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS_ALL) $(shell pkg-config --libs cmocka) -o $@
+
+$(O)/tests/enospc.so: tests/fault/enospc.c
+	@mkdir -p $(dir $@)
+	$(CC) -shared -fPIC -O2 -Wall -Wextra -Werror $< -o $@ -ldl
+
+deps:
+	@sh tests/deps.sh
+
+# The whole CPU suite: unit tests and command-line tests, optimised, then
+# again under ASan + UBSan.
+test:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory check
+	@$(MAKE) --no-print-directory O=build/asan BIN=build/asan/bin SAN=1 CUDA=0 check
+
+check: $(PROGS) $(TESTS) $(O)/tests/enospc.so
+	@sh tests/run-unit.sh $(TESTS)
+	TN_BIN=$(abspath $(BIN)) TN_ENOSPC=$(abspath $(O)/tests/enospc.so) TN_SAN=$(SAN) \
+		bats --print-output-on-failure tests/cli
+
+# GPU tests: run on the GPU machine.
+test-cuda: all
+	@sh tests/run-cuda.sh $(BIN)
+
+demo:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory all
+	@sh share/demo.sh $(BIN)
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
+		$(DESTDIR)$(PREFIX)/share/man/man5 \
+		$(DESTDIR)$(PREFIX)/share/bash-completion/completions \
+		$(DESTDIR)$(PREFIX)/share/zsh/site-functions
+	install -m 755 $(PROGS) $(DESTDIR)$(PREFIX)/bin
+	install -m 644 man/man1/*.1 $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 644 man/man5/*.5 $(DESTDIR)$(PREFIX)/share/man/man5
+	for p in $(notdir $(PROGS)); do \
+		install -m 644 completions/tn.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/$$p; done
+	install -m 644 completions/_tn $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_tn
+
+clean:
+	rm -rf build bin
+
+-include $(LIB_OBJ:.o=.d) $(PROGS:$(BIN)/%=$(O)/cmd/%.d) $(TEST_SRC:tests/unit/%.c=$(O)/tests/unit/%.d)
