@@ -54,6 +54,21 @@ int tn_pread_all(int fd, void *p, size_t n, uint64_t off, const char *name)
 	return TN_OK;
 }
 
+int tn_scratch_fd(const char *dir, int *fd)
+{
+	size_t n = strlen(dir) + 24;
+	char *path = tn_malloc(n);
+	if (!path)
+		return TN_ENOMEM;
+	snprintf(path, n, "%s/.scratch-XXXXXX", dir);
+	*fd = mkstemp(path);
+	int rc = *fd < 0 ? tn_fail_errno("%s: cannot create a scratch file", dir) : TN_OK;
+	if (!rc)
+		unlink(path);
+	free(path);
+	return rc;
+}
+
 int tn_fsync_dir_of(const char *path)
 {
 	char *copy = tn_strdup(path);
@@ -69,17 +84,25 @@ int tn_fsync_dir_of(const char *path)
 	return rc;
 }
 
-int tn_out_open(struct tn_out *o, const char *path)
+int tn_out_open_fd(struct tn_out *o, int fd, const char *name)
 {
 	memset(o, 0, sizeof *o);
-	o->fd = -1;
-	o->path = tn_strdup(path);
+	o->fd = fd;
+	o->path = tn_strdup(name);
 	o->buf = tn_malloc(OUT_BUF);
+	o->cap = OUT_BUF;
 	if (!o->path || !o->buf) {
 		tn_out_abort(o);
 		return TN_ENOMEM;
 	}
-	o->cap = OUT_BUF;
+	return TN_OK;
+}
+
+int tn_out_open(struct tn_out *o, const char *path)
+{
+	int rc = tn_out_open_fd(o, -1, path);
+	if (rc)
+		return rc;
 	if (strcmp(path, "-") == 0) {
 		o->fd = STDOUT_FILENO;
 		return TN_OK;
@@ -93,7 +116,7 @@ int tn_out_open(struct tn_out *o, const char *path)
 	snprintf(o->tmp_path, n, "%s.tmp-XXXXXX", path);
 	o->fd = mkstemp(o->tmp_path);
 	if (o->fd < 0) {
-		int rc = tn_fail_errno("%s: cannot create", path);
+		rc = tn_fail_errno("%s: cannot create", path);
 		free(o->tmp_path);
 		o->tmp_path = NULL;
 		tn_out_abort(o);

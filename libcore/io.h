@@ -22,6 +22,8 @@ struct tn_out {
 };
 
 int tn_out_open(struct tn_out *o, const char *path);
+/* Buffer writes to an open descriptor (scratch files); commit only flushes. */
+int tn_out_open_fd(struct tn_out *o, int fd, const char *name);
 int tn_out_write(struct tn_out *o, const void *p, size_t n);
 int tn_out_flush(struct tn_out *o);
 /* Flush, fsync, close and rename into place (stdout: flush only). */
@@ -58,6 +60,8 @@ int tn_write_file_atomic(const char *path, const void *data, size_t len);
 int tn_write_all(int fd, const void *p, size_t n, const char *name);
 /* pread exactly n bytes at off, or fail with a message naming path. */
 int tn_pread_all(int fd, void *p, size_t n, uint64_t off, const char *name);
+/* An unlinked scratch file in dir (gone when closed or when we die). */
+int tn_scratch_fd(const char *dir, int *fd);
 /* fsync the directory holding path, so a rename into it is durable. */
 int tn_fsync_dir_of(const char *path);
 
