@@ -310,9 +310,8 @@ static json_t *config_json(const struct tn_config *c, const char *dtype_name)
 		"add_bos_token", 0, "tie_word_embeddings", 1, "torch_dtype", dtype_name);
 }
 
-int tn_config_save(const struct tn_config *c, const char *path, const char *dtype_name)
+int tn_json_save(const char *path, json_t *o)
 {
-	json_t *o = config_json(c, dtype_name);
 	char *s = o ? json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
 	json_decref(o);
 	if (!s)
@@ -322,4 +321,9 @@ int tn_config_save(const struct tn_config *c, const char *path, const char *dtyp
 	int rc = tn_write_file_atomic(path, s, n + 1);
 	free(s);
 	return rc;
+}
+
+int tn_config_save(const struct tn_config *c, const char *path, const char *dtype_name)
+{
+	return tn_json_save(path, config_json(c, dtype_name));
 }

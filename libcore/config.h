@@ -36,6 +36,10 @@ int tn_config_load(struct tn_config *c, const char *path);
 int tn_config_save(const struct tn_config *c, const char *path, const char *dtype_name);
 /* "key=value" with a config.json key; lists as "1,0,0". */
 int tn_config_set(struct tn_config *c, const char *assignment);
+/* Write a JSON object (indented, key order kept, final newline) atomically;
+ * shared by every JSON file of a checkpoint. */
+struct json_t;
+int tn_json_save(const char *path, struct json_t *o);
 /* Sizes consistent and supported (else TN_EDATA saying which). */
 int tn_config_check(const struct tn_config *c, const char *where);
 
