@@ -137,8 +137,9 @@ int tn_shard_append_raw(struct tn_shard_writer *w, const uint8_t *tok, size_t n)
 		for (size_t i = 0; i < n; i++)
 			max = t[i] > max ? t[i] : max;
 	} else {
+		const uint32_t *t = (const uint32_t *)tok;
 		for (size_t i = 0; i < n; i++)
-			max = TN_MAX(max, tn_le32(tok + 4 * i));
+			max = t[i] > max ? t[i] : max;
 	}
 	if (n > 0 && max >= w->info.vocab_size)
 		return tn_fail(TN_EDATA, "token id %u is not below the vocabulary size %u",
@@ -319,10 +320,9 @@ static int check_payload(struct tn_shard *s)
 		for (uint64_t i = 0; i < h->n_tokens; i++)
 			max = t[i] > max ? t[i] : max;
 	} else {
-		for (uint64_t i = 0; i < h->n_tokens; i++) {
-			uint32_t v = tn_le32(s->tokens + 4 * i);
-			max = v > max ? v : max;
-		}
+		const uint32_t *t = (const uint32_t *)s->tokens;
+		for (uint64_t i = 0; i < h->n_tokens; i++)
+			max = t[i] > max ? t[i] : max;
 	}
 	if (h->n_tokens == 0 || max < vocab)
 		return TN_OK;

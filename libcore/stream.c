@@ -11,6 +11,9 @@
 
 #define REC_HEAD 8
 
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+	       "tokens are little-endian and read in place");
+
 uint32_t tn_width_for_vocab(uint32_t vocab_size)
 {
 	return vocab_size <= 65536 ? 2 : 4;
@@ -487,8 +490,9 @@ int tn_stream_read_raw(struct tn_stream_reader *r, const uint8_t **p, size_t cap
 		for (size_t i = 0; i < take; i++)
 			max = t[i] > max ? t[i] : max;
 	} else {
+		const uint32_t *t = (const uint32_t *)b;
 		for (size_t i = 0; i < take; i++)
-			max = TN_MAX(max, tn_le32(b + 4 * i));
+			max = t[i] > max ? t[i] : max;
 	}
 	if (take && max >= r->info.vocab_size) {
 		uint32_t *one = tn_malloc(take * sizeof *one);
