@@ -3,7 +3,6 @@
  * id text. The first input byte picks the reader. Built with clang
  * -fsanitize=fuzzer by `make fuzz`; with replay.c instead of libFuzzer it
  * re-runs the kept corpus as a regression test in `make test`. */
-#define _GNU_SOURCE
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
