@@ -146,7 +146,7 @@ static int parse_args(struct args *a, int argc, char **argv)
 	a->split = "train";
 	int c, rc;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+o:qhV", long_opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "o:qhV", long_opts, NULL)) != -1) {
 		if (c == '?')
 			return tn_cli_usage_error(prog, "unknown or incomplete option '%s'",
 						  argv[optind - 1]);

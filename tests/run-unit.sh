@@ -1,5 +1,6 @@
 #!/bin/sh
-# run-unit.sh - run each cmocka unit-test binary; fail if any fails.
+# run-unit.sh - run each cmocka unit-test binary from the repository root;
+# fail if any fails.
 status=0
 for t in "$@"; do
 	"$t" || status=1
