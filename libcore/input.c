@@ -1,8 +1,10 @@
 /* input.c - walking the inputs, reading each file or archive member whole
  * through libarchive, and cutting it into documents. Whether a file is an
  * archive is decided by its name (.tar*, .tgz, .zip, ...): libarchive's
- * format sniffing would take some plain text files for mtree archives. */
+ * format sniffing would take some plain text files for mtree archives.
+ * Plain files and stdin are read directly. */
 #include "input.h"
+#include "io.h"
 #include "util.h"
 
 #include <archive.h>
@@ -139,6 +141,36 @@ static int is_archive_name(const char *p)
 	return 0;
 }
 
+static int is_compressed_name(const char *p)
+{
+	static const char *const ext[] = { ".gz", ".xz", ".zst", ".bz2", ".lz4", ".lzma" };
+	for (size_t i = 0; i < TN_ARRAY_LEN(ext); i++)
+		if (ends_with(p, ext[i]))
+			return 1;
+	return 0;
+}
+
+/* A plain file (or stdin) is read as it is, without libarchive. */
+static int read_plain(struct tn_input *in, const char *path)
+{
+	uint8_t *d;
+	size_t n;
+	int rc = tn_read_file(path, &d, &n);
+	if (rc)
+		return rc;
+	free(in->buf);
+	free(in->member);
+	in->buf = d;
+	in->len = n;
+	in->cap = n;
+	in->pos = 0;
+	in->bytes += n;
+	in->have_buf = 1;
+	in->line = 1;
+	in->member = tn_strdup(path);
+	return in->member ? TN_OK : TN_ENOMEM;
+}
+
 static void close_archive(struct tn_input *in)
 {
 	if (in->ar)
@@ -213,6 +245,11 @@ static int load_next(struct tn_input *in, int *eof)
 			if (in->next_file == in->n_files) {
 				*eof = 1;
 				return TN_OK;
+			}
+			const char *path = in->files[in->next_file];
+			if (!is_archive_name(path) && !is_compressed_name(path)) {
+				in->next_file++;
+				return read_plain(in, path);
 			}
 			int rc = open_next_file(in);
 			if (rc)
