@@ -9,7 +9,7 @@ CUDA    ?= $(if $(shell command -v $(NVCC) 2>/dev/null),1,0)
 O       ?= build/release
 BIN     ?= bin
 SAN     ?= 0
-CFLAGS  ?= -O2 -g -march=x86-64-v2
+CFLAGS  ?= -O3 -g -march=x86-64-v2
 NVFLAGS ?= -O3 -gencode=arch=compute_90a,code=sm_90a -lineinfo
 
 PKGS = libarchive libxxhash jansson libpcre2-8 libutf8proc openblas
@@ -39,6 +39,7 @@ LDLIBS_ALL  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lc
 endif
 endif
 
+.SECONDARY:
 .PHONY: all deps test check test-unit test-cli test-cuda demo install clean fuzz bench
 all: $(PROGS)
 

@@ -312,8 +312,10 @@ int tn_read_file(const char *path, uint8_t **data, size_t *len)
 		if (rc)
 			break;
 		n += got;
-		if (n < cap)
+		if (n < cap) {
+			buf[n] = 0; /* a terminator, so text can be searched as a string */
 			break;
+		}
 		cap *= 2;
 		uint8_t *grown = tn_realloc(buf, cap);
 		if (!grown)

@@ -52,7 +52,7 @@ int tn_in_read(struct tn_in *in, void *dst, size_t n, size_t *got);
 int tn_in_fill(struct tn_in *in, size_t n, size_t *avail);
 void tn_in_close(struct tn_in *in);
 
-/* Whole-file helpers. */
+/* Whole-file helpers; the data read is followed by a NUL byte. */
 int tn_read_file(const char *path, uint8_t **data, size_t *len);
 int tn_write_file_atomic(const char *path, const void *data, size_t len);
 

@@ -86,6 +86,18 @@ static int emit(struct emitter *e, int split, const uint32_t *tok, size_t n)
 	return tn_shard_append(e->w[split], tok, n);
 }
 
+/* Training-split tokens already in the shard width. */
+static int emit_raw(struct emitter *e, const uint8_t *tok, size_t n)
+{
+	if (!e->w[0]) {
+		int rc = shard_open(e, 0);
+		if (rc)
+			return rc;
+	}
+	e->st->tokens[0] += n;
+	return tn_shard_append_raw(e->w[0], tok, n);
+}
+
 static int emit_doc_end(struct emitter *e, int split)
 {
 	int rc = e->w[split] ? TN_OK : shard_open(e, split);
@@ -192,11 +204,16 @@ static void unpublish(struct emitter *e, const char *dir)
 
 static int pack_stream(struct emitter *e, struct tn_source *src, uint32_t *buf, size_t cap)
 {
+	/* Same width in and out: tokens go from the read buffer to the shard as they are. */
+	int raw = tn_source_kind(src) == TN_SOURCE_STREAM &&
+		  tn_source_info(src)->width == e->info.width;
 	for (;;) {
 		size_t n;
-		int end, eos, rc = tn_source_read(src, buf, cap, &n, &end, &eos);
+		const uint8_t *p = NULL;
+		int end, eos, rc = raw ? tn_source_read_raw(src, &p, cap, &n, &end, &eos)
+				       : tn_source_read(src, buf, cap, &n, &end, &eos);
 		if (!rc && n)
-			rc = emit(e, 0, buf, n);
+			rc = raw ? emit_raw(e, p, n) : emit(e, 0, buf, n);
 		if (!rc && end) {
 			e->st->docs_in++;
 			rc = emit_doc_end(e, 0);

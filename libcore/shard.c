@@ -129,6 +129,25 @@ int tn_shard_append(struct tn_shard_writer *w, const uint32_t *tok, size_t n)
 	return tn_out_write(&w->out, w->pack, bytes);
 }
 
+int tn_shard_append_raw(struct tn_shard_writer *w, const uint8_t *tok, size_t n)
+{
+	uint32_t max = 0;
+	if (w->info.width == 2) {
+		const uint16_t *t = (const uint16_t *)tok;
+		for (size_t i = 0; i < n; i++)
+			max = t[i] > max ? t[i] : max;
+	} else {
+		for (size_t i = 0; i < n; i++)
+			max = TN_MAX(max, tn_le32(tok + 4 * i));
+	}
+	if (n > 0 && max >= w->info.vocab_size)
+		return tn_fail(TN_EDATA, "token id %u is not below the vocabulary size %u",
+			       max, w->info.vocab_size);
+	XXH3_64bits_update(w->payload_hash, tok, n * w->info.width);
+	w->tokens += n;
+	return tn_out_write(&w->out, tok, n * w->info.width);
+}
+
 int tn_shard_end_doc(struct tn_shard_writer *w)
 {
 	w->docs++;

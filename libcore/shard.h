@@ -30,6 +30,8 @@ struct tn_shard_writer;
 int tn_shard_writer_new(struct tn_shard_writer **w, const char *path,
 			const struct tn_stream_info *info);
 int tn_shard_append(struct tn_shard_writer *w, const uint32_t *tok, size_t n);
+/* Tokens already in the shard's width, little-endian. */
+int tn_shard_append_raw(struct tn_shard_writer *w, const uint8_t *tok, size_t n);
 int tn_shard_end_doc(struct tn_shard_writer *w);
 uint64_t tn_shard_writer_tokens(const struct tn_shard_writer *w);
 uint64_t tn_shard_writer_docs(const struct tn_shard_writer *w);

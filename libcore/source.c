@@ -99,6 +99,7 @@ int tn_source_open(struct tn_source **sp, char *const *paths, size_t n,
 }
 
 const struct tn_stream_info *tn_source_info(const struct tn_source *s) { return &s->info; }
+enum tn_source_kind tn_source_kind(const struct tn_source *s) { return s->opts.kind; }
 
 int tn_source_read(struct tn_source *s, uint32_t *buf, size_t cap, size_t *n,
 		   int *doc_end, int *eos)
@@ -111,6 +112,23 @@ int tn_source_read(struct tn_source *s, uint32_t *buf, size_t cap, size_t *n,
 			rc = tn_ids_read(&s->ids, buf, cap, n, doc_end, eos);
 		else
 			rc = tn_stream_read(s->stream, buf, cap, n, doc_end, eos);
+		if (rc || !*eos)
+			return rc;
+		close_input(s);
+		if (s->next == s->n_paths)
+			return TN_OK;
+		if ((rc = open_next(s)))
+			return rc;
+	}
+}
+
+int tn_source_read_raw(struct tn_source *s, const uint8_t **p, size_t cap, size_t *n,
+		       int *doc_end, int *eos)
+{
+	if (s->opts.kind != TN_SOURCE_STREAM)
+		return tn_fail(TN_EUSAGE, "raw reading needs token stream input");
+	for (;;) {
+		int rc = tn_stream_read_raw(s->stream, p, cap, n, doc_end, eos);
 		if (rc || !*eos)
 			return rc;
 		close_input(s);

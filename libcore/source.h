@@ -23,9 +23,13 @@ struct tn_source;
 int tn_source_open(struct tn_source **s, char *const *paths, size_t n,
 		   const struct tn_source_opts *o);
 const struct tn_stream_info *tn_source_info(const struct tn_source *s);
+enum tn_source_kind tn_source_kind(const struct tn_source *s);
 /* Same contract as tn_stream_read(), over all inputs in turn. */
 int tn_source_read(struct tn_source *s, uint32_t *buf, size_t cap, size_t *n,
 		   int *doc_end, int *eos);
+/* Token streams only: tokens in their on-disk width (tn_stream_read_raw). */
+int tn_source_read_raw(struct tn_source *s, const uint8_t **p, size_t cap, size_t *n,
+		       int *doc_end, int *eos);
 void tn_source_free(struct tn_source *s);
 
 #endif

@@ -420,34 +420,87 @@ static int r_tokens(struct tn_stream_reader *r, uint32_t *buf, size_t n)
 	return TN_OK;
 }
 
-int tn_stream_read(struct tn_stream_reader *r, uint32_t *buf, size_t cap,
-		   size_t *n, int *doc_end, int *eos)
+/* Position at tokens of the current document (or its end, or the end of
+ * input); returns how many tokens of the current record remain. */
+static int r_advance(struct tn_stream_reader *r, int *eos)
 {
-	*n = 0;
-	*doc_end = 0;
 	*eos = 0;
 	if (!r->done && r->left == 0 && !r->left_ends_doc) {
 		int rc = r_next_record(r);
 		if (rc)
 			return rc;
 	}
-	if (r->done) {
-		*eos = 1;
-		return TN_OK;
-	}
-	size_t take = TN_MIN(cap, (size_t)r->left);
-	int rc = r_tokens(r, buf, take);
-	if (rc)
-		return rc;
-	r->left -= (uint32_t)take;
-	r->tokens += take;
-	*n = take;
+	*eos = r->done;
+	return TN_OK;
+}
+
+static void r_consumed(struct tn_stream_reader *r, size_t n, int *doc_end)
+{
+	r->left -= (uint32_t)n;
+	r->tokens += n;
+	*doc_end = 0;
 	if (r->left == 0 && r->left_ends_doc) {
 		r->left_ends_doc = 0;
 		r->docs++;
 		r->all_docs++;
 		*doc_end = 1;
 	}
+}
+
+int tn_stream_read(struct tn_stream_reader *r, uint32_t *buf, size_t cap,
+		   size_t *n, int *doc_end, int *eos)
+{
+	*n = 0;
+	*doc_end = 0;
+	int rc = r_advance(r, eos);
+	if (rc || *eos)
+		return rc;
+	size_t take = TN_MIN(cap, (size_t)r->left);
+	if ((rc = r_tokens(r, buf, take)))
+		return rc;
+	*n = take;
+	r_consumed(r, take, doc_end);
+	return TN_OK;
+}
+
+int tn_stream_read_raw(struct tn_stream_reader *r, const uint8_t **p, size_t cap,
+		       size_t *n, int *doc_end, int *eos)
+{
+	*n = 0;
+	*doc_end = 0;
+	int rc = r_advance(r, eos);
+	if (rc || *eos)
+		return rc;
+	size_t w = r->info.width, avail;
+	size_t take = TN_MIN(TN_MIN(cap, (size_t)r->left), r->in->cap / w);
+	uint64_t at = r_off(r);
+	if ((rc = tn_in_fill(r->in, take * w, &avail)))
+		return rc;
+	if (avail < take * w)
+		return tn_fail(TN_EDATA, "%s: offset %llu: truncated tokens (stream cut short?)",
+			       r->in->path, (unsigned long long)at);
+	const uint8_t *b = r->in->buf + r->in->pos;
+	XXH3_64bits_update(r->hash, b, take * w);
+	uint32_t max = 0;
+	if (w == 2) {
+		const uint16_t *t = (const uint16_t *)b;
+		for (size_t i = 0; i < take; i++)
+			max = t[i] > max ? t[i] : max;
+	} else {
+		for (size_t i = 0; i < take; i++)
+			max = TN_MAX(max, tn_le32(b + 4 * i));
+	}
+	if (take && max >= r->info.vocab_size) {
+		uint32_t *one = tn_malloc(take * sizeof *one);
+		rc = one ? r_tokens(r, one, take) : TN_ENOMEM; /* finds and reports the id */
+		free(one);
+		return rc;
+	}
+	r->in->pos += take * w;
+	r->in->offset += take * w;
+	*p = b;
+	*n = take;
+	r_consumed(r, take, doc_end);
 	return TN_OK;
 }
 

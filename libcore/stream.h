@@ -61,6 +61,10 @@ const struct tn_stream_info *tn_stream_reader_info(const struct tn_stream_reader
  * exhausted (no tokens then). Every id is checked against the vocabulary. */
 int tn_stream_read(struct tn_stream_reader *r, uint32_t *buf, size_t cap,
 		   size_t *n, int *doc_end, int *eos);
+/* As tn_stream_read, but *p points at the tokens in their on-disk width
+ * inside the reader's buffer, valid until the next read; saves a copy. */
+int tn_stream_read_raw(struct tn_stream_reader *r, const uint8_t **p, size_t cap,
+		       size_t *n, int *doc_end, int *eos);
 /* Read a whole document into *buf (grown as needed, *cap its capacity). */
 int tn_stream_read_doc(struct tn_stream_reader *r, uint32_t **buf, size_t *cap,
 		       size_t *n, int *eos);

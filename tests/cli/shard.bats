@@ -221,3 +221,17 @@ PY
 	run S info --json x.bin
 	[[ "$output" == *'"kind":"llm.c"'* ]] && [[ "$output" == *'"tokens":4'* ]]
 }
+
+@test "shuffle and dedup stay within --memory on a corpus larger than it" {
+	[ "$TN_SAN" != 1 ] || skip "sanitizers inflate memory use"
+	awk 'BEGIN { srand(3); for (i = 0; i < 150000; i++) { n = int(rand() * 200); s = "";
+		for (j = 0; j < n; j++) s = s (j ? " " : "") int(rand() * 50000); print s } }' > in.ids
+	S pack --ids --vocab-size 50257 -o plain in.ids
+	/usr/bin/time -o rss -f %M "$TN_BIN/tn-shard" pack --ids --vocab-size 50257 \
+		--shuffle --dedup --memory 1M -o D in.ids
+	echo "peak RSS $(cat rss) KiB for $(stat -c %s in.ids) bytes of input"
+	[ "$(cat rss)" -lt 24000 ]
+	S cat --ids D | sort > got
+	sort -u in.ids > want
+	cmp got want
+}
