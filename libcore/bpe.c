@@ -54,6 +54,8 @@ int tn_idvec_push(struct tn_idvec *a, uint32_t id)
 
 int tn_idvec_append(struct tn_idvec *out, const uint32_t *v, size_t n)
 {
+	if (n == 0)
+		return TN_OK;
 	if (tn_idvec_reserve(out, n))
 		return TN_ENOMEM;
 	memcpy(out->v + out->n, v, n * sizeof *v);

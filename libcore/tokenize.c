@@ -53,7 +53,8 @@ static int batch_add_doc(struct batch *b, const uint8_t *p, size_t n)
 		b->doc_len = l;
 		b->docs_cap = c;
 	}
-	memcpy(b->text + b->len, p, n);
+	if (n > 0)
+		memcpy(b->text + b->len, p, n);
 	b->doc_off[b->n_docs] = b->len;
 	b->doc_len[b->n_docs++] = n;
 	b->len += n;
@@ -303,24 +304,6 @@ int tn_tokenize_run(const struct tn_tokenizer *t, struct tn_input *in,
 	return rc;
 }
 
-int tn_tokenize_text(const struct tn_tokenizer *t, const uint8_t *text, size_t len,
-		     int threads, struct tn_idvec *ids)
-{
-	struct batch b = { 0 };
-	struct states sts = { 0 };
-	int rc = states_new(&sts, t, thread_count(threads));
-	if (!rc)
-		rc = batch_add_doc(&b, text, len);
-	if (!rc)
-		rc = add_doc_parts(&b, t, 0);
-	if (!rc)
-		rc = encode_parts(&b, &sts);
-	for (size_t i = 0; i < b.n_parts && !rc; i++)
-		rc = tn_idvec_append(ids, b.parts[i].ids.v, b.parts[i].ids.n);
-	batch_free(&b);
-	states_free(&sts);
-	return rc;
-}
 
 static int check_stream(const struct tn_tokenizer *t, const struct tn_stream_info *info)
 {
@@ -408,5 +391,46 @@ int tn_detokenize_run(const struct tn_tokenizer *t, char *const *paths, size_t n
 	free(buf);
 	free(r.text);
 	tn_source_free(src);
+	return rc;
+}
+
+/* Encode documents given in memory into a batch's parts (no output). */
+static int encode_in_memory(const struct tn_tokenizer *t, const uint8_t *text,
+			    const size_t *off, const size_t *len, size_t n, int threads,
+			    struct batch *b)
+{
+	struct states sts = { 0 };
+	int rc = states_new(&sts, t, thread_count(threads));
+	for (size_t d = 0; d < n && !rc; d++)
+		rc = batch_add_doc(b, text + off[d], len[d]);
+	for (size_t d = 0; d < n && !rc; d++)
+		rc = add_doc_parts(b, t, d);
+	if (!rc)
+		rc = encode_parts(b, &sts);
+	states_free(&sts);
+	return rc;
+}
+
+int tn_tokenize_count(const struct tn_tokenizer *t, const uint8_t *text, const size_t *off,
+		      const size_t *len, size_t n, int threads, uint64_t *tokens)
+{
+	struct batch b = { 0 };
+	int rc = encode_in_memory(t, text, off, len, n, threads, &b);
+	*tokens = 0;
+	for (size_t i = 0; i < b.n_parts; i++)
+		*tokens += b.parts[i].ids.n;
+	batch_free(&b);
+	return rc;
+}
+
+int tn_tokenize_text(const struct tn_tokenizer *t, const uint8_t *text, size_t len,
+		     int threads, struct tn_idvec *ids)
+{
+	struct batch b = { 0 };
+	size_t off = 0;
+	int rc = encode_in_memory(t, text, &off, &len, 1, threads, &b);
+	for (size_t i = 0; i < b.n_parts && !rc; i++)
+		rc = tn_idvec_append(ids, b.parts[i].ids.v, b.parts[i].ids.n);
+	batch_free(&b);
 	return rc;
 }

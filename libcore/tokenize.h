@@ -51,6 +51,11 @@ int tn_detokenize_run(const struct tn_tokenizer *t, char *const *paths, size_t n
  * known byte-level patterns (see above); len if there is none. */
 size_t tn_tokenize_next_cut(const uint8_t *p, size_t len, size_t from);
 
+/* Encode documents text[off[i] .. off[i] + len[i]) with n threads and
+ * count the tokens (for benchmarks). */
+int tn_tokenize_count(const struct tn_tokenizer *t, const uint8_t *text, const size_t *off,
+		      const size_t *len, size_t n, int threads, uint64_t *tokens);
+
 /* Encode one text with n threads into ids (what a batch does to one
  * document); for benchmarks and tests. */
 int tn_tokenize_text(const struct tn_tokenizer *t, const uint8_t *text, size_t len,
