@@ -36,6 +36,8 @@ void *tn_malloc(size_t n);
 void *tn_calloc(size_t count, size_t size);
 void *tn_realloc(void *p, size_t n);
 char *tn_strdup(const char *s);
+/* "dir/name", allocated. */
+char *tn_path_join(const char *dir, const char *name);
 
 /* Parse a whole decimal string into an unsigned 64-bit value; accepts the
  * suffixes k, M, G, T (powers of 1024 when `binary`, else of 1000).
