@@ -65,7 +65,11 @@ static void *cuda_alloc(size_t bytes)
 {
 	void *p = NULL;
 	struct tn_cuda *cu = tn_cuda_get();
-	cudaError_t e = cu ? cudaMalloc(&p, bytes ? bytes : 1) : cudaErrorNotReady;
+	if (!cu) {
+		tn_cuda_status(); /* the message of the failure that stopped us */
+		return NULL;
+	}
+	cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
 	if (e == cudaSuccess)
 		e = cudaMemsetAsync(p, 0, bytes, cu->stream);
 	if (e != cudaSuccess) {

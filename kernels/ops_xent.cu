@@ -2,6 +2,8 @@
  * on the CPU: rows in blocks of XENT_ROWS, the vocabulary in chunks of
  * XENT_VCHUNK, logits of one block x chunk at a time from cuBLAS, an online
  * log-sum-exp (in double) across chunks; the backward recomputes them. */
+#include <stdint.h>
+
 #include "cuda_common.h"
 #include "ops_cuda.h"
 #include "reduce.cuh"
@@ -15,7 +17,14 @@ static int vchunk(int V) { return V < XENT_VCHUNK ? V : XENT_VCHUNK; }
 
 size_t xent_scratch_cuda(int V)
 {
-	return (size_t)XENT_ROWS * vchunk(V) + (size_t)XENT_ROWS * 5;
+	return (size_t)XENT_ROWS * vchunk(V) + (size_t)XENT_ROWS * 5 + 2; /* + alignment slack */
+}
+
+/* The per-row doubles after the logits, 8-byte aligned whatever scratch is. */
+static double *row_stats(float *scratch, int V)
+{
+	uintptr_t at = (uintptr_t)(scratch + (size_t)XENT_ROWS * vchunk(V));
+	return (double *)((at + 7) & ~(uintptr_t)7);
 }
 
 __global__ static void fold(const float *lg, int vc, int v0, const int32_t *target, double *m,
@@ -58,8 +67,7 @@ void crossentropy_forward_cuda(float *loss, float *lse, const float *x, const fl
 	struct tn_cuda *cu = tn_cuda_get();
 	if (!cu)
 		return;
-	int vcmax = vchunk(V);
-	double *m = (double *)(scratch + (size_t)XENT_ROWS * vcmax), *s = m + XENT_ROWS;
+	double *m = row_stats(scratch, V), *s = m + XENT_ROWS;
 	float *tl = (float *)(s + XENT_ROWS);
 	for (int r0 = 0; r0 < R; r0 += XENT_ROWS) {
 		int rows = R - r0 < XENT_ROWS ? R - r0 : XENT_ROWS;
