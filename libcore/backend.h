@@ -64,9 +64,18 @@ struct tn_backend {
 			     float *dk, float *dv);
 	int (*attn_decode)(int B, int H, int dk, int dv, const float *q, const float *k,
 			   const float *v, const float *decay_s, float *state, float *o);
+	/* Wait for the ops issued so far: TN_OK, or the first failure of an
+	 * asynchronous op (message set). The CPU backend has none. */
+	int (*status)(void);
 };
 
 /* The CPU reference backend: ops.h, OpenBLAS and the CPU attention core. */
 extern const struct tn_backend tn_backend_cpu;
+#ifdef TN_CUDA
+/* The CUDA backend (kernels/backend_cuda.cu), fp32. */
+extern const struct tn_backend tn_backend_cuda;
+#endif
+/* A backend by name ("cpu", "cuda"); NULL with a message if not built in. */
+const struct tn_backend *tn_backend_find(const char *name);
 
 #endif

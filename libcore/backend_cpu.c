@@ -11,6 +11,25 @@ static void *cpu_alloc(size_t bytes) { return tn_calloc(1, bytes ? bytes : 1); }
 static void cpu_free(void *p) { free(p); }
 static void cpu_copy(void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
 static void cpu_zero(void *p, size_t bytes) { memset(p, 0, bytes); }
+static int cpu_status(void) { return TN_OK; }
+
+const struct tn_backend *tn_backend_find(const char *name)
+{
+	if (!strcmp(name, "cpu"))
+		return &tn_backend_cpu;
+#ifdef TN_CUDA
+	if (!strcmp(name, "cuda"))
+		return &tn_backend_cuda;
+#endif
+	tn_fail(TN_EUSAGE, "no backend '%s' in this build (cpu%s)", name,
+#ifdef TN_CUDA
+		", cuda"
+#else
+		"; build with nvcc for cuda"
+#endif
+	);
+	return NULL;
+}
 
 const struct tn_backend tn_backend_cpu = {
 	.name = "cpu",
@@ -41,4 +60,5 @@ const struct tn_backend tn_backend_cpu = {
 	.attn_forward = lightning_attn_forward,
 	.attn_backward = lightning_attn_backward,
 	.attn_decode = lightning_attn_decode,
+	.status = cpu_status,
 };

@@ -29,6 +29,17 @@ static const char *shared_dir(void)
 	return s ? s : "../shared";
 }
 
+/* The backend under test: TN_BACKEND (cpu or cuda), cpu by default, so the
+ * same golden checks run on the GPU (tests/run-cuda.sh). */
+static const struct tn_backend *backend(void)
+{
+	const char *name = getenv("TN_BACKEND");
+	const struct tn_backend *be = tn_backend_find(name ? name : "cpu");
+	if (!be)
+		fail_msg("%s", tn_errmsg());
+	return be;
+}
+
 struct golden {
 	char dir[512];
 	struct tn_model *m;
@@ -40,7 +51,7 @@ struct golden {
 static void golden_open(struct golden *x, const char *name)
 {
 	snprintf(x->dir, sizeof(x->dir), "%s/golden/%s", shared_dir(), name);
-	int rc = tn_model_load(&x->m, x->dir, &tn_backend_cpu);
+	int rc = tn_model_load(&x->m, x->dir, backend());
 	if (rc)
 		fail_msg("%s", tn_errmsg());
 	char path[600];
@@ -120,11 +131,15 @@ static void check_train(const char *name)
 
 	assert_int_equal(tn_model_zero_grad(x.m), TN_OK);
 	assert_int_equal(tn_model_backward(x.m, 1.0f), TN_OK);
+	assert_int_equal(x.m->be->status(), TN_OK);
+	float *grads = malloc(x.m->n_floats * sizeof(float)); /* the backend's memory, on the host */
+	x.m->be->download(grads, x.m->grads, x.m->n_floats * sizeof(float));
 	for (size_t i = 0; i < x.m->n_param; i++) {
 		char key[96];
 		snprintf(key, sizeof(key), "grad.%s", x.m->param[i].name);
-		expect_close(&x, key, x.m->grads + x.m->param[i].offset, x.m->param[i].numel);
+		expect_close(&x, key, grads + x.m->param[i].offset, x.m->param[i].numel);
 	}
+	free(grads);
 	free(tgt);
 	golden_close(&x);
 }
@@ -215,7 +230,7 @@ static struct tn_model *odd_model(int layers, enum tn_act act, uint64_t seed)
 	c.act = act;
 	c.init_std = 0.5;
 	struct tn_model *m;
-	assert_int_equal(tn_model_new(&m, &c, &tn_backend_cpu), TN_OK);
+	assert_int_equal(tn_model_new(&m, &c, backend()), TN_OK);
 	tn_model_init(m, seed);
 	return m;
 }
@@ -252,13 +267,17 @@ static void check_finite_differences(enum tn_act act)
 		const struct tn_param *p = &m->param[i];
 		for (size_t k = 0; k < 5; k++) {
 			size_t j = p->offset + (k * 7919) % p->numel;
-			float keep = m->params[j], h = 1e-2f;
-			m->params[j] = keep + h;
+			float keep, h = 1e-2f, an;
+			m->be->download(&keep, m->params + j, sizeof keep);
+			m->be->download(&an, m->grads + j, sizeof an);
+			float moved = keep + h;
+			m->be->upload(m->params + j, &moved, sizeof moved);
 			double up = loss_at(m, tok, tgt, B, n);
-			m->params[j] = keep - h;
+			moved = keep - h;
+			m->be->upload(m->params + j, &moved, sizeof moved);
 			double down = loss_at(m, tok, tgt, B, n);
-			m->params[j] = keep;
-			double fd = (up - down) / (2.0 * h), an = m->grads[j];
+			m->be->upload(m->params + j, &keep, sizeof keep);
+			double fd = (up - down) / (2.0 * h);
 			if (fabs(fd - an) > 2e-2 * fmax(fabs(fd), 1e-1))
 				fail_msg("%s[%zu]: backward %g, finite difference %g", p->name,
 					 j - p->offset, an, fd);
@@ -343,20 +362,20 @@ static void bad_input(void **s)
 	struct tn_config c = m->cfg;
 	c.glu_dim = 11;
 	struct tn_model *other;
-	assert_int_equal(tn_model_new(&other, &c, &tn_backend_cpu), TN_OK);
+	assert_int_equal(tn_model_new(&other, &c, backend()), TN_OK);
 	assert_int_equal(tn_model_load_weights(other, path), TN_EDATA);
 	assert_non_null(strstr(tn_errmsg(), "'model.layers.0.channel_mixer.l1.weight' has shape "
 					   "[10, 12], expected [11, 12]"));
 	tn_model_free(other);
 	c = m->cfg;
 	c.layers = 3;
-	assert_int_equal(tn_model_new(&other, &c, &tn_backend_cpu), TN_OK);
+	assert_int_equal(tn_model_new(&other, &c, backend()), TN_OK);
 	assert_int_equal(tn_model_load_weights(other, path), TN_EDATA);
 	assert_non_null(strstr(tn_errmsg(), "'model.layers.2.token_mixer.qkvu_proj.weight' is missing"));
 	tn_model_free(other);
 	c = m->cfg;
 	c.lrpe[0] = 0;
-	assert_int_equal(tn_model_new(&other, &c, &tn_backend_cpu), TN_OK);
+	assert_int_equal(tn_model_new(&other, &c, backend()), TN_OK);
 	assert_int_equal(tn_model_load_weights(other, path), TN_EDATA);
 	assert_non_null(strstr(tn_errmsg(), "'model.layers.0.token_mixer.lrpe.theta' is not part"));
 	tn_model_free(other);
