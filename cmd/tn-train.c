@@ -2,6 +2,7 @@
  * Options and plumbing only; the loop is libcore/train.c. SIGINT and
  * SIGTERM only set a flag: the loop finishes its step, writes a checkpoint
  * and returns, so an interrupted run resumes exactly. */
+#include "backend.h"
 #include "cli.h"
 #include "config.h"
 #include "train.h"
@@ -58,6 +59,7 @@ static const char usage_text[] =
 	"      --keep K              step checkpoints kept, 0 = all (default 3)\n"
 	"      --save-dtype T        weights as f32 (default, exact resume), bf16 or f16\n"
 	"      --threads N           CPU threads (default: all)\n"
+	"      --backend NAME        cpu (default) or, where built, cuda\n"
 	"      --json                print a summary as one JSON line on stdout\n"
 	"  -q, --quiet               no progress lines\n"
 	"  -h, --help                show this help and exit\n"
@@ -72,7 +74,7 @@ enum {
 	OPT_SEQ_LEN, OPT_BATCH, OPT_BATCH_TOKENS, OPT_ACCUM, OPT_LR, OPT_MIN_LR, OPT_WARMUP,
 	OPT_SCHEDULE, OPT_WD, OPT_DECAY_EMB, OPT_BETA1, OPT_BETA2, OPT_CLIP, OPT_SEED,
 	OPT_LOG_EVERY, OPT_EVAL_EVERY, OPT_EVAL_WINDOWS, OPT_SAVE_EVERY, OPT_KEEP, OPT_SAVE_DTYPE,
-	OPT_THREADS, OPT_JSON,
+	OPT_THREADS, OPT_JSON, OPT_BACKEND,
 };
 
 static const struct option long_opts[] = {
@@ -105,6 +107,7 @@ static const struct option long_opts[] = {
 	{"keep", required_argument, NULL, OPT_KEEP},
 	{"save-dtype", required_argument, NULL, OPT_SAVE_DTYPE},
 	{"threads", required_argument, NULL, OPT_THREADS},
+	{"backend", required_argument, NULL, OPT_BACKEND},
 	{"json", no_argument, NULL, OPT_JSON},
 	{"quiet", no_argument, NULL, 'q'},
 	{"help", no_argument, NULL, 'h'},
@@ -208,6 +211,10 @@ static int parse_option(struct args *a, int c, const char *arg)
 	case OPT_DECAY_EMB: a->t.optim.decay_embedding = 1; return TN_OK;
 	case OPT_JSON: a->json = 1; return TN_OK;
 	case 'q': a->quiet = 1; return TN_OK;
+	case OPT_BACKEND:
+		if (!(a->t.be = tn_backend_find(arg)))
+			return tn_cli_usage_error(prog, "--backend: %s", tn_errmsg());
+		return TN_OK;
 	case OPT_SCHEDULE:
 		if (parse_enum("--schedule", arg, schedules, &v))
 			return TN_EUSAGE;
@@ -318,6 +325,7 @@ static void on_signal(int sig)
 
 int main(int argc, char **argv)
 {
+	tn_cpu_passive_wait(argv);
 	struct args a = {0};
 	int rc = parse_args(&a, argc, argv);
 	if (rc) {

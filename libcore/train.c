@@ -194,6 +194,7 @@ static int check_resume(const struct tn_train_opts *o, const struct tn_train_sta
 static int setup_model(struct run *r, uint32_t data_vocab)
 {
 	const struct tn_train_opts *o = r->o;
+	const struct tn_backend *be = o->be ? o->be : &tn_backend_cpu;
 	struct tn_optim_opts oo = o->optim;
 	oo.steps = o->steps;
 	int rc;
@@ -201,7 +202,7 @@ static int setup_model(struct run *r, uint32_t data_vocab)
 		char *dir;
 		if ((rc = tn_ckpt_resolve(o->resume, &dir)))
 			return rc;
-		rc = tn_model_load(&r->m, dir, &tn_backend_cpu);
+		rc = tn_model_load(&r->m, dir, be);
 		if (!rc)
 			rc = tn_optim_new(&r->opt, r->m, &oo);
 		if (!rc)
@@ -213,7 +214,7 @@ static int setup_model(struct run *r, uint32_t data_vocab)
 		struct tn_config cfg = o->cfg;
 		if (!cfg.vocab_size)
 			cfg.vocab_size = (int)data_vocab;
-		rc = tn_model_new(&r->m, &cfg, &tn_backend_cpu);
+		rc = tn_model_new(&r->m, &cfg, be);
 		if (!rc)
 			tn_model_init(r->m, o->seed);
 		if (!rc)

@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <stdint.h>
 
+#include "backend.h"
 #include "config.h"
 #include "optim.h"
 #include "tensor.h"
@@ -26,6 +27,7 @@ struct tn_train_log {
 
 struct tn_train_opts {
 	struct tn_config cfg;        /* vocab_size 0: the data's */
+	const struct tn_backend *be; /* NULL: the CPU */
 	const char *data, *out;      /* shard directory; output directory */
 	const char *resume;          /* checkpoint (or output) directory, or NULL */
 	int64_t steps;               /* total updates, resumed ones included */
