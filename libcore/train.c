@@ -7,6 +7,7 @@
 #include "eval.h"
 #include "io.h"
 #include "loader.h"
+#include "manifest.h"
 #include "model.h"
 #include "util.h"
 
@@ -177,8 +178,11 @@ static int write_plot(const struct run *r)
 /* ---- setup ---- */
 
 static int check_resume(const struct tn_train_opts *o, const struct tn_train_state *ts,
-			const char *dir)
+			const char *dir, const char *tokenizer)
 {
+	if (strcmp(ts->tokenizer, tokenizer))
+		return tn_fail(TN_EDATA, "%s: tokenizer fingerprint %s differs from the checkpoint's "
+			       "%s (%s)", o->data, tokenizer, ts->tokenizer, dir);
 	if (ts->seq_len != o->seq_len || ts->batch != o->batch || ts->accum != o->accum ||
 	    ts->seed != o->seed)
 		return tn_fail(TN_EUSAGE, "%s: trained with seq-len %u, batch %u, accum %u, seed %llu; "
@@ -191,13 +195,27 @@ static int check_resume(const struct tn_train_opts *o, const struct tn_train_sta
 	return TN_OK;
 }
 
+/* The fingerprint of the data's tokenizer, from its manifest. */
+static int data_tokenizer(const char *dir, char hex[33])
+{
+	struct tn_manifest man = {0};
+	int rc = tn_manifest_read(dir, &man);
+	if (!rc)
+		tn_fingerprint_hex(man.info.fingerprint, hex);
+	tn_manifest_free(&man);
+	return rc;
+}
+
 static int setup_model(struct run *r, uint32_t data_vocab)
 {
+	char tokenizer[33];
+	int rc = data_tokenizer(r->o->data, tokenizer);
+	if (rc)
+		return rc;
 	const struct tn_train_opts *o = r->o;
 	const struct tn_backend *be = o->be ? o->be : &tn_backend_cpu;
 	struct tn_optim_opts oo = o->optim;
 	oo.steps = o->steps;
-	int rc;
 	if (o->resume) {
 		char *dir;
 		if ((rc = tn_ckpt_resolve(o->resume, &dir)))
@@ -208,7 +226,7 @@ static int setup_model(struct run *r, uint32_t data_vocab)
 		if (!rc)
 			rc = tn_ckpt_load_state(dir, r->m, r->opt, &r->ts);
 		if (!rc)
-			rc = check_resume(o, &r->ts, dir);
+			rc = check_resume(o, &r->ts, dir, tokenizer);
 		free(dir);
 	} else {
 		struct tn_config cfg = o->cfg;
@@ -222,6 +240,7 @@ static int setup_model(struct run *r, uint32_t data_vocab)
 		r->ts = (struct tn_train_state){.seq_len = o->seq_len, .batch = o->batch,
 						.accum = o->accum, .seed = o->seed};
 		tn_rng_seed(&r->ts.rng, o->seed);
+		memcpy(r->ts.tokenizer, tokenizer, sizeof(tokenizer));
 	}
 	if (!rc && data_vocab > (uint32_t)r->m->cfg.vocab_size)
 		rc = tn_fail(TN_EDATA, "%s: the data's vocabulary of %u is larger than the model's %d",

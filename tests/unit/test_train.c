@@ -111,7 +111,8 @@ static void checkpoint_round_trip(void **s)
 	}
 	opt->step = 12;
 	struct tn_train_state ts = {.step = 12, .tokens = 999, .cursor = {2, 34}, .seq_len = 16,
-				    .batch = 4, .accum = 2, .seed = 77}, ts2;
+				    .batch = 4, .accum = 2, .seed = 77,
+				    .tokenizer = "0123456789abcdef0123456789abcdef"}, ts2;
 	tn_rng_seed(&ts.rng, 123);
 	char dir[64];
 	snprintf(dir, sizeof(dir), "/tmp/tn-test-ckpt-%d", (int)getpid());
@@ -126,6 +127,7 @@ static void checkpoint_round_trip(void **s)
 	assert_true(ts2.step == ts.step && ts2.tokens == ts.tokens && ts2.seq_len == ts.seq_len &&
 		    ts2.batch == ts.batch && ts2.accum == ts.accum && ts2.seed == ts.seed);
 	assert_true(ts2.cursor.epoch == 2 && ts2.cursor.position == 34);
+	assert_string_equal(ts2.tokenizer, ts.tokenizer);
 	assert_memory_equal(ts2.rng.s, ts.rng.s, sizeof(ts.rng.s));
 	char *p = tn_ckpt_path(dir, "model.safetensors");
 	/* the tied head is not stored; a reader rejects a tensor it does not know */
