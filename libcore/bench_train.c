@@ -140,10 +140,10 @@ static int run(const struct train_bench *o)
 	for (size_t i = 0; i < (size_t)B * n * 2; i++)
 		tok[i] = (int32_t)((i * 2654435761u) % (uint32_t)c.vocab_size);
 	rc = tn_model_new(&m, &c, o->be);
-	if (!rc) {
-		tn_model_init(m, 1);
+	if (!rc)
+		rc = tn_model_init(m, 1);
+	if (!rc)
 		rc = tn_optim_new(&opt, m, &oo);
-	}
 	if (!rc)
 		rc = one_step(m, opt, tok, tok + (size_t)B * n, B, n);
 	double t0 = tn_now();

@@ -175,13 +175,13 @@ static void theta_formula(float *theta, int H, int hd)
 		theta[i] = (float)pow(10000.0, -2.0 * i / (double)(H * hd));
 }
 
-void tn_model_init(struct tn_model *m, uint64_t seed)
+int tn_model_init(struct tn_model *m, uint64_t seed)
 {
 	struct tn_rng r;
 	tn_rng_seed(&r, seed);
 	float *host = tn_malloc(m->n_floats * sizeof(float));
 	if (!host)
-		return;
+		return TN_ENOMEM;
 	int hd = tn_config_head_dim(&m->cfg);
 	for (size_t i = 0; i < m->n_param; i++) {
 		const struct tn_param *p = &m->param[i];
@@ -197,6 +197,7 @@ void tn_model_init(struct tn_model *m, uint64_t seed)
 	}
 	m->be->upload(m->params, host, m->n_floats * sizeof(float));
 	free(host);
+	return TN_OK;
 }
 
 /* ---- loading and saving ---- */

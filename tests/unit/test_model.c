@@ -231,7 +231,7 @@ static struct tn_model *odd_model(int layers, enum tn_act act, uint64_t seed)
 	c.init_std = 0.5;
 	struct tn_model *m;
 	assert_int_equal(tn_model_new(&m, &c, backend()), TN_OK);
-	tn_model_init(m, seed);
+	assert_int_equal(tn_model_init(m, seed), TN_OK);
 	return m;
 }
 
