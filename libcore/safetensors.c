@@ -57,9 +57,6 @@ static int parse_entry(struct tn_st *st, const char *name, json_t *v, const uint
 	if (!json_is_array(sh) || json_array_size(sh) > TN_MAX_DIMS || !json_is_array(off) ||
 	    json_array_size(off) != 2)
 		return tn_fail(TN_EDATA, "%s: tensor '%s': bad shape or data_offsets", st->path, name);
-	t->name = tn_strdup(name);
-	if (!t->name)
-		return TN_ENOMEM;
 	t->dtype = (enum tn_dtype)d;
 	t->ndim = (int)json_array_size(sh);
 	for (int i = 0; i < t->ndim; i++) {
@@ -79,7 +76,8 @@ static int parse_entry(struct tn_st *st, const char *name, json_t *v, const uint
 	if (t->nbytes != tn_numel(t->shape, t->ndim) * tn_dtype_size(t->dtype))
 		return tn_fail(TN_EDATA, "%s: tensor '%s': %zu bytes do not hold its shape and dtype",
 			       st->path, name, t->nbytes);
-	return TN_OK;
+	t->name = tn_strdup(name); /* last: a failed entry owns nothing */
+	return t->name ? TN_OK : TN_ENOMEM;
 }
 
 static int check_tiling(const struct tn_st *st, const uint8_t *base, size_t data_len)
