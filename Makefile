@@ -39,9 +39,20 @@ LDLIBS_ALL  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lc
 endif
 endif
 
-.SECONDARY:
 .PHONY: all deps test check test-unit test-cli test-cuda demo install clean fuzz bench
 all: $(PROGS)
+
+# Objects depend on the build's configuration, so switching CUDA or SAN
+# in one object directory rebuilds what was compiled the other way.
+CONFIG_STAMP = $(O)/.config-cuda$(CUDA)-san$(SAN)
+$(CONFIG_STAMP):
+	@mkdir -p $(O)
+	@rm -f $(O)/.config-*
+	@touch $@
+
+$(LIB_OBJ) $(KERN_OBJ) $(TEST_SRC:tests/unit/%.c=$(O)/tests/unit/%.o) \
+	$(CMD_SRC:cmd/%.c=$(O)/cmd/%.o): $(CONFIG_STAMP)
+.SECONDARY: $(TEST_SRC:tests/unit/%.c=$(O)/tests/unit/%.o) $(CMD_SRC:cmd/%.c=$(O)/cmd/%.o)
 
 $(O)/%.o: %.c
 	@mkdir -p $(dir $@)
