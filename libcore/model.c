@@ -485,6 +485,7 @@ static int acts_ensure(struct tn_model *m, int B, int n, int train)
 	}
 	a->B = B;
 	a->n = n;
+	a->n_valid = -1; /* until a forward with targets: no losses, no backward */
 	acts_layout(m, a, B, n, a->train, a->mem);
 	return TN_OK;
 }
@@ -608,7 +609,7 @@ int tn_model_forward(struct tn_model *m, const int32_t *tok, const int32_t *tgt,
 int tn_model_losses(const struct tn_model *m, float *out)
 {
 	const struct tn_acts *a = m->acts;
-	if (!a || !a->train)
+	if (!a || a->n_valid < 0)
 		return tn_fail(TN_EUSAGE, "no forward pass with targets to take losses from");
 	m->be->download(out, a->loss, (size_t)a->B * a->n * sizeof(float));
 	return TN_OK;
@@ -706,7 +707,7 @@ int tn_model_backward(struct tn_model *m, float scale)
 {
 	struct tn_acts *a = m->acts;
 	const struct tn_config *c = &m->cfg;
-	if (!a || !a->train || !m->grads)
+	if (!a || a->n_valid < 0 || !m->grads)
 		return tn_fail(TN_EUSAGE, "backward needs a forward with targets and zeroed gradients");
 	int BT = a->B * a->n;
 	float dscale = a->n_valid ? scale / (float)a->n_valid : 0.0f;

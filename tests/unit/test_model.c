@@ -356,6 +356,10 @@ static void bad_input(void **s)
 	int32_t tok[2] = {1, 13};
 	assert_int_equal(tn_model_forward(m, tok, NULL, 1, 2, NULL), TN_EDATA);
 	assert_non_null(strstr(tn_errmsg(), "token id 13 is outside"));
+	tok[1] = 12;
+	assert_int_equal(tn_model_forward(m, tok, NULL, 1, 2, NULL), TN_OK);
+	assert_int_equal(tn_model_zero_grad(m), TN_OK);
+	assert_int_equal(tn_model_backward(m, 1.0f), TN_EUSAGE); /* no targets, no backward */
 	char path[64];
 	snprintf(path, sizeof(path), "/tmp/tn-test-model-%d.safetensors", (int)getpid());
 	assert_int_equal(tn_model_save_weights(m, path, TN_BF16), TN_OK);
