@@ -457,17 +457,30 @@ static size_t acts_layout(const struct tn_model *m, struct tn_acts *a, int B, in
 	return used;
 }
 
-/* Make m->acts hold B x n rows (reusing the allocation when it is big enough). */
+/* Floats that B x n rows take, with or without the backward's scratch. */
+static int acts_need(const struct tn_model *m, int B, int n, int train, size_t *need)
+{
+	struct tn_acts probe = {0};
+	probe.l = tn_calloc((size_t)m->cfg.layers, sizeof(*probe.l));
+	if (!probe.l)
+		return TN_ENOMEM;
+	*need = acts_layout(m, &probe, B, n, train, NULL);
+	free(probe.l);
+	return TN_OK;
+}
+
+/* Make m->acts hold B x n rows, reusing the allocation when it is big
+ * enough (an allocation with backward scratch keeps its layout). */
 static int acts_ensure(struct tn_model *m, int B, int n, int train)
 {
-	struct tn_acts probe = {0}, *a = m->acts;
-	struct layer_acts *tmp = tn_calloc((size_t)m->cfg.layers, sizeof(*tmp));
-	if (!tmp)
-		return TN_ENOMEM;
-	probe.l = tmp;
-	size_t need = acts_layout(m, &probe, B, n, train, NULL);
-	free(tmp);
+	struct tn_acts *a = m->acts;
+	size_t need;
+	int rc = acts_need(m, B, n, train || (a && a->train), &need);
+	if (rc)
+		return rc;
 	if (!a || a->cap < need || (train && !a->train)) {
+		if ((rc = acts_need(m, B, n, train, &need)))
+			return rc;
 		acts_free(m);
 		a = tn_calloc(1, sizeof(*a));
 		if (!a)
