@@ -5,7 +5,7 @@
  * `dtype` (fp32 or bf16), decay_s [H] and the states are fp32, arithmetic
  * accumulates in fp32 (fp32 inputs go through the tensor cores as bf16
  * hi + lo pairs, so fp32 results keep ~1e-5 relative accuracy). dk <= 256 and
- * dv <= 128, any B, H, N >= 1. Temporary memory comes from cudaMallocAsync on
+ * dv <= 128 (a multiple of 4), any B, H, N >= 1; states 16-byte aligned. Temporary memory comes from cudaMallocAsync on
  * `stream`; the calls are asynchronous and return TN_OK, TN_EDATA (bad shape)
  * or TN_EIO (a CUDA error, message set). For packed documents the offsets
  * (struct tn_attn_docs) are device pointers too. */
