@@ -1,16 +1,18 @@
 /* lightning_attn.cu - CUDA Lightning Attention: forward (with the final state),
  * backward and decode, fp32 or bf16 in, fp32 accumulation, packed documents.
  *
- * One design, parallel over chunks of BC rows in every pass, so B = 1 at long
- * N fills the GPU: (1) each chunk's local state sum_j w_j x_j y_j^T into a
- * [B,H,T,dk,dv] fp32 buffer; (2) a scan over chunks, element-parallel, turning
- * it into the state before (forward) or after (backward) each chunk; (3) each
- * chunk's outputs from its intra-chunk products plus one product with that
- * state. Matrix products run on mma.sync m16n8k16 bf16 tensor cores; an fp32
- * operand x enters as hi = bf16(x), lo = bf16(x - hi) and costs three products
- * (hi.hi + hi.lo + lo.hi). Only non-negative powers lambda^p, p <= BC, appear
- * (MODEL.md §6.11). Documents: seg[t] = last start <= t (-1: none); tokens t, j
- * interact iff seg[t] <= j <= t, as in libcore/lightning_attn.c. */
+ * One design, parallel over chunks of BC = 64 rows in every pass, so B = 1 at
+ * long N fills the GPU: (1) the local state sum_j w_j x_j y_j^T of each span
+ * of `sub` chunks into a [B,H,spans,dk,dv] fp32 buffer; (2) a scan over spans,
+ * element-parallel, turning it into the state before (forward) or after
+ * (backward) each span; (3) each chunk's rows of o, dq, dk or dv from masked
+ * products with the chunks of its span plus one product with the span's
+ * state (one kernel, chunk_out, for all four). Matrix products run on mma.sync
+ * m16n8k16 bf16 tensor cores; an fp32 operand x enters as hi = bf16(x),
+ * lo = bf16(x - hi) and costs three products (hi.hi + hi.lo + lo.hi). Only
+ * non-negative powers lambda^p, p <= span length, appear (MODEL.md §6.11).
+ * Documents: seg[t] = last start <= t (-1: none); tokens t, j interact iff
+ * seg[t] <= j <= t, as in libcore/lightning_attn.c. */
 #include <cuda_bf16.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -217,6 +219,127 @@ __device__ void load_tile(const op &d, const T *src, long ld, int rows, int cols
 	}
 }
 
+/* cp.async: 16 bytes global -> shared without passing through registers. */
+__device__ __forceinline__ void cp_async16(void *dst, const void *src)
+{
+	unsigned a = (unsigned)__cvta_generic_to_shared(dst);
+	asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(a), "l"(src));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_wait()
+{
+	asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+/* load_tile without a scale, asynchronous where it can be: bf16 rows copied
+ * as they are (cp.async), zeros stored directly; fp32 (split into hi + lo)
+ * and unaligned sources go through load_tile. Completion: cp_wait + a barrier. */
+template <typename T>
+__device__ void issue_tile(const op &d, const T *src, long ld, int rows, int cols, int nrows,
+			   int ncols)
+{
+	if constexpr (sizeof(T) == 4) {
+		load_tile<T>(d, src, ld, rows, cols, nrows, ncols, nullptr);
+	} else {
+		if (ld % 8 || ((uintptr_t)src & 15)) {
+			load_tile<T>(d, src, ld, rows, cols, nrows, ncols, nullptr);
+			return;
+		}
+		int per_row = cols / 8;
+		for (int it = threadIdx.x; it < rows * per_row; it += blockDim.x) {
+			int r = it / per_row, c = it % per_row * 8;
+			bf16 *dst = d.hi + r * d.ld + c;
+			if (r < nrows && c + 8 <= ncols)
+				cp_async16(dst, src + r * ld + c);
+			else if (r >= nrows || c >= ncols)
+				*(uint4 *)dst = make_uint4(0, 0, 0, 0);
+			else
+				for (int k = 0; k < 8; k++)
+					dst[k] = c + k < ncols ? src[r * ld + c + k] : __float2bfloat16_rn(0.f);
+		}
+	}
+}
+
+/* Tile of a [dk, dv] fp32 state kept as fp32 in shared memory (row stride
+ * SLD floats), split into bf16 hi + lo only when read as a B fragment. */
+constexpr int SLD = 68;
+
+/* Rows [r0, r0+64) x cols [c0, c0+64) of the state S into Sf, asynchronously. */
+__device__ void issue_state(float *Sf, const float *S, int dk, int dv, int r0, int c0)
+{
+	for (int it = threadIdx.x; it < 64 * 16; it += blockDim.x) {
+		int r = it >> 4, c = (it & 15) * 4;
+		float *dst = Sf + r * SLD + c;
+		if (r0 + r < dk && c0 + c < dv) /* dv % 4 == 0: whole float4s */
+			cp_async16(dst, S + (long)(r0 + r) * dv + c0 + c);
+		else
+			*(float4 *)dst = make_float4(0.f, 0.f, 0.f, 0.f);
+	}
+}
+
+/* acc[16 x 8NT] += A . B with B read from the fp32 tile X: BKN = true reads
+ * B(k,n) = X[k][n], false B(k,n) = X[n][k]. */
+template <int NT, bool BKN>
+__device__ void warp_mma_f32b(float (&acc)[NT][4], const op &A, int ar0, int ak0, const float *X,
+			      int K)
+{
+	int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+	for (int k = 0; k < K; k += 16) {
+		uint32_t ah[4], al[4];
+		load_a<false>(ah, A.hi, A.ld, ar0, ak0 + k);
+		if (A.lo)
+			load_a<false>(al, A.lo, A.ld, ar0, ak0 + k);
+#pragma unroll
+		for (int n = 0; n < NT; n++) {
+			float v[4];
+			if (BKN) {
+				const float *p = X + (k + 2 * t) * SLD + 8 * n + g;
+				v[0] = p[0], v[1] = p[SLD], v[2] = p[8 * SLD], v[3] = p[9 * SLD];
+			} else {
+				const float *p = X + (8 * n + g) * SLD + k + 2 * t;
+				float2 a = *(const float2 *)p, b = *(const float2 *)(p + 8);
+				v[0] = a.x, v[1] = a.y, v[2] = b.x, v[3] = b.y;
+			}
+			bf16 h[4], l[4];
+#pragma unroll
+			for (int i = 0; i < 4; i++) {
+				h[i] = __float2bfloat16_rn(v[i]);
+				l[i] = __float2bfloat16_rn(v[i] - __bfloat162float(h[i]));
+			}
+			uint32_t bh[2] = {pack2(h[0], h[1]), pack2(h[2], h[3])};
+			uint32_t bl[2] = {pack2(l[0], l[1]), pack2(l[2], l[3])};
+			mma(acc[n], ah, bh);
+			mma(acc[n], ah, bl);
+			if (A.lo)
+				mma(acc[n], al, bh);
+		}
+	}
+}
+
+/* One 64 x 64 tile, four 8-column pieces per thread (NTHR = 128), fetched
+ * into registers now and stored (times scale[r]) later, so that the next
+ * tile's loads are in flight while the current one is used. */
+static_assert(NTHR * 4 * 8 == 64 * 64, "fetch64 assumes 128 threads");
+template <typename T>
+__device__ void fetch64(float (&x)[4][8], const T *src, long ld, int nrows, int ncols)
+{
+	bool vec = ld % 8 == 0 && ((uintptr_t)src & 15) == 0;
+#pragma unroll
+	for (int u = 0; u < 4; u++) {
+		int it = threadIdx.x + u * NTHR, r = it / 8, c = it % 8 * 8;
+		load8(x[u], src, ld, r, c, r < nrows, ncols - c, vec);
+	}
+}
+
+__device__ void put64(const op &d, const float (&x)[4][8], const float *scale)
+{
+#pragma unroll
+	for (int u = 0; u < 4; u++) {
+		int it = threadIdx.x + u * NTHR, r = it / 8, c = it % 8 * 8;
+		store8(d, r, c, x[u], scale ? scale[r] : 1.f);
+	}
+}
+
 /* A tile of shared memory: rows x cols bf16 (+ the lo half when split). */
 struct smem_alloc {
 	char *p;
@@ -293,12 +416,6 @@ __device__ void masked_scores(const chunk &ch, const op &A, const op &B, int D, 
 		}
 }
 
-/* Stage rows [r0, r0+64) x cols [c0, c0+64) of a [dk, dv] fp32 state into X. */
-__device__ void stage_state(const op &X, const float *S, const dims &d, int r0, int c0)
-{
-	load_tile<float>(X, S + (long)r0 * d.dv + c0, d.dv, 64, 64, d.dk - r0, d.dv - c0, nullptr);
-}
-
 /* Store a warp's 16 x 64 result tile: acc + rs[row] * inter, two adjacent
  * columns per store. */
 __device__ __forceinline__ void store2(float *p, float a, float b, bool both)
@@ -354,8 +471,11 @@ __global__ void __launch_bounds__(NTHR) span_state(dims d, const T *x, const T *
 	int nv = (d.dv + 63) / 64, f0 = blockIdx.z / nv * 64, c0 = blockIdx.z % nv * 64;
 	int wp = threadIdx.x >> 5, lp = ch.seg_at(ch.ce - 1);
 	op X = {sm, sm + BC * 72, 72}, Y = {sm + 2 * BC * 72, SPLIT ? sm + 3 * BC * 72 : nullptr, 72};
-	float acc[8][4];
+	float acc[8][4], xr[4][8], yr[4][8];
 	zero(acc);
+	long base = (long)ch.bh * d.N;
+	fetch64<T>(xr, x + (base + ch.cs) * d.dk + f0, d.dk, ch.ce - ch.cs, d.dk - f0);
+	fetch64<T>(yr, y + (base + ch.cs) * d.dv + c0, d.dv, ch.ce - ch.cs, d.dv - c0);
 	for (int c = ch.cs; c < ch.ce; c += BC) {
 		int m = min(BC, ch.ce - c);
 		__syncthreads();
@@ -364,9 +484,12 @@ __global__ void __launch_bounds__(NTHR) span_state(dims d, const T *x, const T *
 			w[j] = on ? ch.pw(REV ? c + j - ch.cs : ch.ce - 1 - c - j) : 0.f;
 		}
 		__syncthreads();
-		long row0 = (long)ch.bh * d.N + c;
-		load_tile<T>(X, x + row0 * d.dk + f0, d.dk, BC, 64, m, d.dk - f0, w);
-		load_tile<T>(Y, y + row0 * d.dv + c0, d.dv, BC, 64, m, d.dv - c0, nullptr);
+		put64(X, xr, w);
+		put64(Y, yr, nullptr);
+		if (c + BC < ch.ce) {
+			fetch64<T>(xr, x + (base + c + BC) * d.dk + f0, d.dk, ch.ce - c - BC, d.dk - f0);
+			fetch64<T>(yr, y + (base + c + BC) * d.dv + c0, d.dv, ch.ce - c - BC, d.dv - c0);
+		}
 		__syncthreads();
 		warp_mma<8, true, true>(acc, X, 16 * wp, 0, Y, 0, 0, BC);
 	}
@@ -451,34 +574,50 @@ __global__ void __launch_bounds__(NTHR) chunk_out(dims d, pass<T> p, const float
 	int c0 = blockIdx.z * 64, w = threadIdx.x >> 5;
 	smem_alloc al{smem};
 	op F = al.take(BC, DA, SPLIT), M = al.take(BC, DA, SPLIT), W = al.take(BC, 64, SPLIT);
-	op X = al.take(64, 64, true), P = al.take(BC, BC, true);
+	op P = al.take(BC, BC, true);
+	float *Sf = (float *)al.p;
 	long base = (long)ch.bh * d.N;
-	load_tile<T>(F, p.F + (base + ch.c) * p.da, p.da, BC, DA, ch.m, p.da, nullptr);
+	const float *S = p.state + ((long)ch.bh * d.TS + ch.c / d.SR) * d.dk * d.dv;
+	int first = REV ? ch.c : ch.cs, last = REV ? ch.ce - 1 : ch.c;
+	/* pipeline: M and W of the next chunk load while this one is used */
+	issue_tile<T>(F, p.F + (base + ch.c) * p.da, p.da, BC, DA, ch.m, p.da);
+	issue_tile<T>(M, p.M + (base + first) * p.da, p.da, BC, DA, d.N - first, p.da);
+	issue_state(Sf, S, d.dk, d.dv, STN ? c0 : 0, STN ? 0 : c0);
+	cp_commit();
+	issue_tile<T>(W, p.W + (base + first) * p.dw + c0, p.dw, BC, 64, d.N - first, p.dw - c0);
+	cp_commit();
 	float acc[8][4], inter[8][4], rs[2];
 	zero(acc);
-	for (int mc = REV ? ch.c : ch.cs; mc <= (REV ? ch.ce - 1 : ch.c); mc += BC) {
-		int mm = min(BC, d.N - mc);
-		__syncthreads();
-		load_tile<T>(M, p.M + (base + mc) * p.da, p.da, BC, DA, mm, p.da, nullptr);
-		load_tile<T>(W, p.W + (base + mc) * p.dw + c0, p.dw, BC, 64, mm, p.dw - c0, nullptr);
-		__syncthreads();
+	for (int mc = first; mc <= last; mc += BC) {
+		int nx = mc + BC;
+		cp_wait<1>();
+		__syncthreads(); /* F, M, the state tile */
 		if (REV)
 			masked_scores(ch, M, F, DA, P, mc, ch.c);
 		else
 			masked_scores(ch, F, M, DA, P, ch.c, mc);
-		__syncthreads();
+		cp_wait<0>();
+		__syncthreads(); /* W, P; M is free */
+		if (nx <= last)
+			issue_tile<T>(M, p.M + (base + nx) * p.da, p.da, BC, DA, d.N - nx, p.da);
+		cp_commit();
 		warp_mma<8, REV, true>(acc, P, 16 * w, 0, W, 0, 0, BC);
+		__syncthreads(); /* W is free */
+		if (nx <= last)
+			issue_tile<T>(W, p.W + (base + nx) * p.dw + c0, p.dw, BC, 64, d.N - nx,
+				      p.dw - c0);
+		cp_commit();
 	}
-	const float *S = p.state + ((long)ch.bh * d.TS + ch.c / d.SR) * d.dk * d.dv;
 	zero(inter);
 	for (int kq = 0; kq < DA; kq += 64) {
+		cp_wait<0>();
 		__syncthreads();
-		if (STN)
-			stage_state(X, S, d, c0, kq);
-		else
-			stage_state(X, S, d, kq, c0);
-		__syncthreads();
-		warp_mma<8, false, !STN>(inter, F, 16 * w, kq, X, 0, 0, 64);
+		warp_mma_f32b<8, !STN>(inter, F, 16 * w, kq, Sf, 64);
+		if (kq + 64 < DA) {
+			__syncthreads();
+			issue_state(Sf, S, d.dk, d.dv, STN ? c0 : kq + 64, STN ? kq + 64 : c0);
+			cp_commit();
+		}
 	}
 	for (int h = 0; h < 2; h++) {
 		int i = 16 * w + acc_row(2 * h), t = ch.c + i;
@@ -589,8 +728,8 @@ cudaError_t out_pass(const dims &d, const pass<T> &p, const float *s, const int 
 		     cudaStream_t st)
 {
 	constexpr bool SP = sizeof(T) == 4;
-	int bytes = 2 * tile_bytes(BC, DA, SP) + tile_bytes(BC, 64, SP) + tile_bytes(64, 64, true) +
-		    tile_bytes(BC, BC, true);
+	int bytes = 2 * tile_bytes(BC, DA, SP) + tile_bytes(BC, 64, SP) + tile_bytes(BC, BC, true) +
+		    64 * SLD * 4;
 	return launch(chunk_out<T, DA, REV, STN>, dim3(d.T, d.B * d.H, (p.dw + 63) / 64), NTHR,
 		      bytes, st, d, p, s, seg);
 }
@@ -659,14 +798,15 @@ struct workspace {
 	}
 };
 
-/* Chunks per span: 4 (256 rows) keeps the state traffic a quarter of one
- * state per chunk; TN_ATTN_SUB (1 to 16) overrides it, for tuning. */
+/* Chunks per span: 2 (128 rows) halves the state traffic of one state per
+ * chunk for half a chunk more of quadratic work per chunk on average;
+ * TN_ATTN_SUB (1 to 16) overrides it, for tuning. */
 dims dims_of(const struct tn_attn_shape *sh)
 {
 	static int sub;
 	if (!sub) {
 		const char *e = getenv("TN_ATTN_SUB");
-		sub = e && atoi(e) >= 1 && atoi(e) <= 16 ? atoi(e) : 4;
+		sub = e && atoi(e) >= 1 && atoi(e) <= 16 ? atoi(e) : 2;
 	}
 	dims d = {sh->B, sh->H, sh->N, sh->dk, sh->dv, (sh->N + BC - 1) / BC, sub, sub * BC, 0};
 	d.TS = (sh->N + d.SR - 1) / d.SR;
