@@ -67,6 +67,20 @@ $(O)/tests/enospc.so: tests/fault/enospc.c
 	@mkdir -p $(dir $@)
 	$(CC) -shared -fPIC -O2 -Wall -Wextra -Werror $< -o $@ -ldl
 
+$(O)/tests/replay: tests/fuzz/fuzz_readers.c tests/fuzz/replay.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CPPFLAGS) $(ALL_CFLAGS) $(LDFLAGS) tests/fuzz/fuzz_readers.c tests/fuzz/replay.c $(LIB) $(LDLIBS_ALL) -o $@
+
+# Run the readers under libFuzzer (clang), growing tests/fuzz/corpus.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@$(MAKE) --no-print-directory O=build/fuzz BIN=build/fuzz/bin CC=clang CUDA=0 SAN=1 \
+		CFLAGS="-O1 -g -fsanitize=fuzzer-no-link" build/fuzz/libcore.a
+	clang $(ALL_CPPFLAGS) -O1 -g -fsanitize=fuzzer,address,undefined tests/fuzz/fuzz_readers.c \
+		build/fuzz/libcore.a $(LDLIBS_ALL) -o build/fuzz/fuzz_readers
+	mkdir -p build/fuzz/new
+	build/fuzz/fuzz_readers -max_total_time=$(FUZZ_SECONDS) -max_len=8192 build/fuzz/new tests/fuzz/corpus
+
 deps:
 	@sh tests/deps.sh
 
@@ -78,8 +92,9 @@ test:
 	@$(MAKE) --no-print-directory check
 	@$(MAKE) --no-print-directory O=build/asan BIN=build/asan/bin SAN=1 CUDA=0 check
 
-check: $(PROGS) $(TESTS) $(O)/tests/enospc.so
+check: $(PROGS) $(TESTS) $(O)/tests/enospc.so $(O)/tests/replay
 	@sh tests/run-unit.sh $(TESTS)
+	$(O)/tests/replay tests/fuzz/corpus/*
 	TN_BIN=$(abspath $(BIN)) TN_ENOSPC=$(abspath $(O)/tests/enospc.so) TN_SAN=$(SAN) \
 		bats --print-output-on-failure tests/cli
 

@@ -14,6 +14,7 @@ static const struct {
 	int (*run)(int argc, char **argv);
 } commands[] = {
 	{"shard", "tn-shard pack, cat and verify throughput", tn_bench_shard},
+	{"tokenize", "tn-tokenize encoding speed, one thread and all", tn_bench_tokenize},
 	{"attn", "Lightning Attention on the GPU: forward, backward, prefill, decode", tn_bench_attn},
 };
 

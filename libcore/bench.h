@@ -5,6 +5,7 @@
 #define TN_BENCH_H
 
 int tn_bench_shard(int argc, char **argv);
+int tn_bench_tokenize(int argc, char **argv);
 int tn_bench_attn(int argc, char **argv);
 
 #endif

@@ -307,7 +307,7 @@ int tn_read_file(const char *path, uint8_t **data, size_t *len)
 	size_t cap = 1 << 16, n = 0;
 	uint8_t *buf = tn_malloc(cap);
 	while (buf) {
-		size_t got;
+		size_t got = 0;
 		rc = tn_in_read(&in, buf + n, cap - n, &got);
 		if (rc)
 			break;

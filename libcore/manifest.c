@@ -54,15 +54,6 @@ static json_t *split_totals(const struct tn_manifest *m, const char *split)
 	return json_pack("{s:I,s:I}", "tokens", (json_int_t)t, "documents", (json_int_t)d);
 }
 
-static char *path_in(const char *dir, const char *name)
-{
-	size_t n = strlen(dir) + strlen(name) + 2;
-	char *p = tn_malloc(n);
-	if (p)
-		snprintf(p, n, "%s/%s", dir, name);
-	return p;
-}
-
 int tn_manifest_write(const char *dir, const struct tn_manifest *m)
 {
 	char fp[33], sum[17];
@@ -92,7 +83,7 @@ int tn_manifest_write(const char *dir, const struct tn_manifest *m)
 	snprintf(sum, sizeof sum, "%016llx", (unsigned long long)XXH3_64bits(text, len));
 	memcpy(at + strlen(SUM_KEY), sum, 16);
 	text[len] = '\n'; /* json_dumps' terminator becomes the final newline */
-	char *path = path_in(dir, TN_MANIFEST_NAME);
+	char *path = tn_path_join(dir, TN_MANIFEST_NAME);
 	int rc = path ? tn_write_file_atomic(path, text, len + 1) : TN_ENOMEM;
 	free(path);
 	free(text);
@@ -208,7 +199,7 @@ static int parse(const char *path, json_t *root, struct tn_manifest *m)
 int tn_manifest_read(const char *dir, struct tn_manifest *m)
 {
 	memset(m, 0, sizeof *m);
-	char *path = path_in(dir, TN_MANIFEST_NAME);
+	char *path = tn_path_join(dir, TN_MANIFEST_NAME);
 	if (!path)
 		return TN_ENOMEM;
 	uint8_t *data = NULL;
@@ -270,7 +261,7 @@ int tn_manifest_open_shards(const struct tn_manifest *m, const char *dir,
 		const struct tn_manifest_shard *e = &m->shards[i];
 		if (split && strcmp(split, e->split) != 0)
 			continue;
-		char *path = path_in(dir, e->file);
+		char *path = tn_path_join(dir, e->file);
 		if (!path) {
 			tn_shards_close(*shards, *n);
 			return TN_ENOMEM;

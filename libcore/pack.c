@@ -38,21 +38,12 @@ struct emitter {
 
 static const char *const split_name[2] = {"train", "val"};
 
-static char *join(const char *a, const char *b)
-{
-	size_t n = strlen(a) + strlen(b) + 2;
-	char *p = tn_malloc(n);
-	if (p)
-		snprintf(p, n, "%s/%s", a, b);
-	return p;
-}
-
 static int shard_open(struct emitter *e, int split)
 {
 	char name[32];
 	snprintf(name, sizeof name, "%s-%05llu.tns", split_name[split],
 		 (unsigned long long)e->st->shards[split]);
-	char *path = join(e->work, name);
+	char *path = tn_path_join(e->work, name);
 	if (!path)
 		return TN_ENOMEM;
 	int rc = tn_shard_writer_new(&e->w[split], path, &e->info);
@@ -145,7 +136,7 @@ static int prepare_dir(const char *dir, int *created, char **work)
 	} else {
 		return tn_fail_errno("%s: cannot create directory", dir);
 	}
-	*work = join(dir, ".partial-XXXXXX");
+	*work = tn_path_join(dir, ".partial-XXXXXX");
 	if (*work && !mkdtemp(*work)) {
 		int rc = tn_fail_errno("%s: cannot create a work directory", dir);
 		free(*work);
@@ -165,7 +156,7 @@ static void remove_work(const char *work)
 	while ((ent = readdir(d))) {
 		if (!strcmp(ent->d_name, ".") || !strcmp(ent->d_name, ".."))
 			continue;
-		char *p = join(work, ent->d_name);
+		char *p = tn_path_join(work, ent->d_name);
 		if (p)
 			unlink(p);
 		free(p);
@@ -177,8 +168,8 @@ static void remove_work(const char *work)
 static int publish(struct emitter *e, const char *dir)
 {
 	for (size_t i = 0; i < e->man.n_shards; i++) {
-		char *from = join(e->work, e->man.shards[i].file);
-		char *to = join(dir, e->man.shards[i].file);
+		char *from = tn_path_join(e->work, e->man.shards[i].file);
+		char *to = tn_path_join(dir, e->man.shards[i].file);
 		int rc = from && to ? TN_OK : TN_ENOMEM;
 		if (!rc && rename(from, to) != 0)
 			rc = tn_fail_errno("%s: cannot move into place", to);
@@ -193,7 +184,7 @@ static int publish(struct emitter *e, const char *dir)
 static void unpublish(struct emitter *e, const char *dir)
 {
 	for (size_t i = 0; i < e->man.n_shards; i++) {
-		char *to = join(dir, e->man.shards[i].file);
+		char *to = tn_path_join(dir, e->man.shards[i].file);
 		if (to)
 			unlink(to);
 		free(to);

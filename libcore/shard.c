@@ -131,15 +131,7 @@ int tn_shard_append(struct tn_shard_writer *w, const uint32_t *tok, size_t n)
 
 int tn_shard_append_raw(struct tn_shard_writer *w, const uint8_t *tok, size_t n)
 {
-	uint32_t max = 0;
-	if (w->info.width == 2) {
-		const uint16_t *t = (const uint16_t *)tok;
-		for (size_t i = 0; i < n; i++)
-			max = t[i] > max ? t[i] : max;
-	} else {
-		for (size_t i = 0; i < n; i++)
-			max = TN_MAX(max, tn_le32(tok + 4 * i));
-	}
+	uint32_t max = tn_tokens_max(tok, n, w->info.width);
 	if (n > 0 && max >= w->info.vocab_size)
 		return tn_fail(TN_EDATA, "token id %u is not below the vocabulary size %u",
 			       max, w->info.vocab_size);
@@ -313,18 +305,8 @@ static int check_payload(struct tn_shard *s)
 	size_t bytes = h->n_tokens * h->info.width;
 	if (XXH3_64bits(s->tokens, bytes) != h->payload_xxh3)
 		return bad(s, h->payload_offset, "token payload checksum mismatch");
-	uint32_t max = 0, vocab = h->info.vocab_size;
-	if (h->info.width == 2) {
-		const uint16_t *t = (const uint16_t *)s->tokens;
-		for (uint64_t i = 0; i < h->n_tokens; i++)
-			max = t[i] > max ? t[i] : max;
-	} else {
-		for (uint64_t i = 0; i < h->n_tokens; i++) {
-			uint32_t v = tn_le32(s->tokens + 4 * i);
-			max = v > max ? v : max;
-		}
-	}
-	if (h->n_tokens == 0 || max < vocab)
+	uint32_t vocab = h->info.vocab_size;
+	if (tn_tokens_max(s->tokens, h->n_tokens, h->info.width) < vocab)
 		return TN_OK;
 	for (uint64_t i = 0;; i++) {
 		uint32_t v[1];

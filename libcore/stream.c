@@ -11,9 +11,27 @@
 
 #define REC_HEAD 8
 
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+	       "tokens are little-endian and read in place");
+
 uint32_t tn_width_for_vocab(uint32_t vocab_size)
 {
 	return vocab_size <= 65536 ? 2 : 4;
+}
+
+uint32_t tn_tokens_max(const uint8_t *p, size_t n, uint32_t width)
+{
+	uint32_t max = 0; /* plain loops over aligned arrays: the compiler vectorises them */
+	if (width == 2) {
+		const uint16_t *t = (const uint16_t *)p;
+		for (size_t i = 0; i < n; i++)
+			max = t[i] > max ? t[i] : max;
+	} else {
+		const uint32_t *t = (const uint32_t *)p;
+		for (size_t i = 0; i < n; i++)
+			max = t[i] > max ? t[i] : max;
+	}
+	return max;
 }
 
 void tn_fingerprint_hex(const uint8_t fp[16], char out[33])
@@ -481,16 +499,7 @@ int tn_stream_read_raw(struct tn_stream_reader *r, const uint8_t **p, size_t cap
 			       r->in->path, (unsigned long long)at);
 	const uint8_t *b = r->in->buf + r->in->pos;
 	XXH3_64bits_update(r->hash, b, take * w);
-	uint32_t max = 0;
-	if (w == 2) {
-		const uint16_t *t = (const uint16_t *)b;
-		for (size_t i = 0; i < take; i++)
-			max = t[i] > max ? t[i] : max;
-	} else {
-		for (size_t i = 0; i < take; i++)
-			max = TN_MAX(max, tn_le32(b + 4 * i));
-	}
-	if (take && max >= r->info.vocab_size) {
+	if (take && tn_tokens_max(b, take, (uint32_t)w) >= r->info.vocab_size) {
 		uint32_t *one = tn_malloc(take * sizeof *one);
 		rc = one ? r_tokens(r, one, take) : TN_ENOMEM; /* finds and reports the id */
 		free(one);

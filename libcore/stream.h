@@ -34,6 +34,8 @@ struct tn_stream_info {
 
 /* Smallest width that holds ids below vocab_size. */
 uint32_t tn_width_for_vocab(uint32_t vocab_size);
+/* The largest of n little-endian ids of the given width at p (0 if n is 0). */
+uint32_t tn_tokens_max(const uint8_t *p, size_t n, uint32_t width);
 /* Do two streams' infos agree (else a message naming both)? */
 int tn_stream_info_check(const struct tn_stream_info *want,
 			 const struct tn_stream_info *got, const char *name);

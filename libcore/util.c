@@ -72,6 +72,15 @@ char *tn_strdup(const char *s)
 	return p;
 }
 
+char *tn_path_join(const char *dir, const char *name)
+{
+	size_t n = strlen(dir) + strlen(name) + 2;
+	char *p = tn_malloc(n);
+	if (p)
+		snprintf(p, n, "%s/%s", dir, name);
+	return p;
+}
+
 int tn_parse_u64(const char *s, uint64_t *out, int binary)
 {
 	if (!s || *s < '0' || *s > '9')

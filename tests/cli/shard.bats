@@ -221,3 +221,60 @@ PY
 	run S info --json x.bin
 	[[ "$output" == *'"kind":"llm.c"'* ]] && [[ "$output" == *'"tokens":4'* ]]
 }
+
+@test "shuffle and dedup stay within --memory on a corpus larger than it" {
+	[ "$TN_SAN" != 1 ] || skip "sanitizers inflate memory use"
+	awk 'BEGIN { srand(3); for (i = 0; i < 150000; i++) { n = int(rand() * 200); s = "";
+		for (j = 0; j < n; j++) s = s (j ? " " : "") int(rand() * 50000); print s } }' > in.ids
+	S pack --ids --vocab-size 50257 -o plain in.ids
+	/usr/bin/time -o rss -f %M "$TN_BIN/tn-shard" pack --ids --vocab-size 50257 \
+		--shuffle --dedup --memory 1M -o D in.ids
+	echo "peak RSS $(cat rss) KiB for $(stat -c %s in.ids) bytes of input"
+	[ "$(cat rss)" -lt 24000 ]
+	S cat --ids D | sort > got
+	sort -u in.ids > want
+	cmp got want
+}
+
+@test "bad llm.c files: magic, version, truncation, ids" {
+	python3 - <<'PY'
+import struct
+def put(name, magic, version, n, toks, fmt="H"):
+    with open(name, "wb") as f:
+        f.write(struct.pack("<256i", magic, version, n, *([0] * 253)))
+        f.write(struct.pack("<%d%s" % (len(toks), fmt), *toks))
+put("magic.bin", 12345, 1, 2, [1, 2])
+put("version.bin", 20240520, 3, 2, [1, 2])
+put("short.bin", 20240520, 1, 5, [1, 2])
+put("long.bin", 20240520, 1, 1, [1, 2])
+put("id.bin", 20240520, 1, 2, [1, 60000])
+PY
+	head -c 100 magic.bin > header.bin
+	run --separate-stderr S import-llmc -o D magic.bin
+	one_line_error "not an llm.c token file"
+	run --separate-stderr S import-llmc -o D version.bin
+	one_line_error "unknown llm.c version 3"
+	run --separate-stderr S import-llmc -o D short.bin
+	one_line_error "truncated"
+	run --separate-stderr S import-llmc -o D long.bin
+	one_line_error "trailing data"
+	run --separate-stderr S import-llmc -o D id.bin
+	one_line_error "token id 60000 is not below the vocabulary size 50257"
+	run --separate-stderr S import-llmc -o D header.bin
+	one_line_error "truncated llm.c header"
+	[ ! -e D ]
+}
+
+@test "a killed pack leaves nothing that looks finished" {
+	seq 1 30000 | awk '{print $1 % 10, 1, 2}' | S pack --ids --vocab-size 10 --shard-tokens 1k -o D -
+	S cat D > all.tok
+	{ head -c 150000 all.tok; sleep 30; } | "$TN_BIN/tn-shard" pack --shard-tokens 1k -o K - &
+	pid=$!
+	for i in $(seq 50); do [ -n "$(ls -A K/.partial-*/ 2>/dev/null)" ] && break; sleep 0.1; done
+	kill -9 "$pid" # $! of a pipeline is its last command, tn-shard
+	wait "$pid" || true
+	[ ! -e K/manifest.json ]
+	[ -z "$(ls K | grep -v '^\.')" ]
+	run --separate-stderr S verify K
+	one_line_error "no manifest"
+}

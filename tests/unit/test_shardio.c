@@ -13,11 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "extsort.h"
 #include "io.h"
 #include "loader.h"
 #include "pack.h"
+#include "shard.h"
 #include "source.h"
 #include "stream.h"
 #include "util.h"
@@ -152,6 +154,61 @@ static void stream_rejects_out_of_vocab(void **state)
 	tn_stream_writer_free(w);
 	tn_out_abort(&out);
 	assert_int_equal(access(tmp_path("v.tok"), F_OK), -1);
+}
+
+/* Streams from different tokenizers, or of a version this tn does not
+ * know (with a valid header checksum), are refused with a clear message. */
+static void stream_refuses_mixed_and_future(void **state)
+{
+	(void)state;
+	const size_t lens[] = {2};
+	uint32_t all[2], got[4000];
+	size_t nt, nd;
+	write_stream(tmp_path("a.tok"), 100, lens, 1, all);
+	uint8_t *a, *b;
+	size_t la, lb;
+	assert_int_equal(tn_read_file(tmp_path("a.tok"), &a, &la), TN_OK);
+	assert_int_equal(tn_read_file(tmp_path("a.tok"), &b, &lb), TN_OK);
+	b[24] ^= 0xff; /* another tokenizer: the fingerprint differs */
+	tn_put64(b + 40, XXH3_64bits(b, 40));
+	uint8_t *both = malloc(la + lb);
+	memcpy(both, a, la);
+	memcpy(both + la, b, lb);
+	assert_int_equal(tn_write_file_atomic(tmp_path("ab.tok"), both, la + lb), TN_OK);
+	assert_int_equal(read_stream(tmp_path("ab.tok"), got, &nt, &nd, NULL), TN_EDATA);
+	assert_non_null(strstr(tn_errmsg(), "fingerprint"));
+	tn_put32(a + 8, 2); /* version 2, correctly checksummed */
+	tn_put64(a + 40, XXH3_64bits(a, 40));
+	assert_int_equal(tn_write_file_atomic(tmp_path("v2.tok"), a, la), TN_OK);
+	assert_int_equal(read_stream(tmp_path("v2.tok"), got, &nt, &nd, NULL), TN_EDATA);
+	assert_non_null(strstr(tn_errmsg(), "unsupported stream version 2"));
+	free(a);
+	free(b);
+	free(both);
+}
+
+static void shard_refuses_future_version(void **state)
+{
+	(void)state;
+	struct tn_stream_info info = {2, 50, {0}};
+	struct tn_shard_writer *w;
+	assert_int_equal(tn_shard_writer_new(&w, tmp_path("x.tns"), &info), TN_OK);
+	uint32_t t[] = {1, 2, 49};
+	assert_int_equal(tn_shard_append(w, t, 3), TN_OK);
+	assert_int_equal(tn_shard_end_doc(w), TN_OK);
+	struct tn_shard_header h;
+	assert_int_equal(tn_shard_writer_finish(w, &h), TN_OK);
+	tn_shard_writer_free(w);
+	uint8_t *d;
+	size_t len;
+	assert_int_equal(tn_read_file(tmp_path("x.tns"), &d, &len), TN_OK);
+	tn_put32(d + 8, 7);
+	tn_put64(d + 120, XXH3_64bits(d, 120));
+	assert_int_equal(tn_write_file_atomic(tmp_path("x.tns"), d, len), TN_OK);
+	struct tn_shard s;
+	assert_int_equal(tn_shard_open(&s, tmp_path("x.tns"), TN_SHARD_CHECK_ALL), TN_EDATA);
+	assert_non_null(strstr(tn_errmsg(), "unsupported shard version 7"));
+	free(d);
 }
 
 static int cmp_u32(const void *a, const void *b, void *ctx)
@@ -316,6 +373,8 @@ int main(void)
 		cmocka_unit_test(stream_round_trip),
 		cmocka_unit_test(stream_every_flip_and_cut),
 		cmocka_unit_test(stream_rejects_out_of_vocab),
+		cmocka_unit_test(stream_refuses_mixed_and_future),
+		cmocka_unit_test(shard_refuses_future_version),
 		cmocka_unit_test(extsort_matches_qsort),
 		cmocka_unit_test(loader_epochs_ranks_and_resume),
 		cmocka_unit_test(loader_document_starts),
