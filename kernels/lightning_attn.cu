@@ -33,6 +33,9 @@ constexpr int BC = 64;       /* chunk rows */
 constexpr int NWARP = BC / 16; /* each warp owns 16 rows of a chunk tile */
 constexpr int NTHR = NWARP * 32;
 constexpr int SCAN_THR = 256;
+constexpr int OUT_SL = 2;               /* chunk_out: 64-column slices per block */
+constexpr int OUT_W = NWARP * OUT_SL;   /* its warps */
+constexpr int OUT_THR = OUT_W * 32;
 
 /* A matrix operand in shared memory, row-major with leading dimension ld;
  * lo is NULL when the values are exact in bf16. */
@@ -397,20 +400,22 @@ __device__ chunk chunk_of(const dims &d, const float *decay_s, const int *seg, i
 
 /* P[i][j] = lambda^(t-j') (A_i . B_j) for the query t = t0 + i and the key
  * j' = j0 + j of one document with t >= j', else 0; A, B in shared memory
- * (BC x D), P written split (BC x BC). */
+ * (BC x D), P written split (BC x BC). With NW = 8 warps, each warp computes
+ * half of the columns of its 16 rows. */
+template <int NW>
 __device__ void masked_scores(const chunk &ch, const op &A, const op &B, int D, const op &P,
 			      int t0, int j0)
 {
-	constexpr int NT = BC / 8;
-	int w = threadIdx.x >> 5;
+	constexpr int NT = BC / 8 / (NW / NWARP);
+	int w = threadIdx.x >> 5, r0 = 16 * (w % NWARP), n0 = 8 * NT * (w / NWARP);
 	float acc[NT][4];
 	zero(acc);
-	warp_mma<NT, false, false>(acc, A, 16 * w, 0, B, 0, 0, D);
+	warp_mma<NT, false, false>(acc, A, r0, 0, B, 0, n0, D);
 #pragma unroll
 	for (int n = 0; n < NT; n++)
 #pragma unroll
 		for (int r = 0; r < 4; r++) {
-			int i = 16 * w + acc_row(r), j = acc_col(n, r), t = t0 + i, k = j0 + j;
+			int i = r0 + acc_row(r), j = n0 + acc_col(n, r), t = t0 + i, k = j0 + j;
 			bool keep = t >= k && ch.seg_of(t) <= k;
 			store_split(P, i, j, keep ? acc[n][r] * ch.pw(t - k) : 0.f);
 		}
@@ -557,7 +562,9 @@ template <typename T> struct pass {
 	T *out;             /* [B,H,N,dw] */
 };
 
-/* (3) One chunk's rows of one output and one 64-column slice of it:
+/* (3) One chunk's rows of one output and two 64-column slices of it (8
+ * warps: warp w computes rows 16 (w % 4) of slice w / 4; the scores are
+ * shared):
  *   o  = sum_{kc<=c} (Q K_kc^T . D) V_kc + diag(lambda^(c-cs+i+1)) Q S      (F=Q,  M=K,  W=V)
  *   dq = sum_{kc<=c} (dO V_kc^T . D) K_kc + diag(same) dO S^T                (F=dO, M=V,  W=K)
  *   dk = sum_{tc>=c} (dO_tc V^T . D)^T Q_tc + diag(lambda^(ce-j)) V R^T      (F=V,  M=dO, W=Q)
@@ -565,26 +572,32 @@ template <typename T> struct pass {
  * over the chunks kc, tc of the chunk's span. REV: the rows are keys (dk,
  * dv); STN: the state enters transposed (dq, dk). */
 template <typename T, int DA, bool REV, bool STN>
-__global__ void __launch_bounds__(NTHR) chunk_out(dims d, pass<T> p, const float *decay_s,
+__global__ void __launch_bounds__(OUT_THR) chunk_out(dims d, pass<T> p, const float *decay_s,
 						  const int *seg)
 {
 	extern __shared__ __align__(16) char smem[];
 	constexpr bool SPLIT = sizeof(T) == 4;
 	chunk ch = chunk_of(d, decay_s, seg, blockIdx.x, blockIdx.y);
-	int c0 = blockIdx.z * 64, w = threadIdx.x >> 5;
+	int w = threadIdx.x >> 5, sl = w / NWARP, r0 = 16 * (w % NWARP);
+	int cb = blockIdx.z * 64 * OUT_SL, c0 = cb + 64 * sl; /* the block's, the warp's columns */
+	bool mine = c0 < p.dw;                                /* warp-uniform */
 	smem_alloc al{smem};
-	op F = al.take(BC, DA, SPLIT), M = al.take(BC, DA, SPLIT), W = al.take(BC, 64, SPLIT);
-	op P = al.take(BC, BC, true);
-	float *Sf = (float *)al.p;
+	op F = al.take(BC, DA, SPLIT), M = al.take(BC, DA, SPLIT);
+	op W = al.take(BC, 64 * OUT_SL, SPLIT), P = al.take(BC, BC, true);
+	float *Sf = (float *)al.p; /* OUT_SL tiles of 64 x SLD */
 	long base = (long)ch.bh * d.N;
 	const float *S = p.state + ((long)ch.bh * d.TS + ch.c / d.SR) * d.dk * d.dv;
 	int first = REV ? ch.c : ch.cs, last = REV ? ch.ce - 1 : ch.c;
 	/* pipeline: M and W of the next chunk load while this one is used */
 	issue_tile<T>(F, p.F + (base + ch.c) * p.da, p.da, BC, DA, ch.m, p.da);
 	issue_tile<T>(M, p.M + (base + first) * p.da, p.da, BC, DA, d.N - first, p.da);
-	issue_state(Sf, S, d.dk, d.dv, STN ? c0 : 0, STN ? 0 : c0);
+	for (int k = 0; k < OUT_SL; k++) {
+		int cs = cb + 64 * k;
+		issue_state(Sf + k * 64 * SLD, S, d.dk, d.dv, STN ? cs : 0, STN ? 0 : cs);
+	}
 	cp_commit();
-	issue_tile<T>(W, p.W + (base + first) * p.dw + c0, p.dw, BC, 64, d.N - first, p.dw - c0);
+	issue_tile<T>(W, p.W + (base + first) * p.dw + cb, p.dw, BC, 64 * OUT_SL, d.N - first,
+		      p.dw - cb);
 	cp_commit();
 	float acc[8][4], inter[8][4], rs[2];
 	zero(acc);
@@ -593,40 +606,47 @@ __global__ void __launch_bounds__(NTHR) chunk_out(dims d, pass<T> p, const float
 		cp_wait<1>();
 		__syncthreads(); /* F, M, the state tile */
 		if (REV)
-			masked_scores(ch, M, F, DA, P, mc, ch.c);
+			masked_scores<OUT_W>(ch, M, F, DA, P, mc, ch.c);
 		else
-			masked_scores(ch, F, M, DA, P, ch.c, mc);
+			masked_scores<OUT_W>(ch, F, M, DA, P, ch.c, mc);
 		cp_wait<0>();
 		__syncthreads(); /* W, P; M is free */
 		if (nx <= last)
 			issue_tile<T>(M, p.M + (base + nx) * p.da, p.da, BC, DA, d.N - nx, p.da);
 		cp_commit();
-		warp_mma<8, REV, true>(acc, P, 16 * w, 0, W, 0, 0, BC);
+		if (mine)
+			warp_mma<8, REV, true>(acc, P, r0, 0, W, 0, 64 * sl, BC);
 		__syncthreads(); /* W is free */
 		if (nx <= last)
-			issue_tile<T>(W, p.W + (base + nx) * p.dw + c0, p.dw, BC, 64, d.N - nx,
-				      p.dw - c0);
+			issue_tile<T>(W, p.W + (base + nx) * p.dw + cb, p.dw, BC, 64 * OUT_SL,
+				      d.N - nx, p.dw - cb);
 		cp_commit();
 	}
 	zero(inter);
 	for (int kq = 0; kq < DA; kq += 64) {
 		cp_wait<0>();
 		__syncthreads();
-		warp_mma_f32b<8, !STN>(inter, F, 16 * w, kq, Sf, 64);
+		if (mine)
+			warp_mma_f32b<8, !STN>(inter, F, r0, kq, Sf + sl * 64 * SLD, 64);
 		if (kq + 64 < DA) {
 			__syncthreads();
-			issue_state(Sf, S, d.dk, d.dv, STN ? c0 : kq + 64, STN ? kq + 64 : c0);
+			for (int k = 0; k < OUT_SL; k++) {
+				int cs = cb + 64 * k;
+				issue_state(Sf + k * 64 * SLD, S, d.dk, d.dv, STN ? cs : kq + 64,
+					    STN ? kq + 64 : cs);
+			}
 			cp_commit();
 		}
 	}
 	for (int h = 0; h < 2; h++) {
-		int i = 16 * w + acc_row(2 * h), t = ch.c + i;
+		int i = r0 + acc_row(2 * h), t = ch.c + i;
 		if (REV)
 			rs[h] = ch.ce < d.N && ch.seg_at(ch.ce) <= t ? ch.pw(ch.ce - t) : 0.f;
 		else
 			rs[h] = ch.seg_of(t) < ch.cs ? ch.pw(t - ch.cs + 1) : 0.f;
 	}
-	store_rows<T>(p.out + (base + ch.c) * p.dw, p.dw, 16 * w, ch.m, c0, p.dw, acc, inter, rs);
+	if (mine)
+		store_rows<T>(p.out + (base + ch.c) * p.dw, p.dw, r0, ch.m, c0, p.dw, acc, inter, rs);
 }
 
 /* seg[b][t] from the CSR offsets: the last start <= t, or -1. */
@@ -728,10 +748,11 @@ cudaError_t out_pass(const dims &d, const pass<T> &p, const float *s, const int 
 		     cudaStream_t st)
 {
 	constexpr bool SP = sizeof(T) == 4;
-	int bytes = 2 * tile_bytes(BC, DA, SP) + tile_bytes(BC, 64, SP) + tile_bytes(BC, BC, true) +
-		    64 * SLD * 4;
-	return launch(chunk_out<T, DA, REV, STN>, dim3(d.T, d.B * d.H, (p.dw + 63) / 64), NTHR,
-		      bytes, st, d, p, s, seg);
+	int bytes = 2 * tile_bytes(BC, DA, SP) + tile_bytes(BC, 64 * OUT_SL, SP) +
+		    tile_bytes(BC, BC, true) + OUT_SL * 64 * SLD * 4;
+	return launch(chunk_out<T, DA, REV, STN>,
+		      dim3(d.T, d.B * d.H, (p.dw + 64 * OUT_SL - 1) / (64 * OUT_SL)), OUT_THR, bytes,
+		      st, d, p, s, seg);
 }
 
 /* chunk_out for the padded width of F and M (64, 128 or 256). */
