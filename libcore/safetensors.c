@@ -76,7 +76,7 @@ static int parse_entry(struct tn_st *st, const char *name, json_t *v, const uint
 	if (t->nbytes != tn_numel(t->shape, t->ndim) * tn_dtype_size(t->dtype))
 		return tn_fail(TN_EDATA, "%s: tensor '%s': %zu bytes do not hold its shape and dtype",
 			       st->path, name, t->nbytes);
-	t->name = tn_strdup(name);
+	t->name = tn_strdup(name); /* last: a failed entry owns nothing */
 	return t->name ? TN_OK : TN_ENOMEM;
 }
 
