@@ -56,7 +56,8 @@ void tn_model_init(struct tn_model *m, uint64_t seed);
  * must be there with its shape (theta may be absent: its formula is used),
  * and no other tensor but lm_head.weight (the tied head, ignored). */
 int tn_model_load_weights(struct tn_model *m, const char *path);
-/* config.json + model.safetensors of an HF-layout directory. */
+/* config.json + model.safetensors (or the shards named by
+ * model.safetensors.index.json) of an HF-layout directory. */
 int tn_model_load(struct tn_model **m, const char *dir, const struct tn_backend *be);
 int tn_model_save_weights(const struct tn_model *m, const char *path, enum tn_dtype dtype);
 

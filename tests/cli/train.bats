@@ -85,6 +85,11 @@ make_data() {
 	run --separate-stderr TR --preset tiny --data D -o R --steps 3 --seq-len 16 --batch 2 --lr 1e30 --clip 0 --save-every 1 -q
 	one_line_error "the last good checkpoint is R/step-0000000"
 	[ -f R/latest/model.safetensors ]
+	for i in 1 2 3 4 5 6; do printf 'Call me Ishmael. Some years ago, never mind how long.\n'; done |
+		"$TN_BIN/tn-tokenize" encode -q \
+		-t "$BATS_TEST_DIRNAME/../../share/demo/spm8k.model" | "$TN_BIN/tn-shard" pack -o E -
+	run --separate-stderr TR --resume R --data E -o R --steps 3 --seq-len 16 --batch 2
+	one_line_error "E: tokenizer fingerprint"
 	mkdir M && cp R/latest/model.safetensors M/ && sed 's/"decoder_layers": 2/"decoder_layers": 3/' \
 		R/latest/config.json > M/config.json
 	run --separate-stderr EV ppl -m M --ids in.ids
