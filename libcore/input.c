@@ -143,7 +143,7 @@ static int is_archive_name(const char *p)
 
 static int is_compressed_name(const char *p)
 {
-	static const char *const ext[] = { ".gz", ".xz", ".zst", ".bz2", ".lz4", ".lzma" };
+	static const char *const ext[] = { ".gz", ".xz", ".zst", ".bz2", ".lzma" };
 	for (size_t i = 0; i < TN_ARRAY_LEN(ext); i++)
 		if (ends_with(p, ext[i]))
 			return 1;
@@ -197,11 +197,18 @@ static int open_next_file(struct tn_input *in)
 	if (!in->ar || !in->ar_name)
 		return tn_fail(TN_ENOMEM, "out of memory");
 	in->ar_is_archive = is_archive_name(path);
-	archive_read_support_filter_all(in->ar);
-	if (in->ar_is_archive)
-		archive_read_support_format_all(in->ar);
-	else
+	/* only what tn documents: fewer formats, fewer libraries pulled in */
+	archive_read_support_filter_gzip(in->ar);
+	archive_read_support_filter_xz(in->ar);
+	archive_read_support_filter_lzma(in->ar);
+	archive_read_support_filter_zstd(in->ar);
+	archive_read_support_filter_bzip2(in->ar);
+	if (in->ar_is_archive) {
+		archive_read_support_format_tar(in->ar);
+		archive_read_support_format_zip(in->ar);
+	} else {
 		archive_read_support_format_raw(in->ar);
+	}
 	int r = strcmp(path, "-") == 0 ? archive_read_open_fd(in->ar, 0, 1 << 20)
 				       : archive_read_open_filename(in->ar, path, 1 << 20);
 	if (r != ARCHIVE_OK) {
