@@ -198,6 +198,10 @@ static int normalize(struct tn_tok_state *s, const uint8_t *text, size_t len,
 {
 	const struct tn_tokenizer *t = s->t;
 	*n = 0;
+	if (t->spm_normalizer) {
+		*which = 0;
+		return tn_spm_normalize(t, text, len, &s->buf[0], &s->cap[0], n);
+	}
 	int cur = 0, rc = sanitize(s, 0, text, len, n);
 	for (size_t i = 0; i < t->n_norm && !rc; i++) {
 		const struct tn_norm_step *st = &t->norm[i];
@@ -259,17 +263,6 @@ static size_t utf8_len(uint8_t c)
 	return c < 0xc0 ? 1 : c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
 }
 
-static size_t user_match(const struct tn_tokenizer *t, const uint8_t *p, size_t n)
-{
-	size_t best = 0;
-	for (size_t i = 0; i < t->n_user; i++) {
-		size_t k = strlen(t->user_pieces[i]);
-		if (k > best && k <= n && memcmp(p, t->user_pieces[i], k) == 0)
-			best = k;
-	}
-	return best;
-}
-
 static int encode_word(struct tn_tok_state *s, const uint8_t *p, size_t n)
 {
 	const struct tn_tokenizer *t = s->t;
@@ -280,7 +273,7 @@ static int encode_word(struct tn_tok_state *s, const uint8_t *p, size_t n)
 	s->word.n = s->run.n = 0;
 	int rc = TN_OK;
 	for (size_t i = 0; i < n && !rc;) {
-		size_t k = t->n_user ? user_match(t, p + i, n - i) : 0;
+		size_t k = tn_tokenizer_user_match(t, p + i, n - i);
 		if (k) {
 			rc = flush_run(s);
 			if (!rc)

@@ -102,6 +102,17 @@ uint32_t tn_tokenizer_token_id(const struct tn_tokenizer *t, const char *text)
 	return id;
 }
 
+size_t tn_tokenizer_user_match(const struct tn_tokenizer *t, const uint8_t *p, size_t n)
+{
+	size_t best = 0;
+	for (size_t i = 0; i < t->n_user; i++) {
+		size_t k = strlen(t->user_pieces[i]);
+		if (k > best && k <= n && memcmp(p, t->user_pieces[i], k) == 0)
+			best = k;
+	}
+	return best;
+}
+
 /* ---- decoding ---- */
 
 static int dec_put(struct tn_tokenizer *t, uint32_t id, const uint8_t *p, size_t n,
@@ -386,6 +397,8 @@ void tn_tokenizer_free(struct tn_tokenizer *t)
 	for (size_t i = 0; i < t->n_user; i++)
 		free(t->user_pieces[i]);
 	free(t->user_pieces);
+	free(t->trie);
+	free(t->norm_strings);
 	free(t->dec_blob);
 	free(t->dec_off);
 	free(t->dec_len);

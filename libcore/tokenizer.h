@@ -71,6 +71,11 @@ struct tn_tokenizer {
 	char **user_pieces;       /* spm USER_DEFINED: matched whole */
 	size_t n_user;
 	int ws_split_safe;        /* no token has U+2581 after other text */
+	int spm_normalizer;       /* normalize as SentencePiece does (spm kind) */
+	uint32_t *trie;           /* spm precompiled charsmap: darts double array */
+	size_t trie_units;
+	char *norm_strings;       /* its replacement strings, NUL-terminated */
+	size_t norm_len;
 
 	/* decoding: what each id turns back into */
 	uint8_t *dec_blob;
@@ -128,8 +133,15 @@ int tn_gpt2_load(struct tn_tokenizer *t, const char *dir);
 int tn_tiktoken_load(struct tn_tokenizer *t, const char *path, const uint8_t *data, size_t len);
 int tn_hf_load(struct tn_tokenizer *t, const char *path, const uint8_t *data, size_t len);
 int tn_spm_load(struct tn_tokenizer *t, const char *path, const uint8_t *data, size_t len);
+/* SentencePiece's normalizer (character map rules, whitespace trimming and
+ * squeezing, escaping, dummy prefix, U+FFFD for invalid bytes, user-defined
+ * pieces untouched): in[0..n) into *out (grown; *cap its size), *len. */
+int tn_spm_normalize(const struct tn_tokenizer *t, const uint8_t *in, size_t n,
+		     uint8_t **out, size_t *cap, size_t *len);
 
 /* Helpers the loaders share (tokenizer.c). */
+/* Length of the longest user-defined piece that prefixes p[0..n), or 0. */
+size_t tn_tokenizer_user_match(const struct tn_tokenizer *t, const uint8_t *p, size_t n);
 /* GPT-2's byte <-> printable-code-point table: unicode of byte b. */
 uint32_t tn_gpt2_byte_to_cp(uint8_t b);
 /* Decode a GPT-2 printable string into raw bytes; -1 if a character is

@@ -41,6 +41,16 @@ TOKS="gpt2:$TOK/gpt2:gpt2 r50k:$TOK/gpt2/r50k_base.tiktoken:gpt2 cl100k:$TOK/cl1
 	done
 }
 
+@test "SentencePiece with a precompiled character map (nmt_nfkc), user pieces" {
+	F="$BATS_TEST_DIRNAME/../data/tok"
+	for txt in cases multiline; do
+		K encode -t "$F/nfkc400.model" --ids "$REF/$txt.txt" | cmp - "$F/$txt.nfkc400.whole.ids"
+		K encode -t "$F/nfkc400.model" --ids --lines "$REF/$txt.txt" | cmp - "$F/$txt.nfkc400.lines.ids"
+	done
+	run K encode -t "$F/nfkc400.model" --ids <<<'ﬁ<sep>  Ａ'
+	[ "$output" = "$(K encode -t "$F/nfkc400.model" --ids <<<'fi<sep> A')" ]
+}
+
 @test "the same ids on one thread and on many" {
 	K encode -t "$TOK/cl100k_base.tiktoken" --ids -j 1 "$REF/mixed.txt" >one
 	K encode -t "$TOK/cl100k_base.tiktoken" --ids -j 7 "$REF/mixed.txt" >many
