@@ -84,7 +84,7 @@ static int grow(struct tn_tok_state *s, int which, size_t need)
 }
 
 /* Copy text into buf[which], each invalid UTF-8 byte replaced by U+FFFD
- * (SentencePiece's rule). */
+ * (SentencePiece's rule, kept for SentencePiece-style HF files). */
 static int sanitize(struct tn_tok_state *s, int which, const uint8_t *p, size_t n,
 		    size_t *out_len)
 {
@@ -173,25 +173,6 @@ static int unicode_map(struct tn_tok_state *s, int from, size_t n, enum tn_norm_
 	return rc;
 }
 
-/* SentencePiece: drop leading and trailing spaces, squeeze runs to one. */
-static int squeeze_spaces(struct tn_tok_state *s, int from, size_t n, size_t *out_len)
-{
-	if (grow(s, !from, n + 8))
-		return TN_ENOMEM;
-	const uint8_t *p = s->buf[from];
-	uint8_t *o = s->buf[!from];
-	size_t k = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (p[i] == ' ' && (k == 0 || o[k - 1] == ' '))
-			continue;
-		o[k++] = p[i];
-	}
-	if (k > 0 && o[k - 1] == ' ')
-		k--;
-	*out_len = k;
-	return TN_OK;
-}
-
 /* Normalize into one of the buffers; returns its index via *which. */
 static int normalize(struct tn_tok_state *s, const uint8_t *text, size_t len,
 		     int *which, size_t *n)
@@ -215,17 +196,12 @@ static int normalize(struct tn_tok_state *s, const uint8_t *text, size_t len,
 			rc = unicode_map(s, cur, *n, st->op, n);
 		cur = !cur;
 	}
-	if (!rc && t->remove_extra_spaces) {
-		rc = squeeze_spaces(s, cur, *n, n);
-		cur = !cur;
-	}
 	if (!rc && t->escape_spaces) {
 		rc = replace_all(s, cur, *n, " ", SPACE_MARK, n);
 		cur = !cur;
 	}
 	int present = *n >= 3 && memcmp(s->buf[cur], SPACE_MARK, 3) == 0;
-	if (!rc && *n > 0 && (t->add_dummy_prefix == TN_DUMMY_ALWAYS ||
-			      (t->add_dummy_prefix == TN_DUMMY_IF_ABSENT && !present))) {
+	if (!rc && *n > 0 && t->add_dummy_prefix == TN_DUMMY_IF_ABSENT && !present) {
 		rc = prepend(s, cur, *n, SPACE_MARK, n);
 		cur = !cur;
 	}
