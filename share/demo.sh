@@ -5,20 +5,25 @@ set -eu
 bin=$(cd "${1:-bin}" && pwd)
 share=$(cd "$(dirname "$0")" && pwd)
 work=${TN_DEMO_DIR:-$(mktemp -d /tmp/tn-demo-XXXXXX)}
+tok="$share/demo/spm8k.model"
+text="$share/demo/moby-dick-1-30.txt"
 step() { printf '\n== %s\n' "$*"; }
 
-step "pack hand-written token ids into a shard directory and read them back"
-rm -rf "$work/ids"
-printf '5 6 7\n8 9\n' | "$bin/tn-shard" pack --ids --vocab-size 10 -o "$work/ids" -
-"$bin/tn-shard" cat --ids "$work/ids"
+step "the tokenizer"
+"$bin/tn-tokenize" info -t "$tok"
 
-step "a corpus of 20,000 documents, shuffled, deduplicated, 1% held out"
-rm -rf "$work/corpus"
-awk 'BEGIN { srand(1); for (i = 0; i < 20000; i++) { n = 1 + int(rand() * 300); s = "";
-	for (j = 0; j < n; j++) s = s (j ? " " : "") int(rand() * 50257); print s } }' |
-	"$bin/tn-shard" pack --ids --vocab-size 50257 --shuffle --dedup --val-fraction 0.01 \
-		--shard-tokens 1M -o "$work/corpus" -
-"$bin/tn-shard" info "$work/corpus"
-"$bin/tn-shard" verify "$work/corpus"
+step "tokenize Moby-Dick (one document per chapter) and pack it into shards, 5% held out"
+rm -rf "$work/data"
+"$bin/tn-tokenize" encode -t "$tok" --split-docs --eot "$text" |
+	"$bin/tn-shard" pack --shuffle --seed 1 --val-fraction 0.05 --shard-tokens 20k -o "$work/data" -
+"$bin/tn-shard" info "$work/data"
+"$bin/tn-shard" verify "$work/data"
+
+step "every byte comes back: shards -> text equals the input (documents in shuffled order)"
+"$bin/tn-shard" cat "$work/data" "$work/data/val-00000.tns" |
+	"$bin/tn-tokenize" decode -t "$tok" --split-docs --eot > "$work/back.txt"
+sort "$text" > "$work/a"
+sort "$work/back.txt" > "$work/b"
+cmp "$work/a" "$work/b" && echo "same lines as the input"
 
 step "done: results in $work"

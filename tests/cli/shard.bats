@@ -264,3 +264,17 @@ PY
 	one_line_error "truncated llm.c header"
 	[ ! -e D ]
 }
+
+@test "a killed pack leaves nothing that looks finished" {
+	seq 1 30000 | awk '{print $1 % 10, 1, 2}' | S pack --ids --vocab-size 10 --shard-tokens 1k -o D -
+	S cat D > all.tok
+	{ head -c 150000 all.tok; sleep 30; } | "$TN_BIN/tn-shard" pack --shard-tokens 1k -o K - &
+	pid=$!
+	for i in $(seq 50); do [ -n "$(ls -A K/.partial-*/ 2>/dev/null)" ] && break; sleep 0.1; done
+	kill -9 "$pid" # $! of a pipeline is its last command, tn-shard
+	wait "$pid" || true
+	[ ! -e K/manifest.json ]
+	[ -z "$(ls K | grep -v '^\.')" ]
+	run --separate-stderr S verify K
+	one_line_error "no manifest"
+}
