@@ -13,7 +13,8 @@
 #include <string.h>
 
 #define PART_BYTES (256u << 10)   /* target size of a part of a long document */
-#define DEFAULT_BATCH (32u << 20) /* text bytes per batch and thread */
+#define BATCH_PER_THREAD (16u << 20) /* text bytes per batch and thread */
+#define BATCH_MAX (256u << 20)        /* whatever the thread count */
 
 struct part {
 	size_t doc, off, len;
@@ -243,7 +244,8 @@ static int run(const struct tn_tokenizer *t, struct tn_input *in, struct sink *k
 	       const struct tn_tokenize_opts *o, struct states *sts,
 	       struct tn_tokenize_stats *st, struct tn_progress *progress)
 {
-	uint64_t limit = o->batch_bytes ? o->batch_bytes : (uint64_t)DEFAULT_BATCH * (uint64_t)sts->n;
+	uint64_t limit = o->batch_bytes ? o->batch_bytes
+					: TN_MIN((uint64_t)BATCH_PER_THREAD * (uint64_t)sts->n, BATCH_MAX);
 	struct batch b = { 0 };
 	int rc = TN_OK, eof = 0;
 	while (!rc && !eof) {

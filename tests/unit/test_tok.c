@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "bpe.h"
+#include "input.h"
 #include "io.h"
 #include "tokenize.h"
 #include "tokenizer.h"
@@ -326,6 +327,42 @@ static void decode_out_of_range(void **state)
 	tn_tokenizer_free(t);
 }
 
+/* Many small batches, several threads: still every line's ids in order. */
+static void batches_keep_order(void **state)
+{
+	(void)state;
+	struct tn_tokenizer *t;
+	assert_int_equal(tn_tokenizer_load(&t, data("tokenizers/gpt2"), TN_TOK_AUTO), TN_OK);
+	char *paths[] = { (char *)data("reftok/mixed.txt") };
+	struct tn_input_opts io = { TN_CUT_LINES, NULL };
+	struct tn_input *in;
+	assert_int_equal(tn_input_open(&in, paths, 1, &io), TN_OK);
+	char out_path[] = "/tmp/tn-tok-ids-XXXXXX";
+	int fd = mkstemp(out_path);
+	assert_true(fd >= 0);
+	close(fd);
+	struct tn_out out;
+	assert_int_equal(tn_out_open(&out, out_path), TN_OK);
+	struct tn_tokenize_opts o = { 3, 1, 0, 4096 };
+	struct tn_tokenize_stats st;
+	struct tn_progress pr = { 0 };
+	assert_int_equal(tn_tokenize_run(t, in, &out, &o, &st, &pr), TN_OK);
+	assert_int_equal(tn_out_commit(&out), TN_OK);
+	tn_out_abort(&out);
+	assert_int_equal(st.docs, 25153);
+	uint8_t *got, *want;
+	size_t gn, wn;
+	read_text(out_path, &got, &gn);
+	read_text(data("reftok/mixed.gpt2.lines.ids"), &want, &wn);
+	assert_int_equal(gn, wn);
+	assert_memory_equal(got, want, wn);
+	unlink(out_path);
+	free(got);
+	free(want);
+	tn_input_free(in);
+	tn_tokenizer_free(t);
+}
+
 int main(void)
 {
 	const char *env = getenv("TN_SHARED");
@@ -338,6 +375,7 @@ int main(void)
 		cmocka_unit_test(long_words_are_linear),
 		cmocka_unit_test(bad_files),
 		cmocka_unit_test(decode_out_of_range),
+		cmocka_unit_test(batches_keep_order),
 	};
 	return cmocka_run_group_tests_name("tok", tests, NULL, NULL);
 }
