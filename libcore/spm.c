@@ -9,6 +9,7 @@
 #include "tokenizer.h"
 #include "util.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>
@@ -192,8 +193,11 @@ static int cmp_score(const void *a, const void *b, void *pieces)
 {
 	const struct piece *p = pieces;
 	uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
-	if (p[i].score != p[j].score)
-		return p[i].score > p[j].score ? -1 : 1;
+	/* a NaN score (a damaged file) sorts last, so the order stays total */
+	float si = p[i].score == p[i].score ? p[i].score : -INFINITY;
+	float sj = p[j].score == p[j].score ? p[j].score : -INFINITY;
+	if (si != sj)
+		return si > sj ? -1 : 1;
 	return i < j ? -1 : 1;
 }
 
@@ -237,8 +241,11 @@ static int setup_pieces(struct tn_tokenizer *t, const char *path, const struct m
 			rc = tn_fail(rc, "%s: %s", path, tn_errmsg());
 			break;
 		}
-		char text[64];
-		snprintf(text, sizeof text, "%.*s", (int)TN_MIN(pc->len, 63), (const char *)pc->s);
+		char *text = tn_malloc(pc->len + 1);
+		if (!text)
+			return TN_ENOMEM;
+		memcpy(text, pc->s, pc->len);
+		text[pc->len] = 0;
 		unsigned byte;
 		if (pc->type == PIECE_BYTE && pc->len == 6 && sscanf(text, "<0x%2X>", &byte) == 1) {
 			t->byte_piece[byte] = id;
@@ -251,11 +258,15 @@ static int setup_pieces(struct tn_tokenizer *t, const char *path, const struct m
 			rc = tn_tokenizer_add_special(t, text, id);
 		} else if (pc->type == PIECE_USER) {
 			char **u = tn_realloc(t->user_pieces, (t->n_user + 1) * sizeof *u);
-			if (!u || !(u[t->n_user] = tn_strdup(text)))
+			if (!u) {
+				free(text);
 				return TN_ENOMEM;
+			}
 			t->user_pieces = u;
-			t->n_user++;
+			u[t->n_user++] = text;
+			text = NULL; /* kept */
 		}
+		free(text);
 		/* a word may be cut before U+2581 only if no piece has one after
 		 * other text */
 		for (size_t i = 1; i + 3 <= pc->len && pc->type == PIECE_NORMAL; i++)
