@@ -112,8 +112,6 @@ void tn_bpe_free(struct tn_bpe *b)
 	free(b);
 }
 
-uint32_t tn_bpe_size(const struct tn_bpe *b) { return b->n; }
-
 const uint8_t *tn_bpe_bytes(const struct tn_bpe *b, uint32_t id, size_t *len)
 {
 	if (id >= b->n || b->len[id] == UINT32_MAX)

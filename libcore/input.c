@@ -30,7 +30,6 @@ struct tn_input {
 	size_t len, cap, pos;
 	int have_buf;
 	uint64_t line;      /* JSONL: 1-based line of the next record */
-	uint64_t bytes;
 	char *doc;          /* JSONL: the current field's text */
 };
 
@@ -164,7 +163,6 @@ static int read_plain(struct tn_input *in, const char *path)
 	in->len = n;
 	in->cap = n;
 	in->pos = 0;
-	in->bytes += n;
 	in->have_buf = 1;
 	in->line = 1;
 	in->member = tn_strdup(path);
@@ -237,7 +235,6 @@ static int read_member(struct tn_input *in)
 		if (r == 0)
 			break;
 		in->len += (size_t)r;
-		in->bytes += (uint64_t)r;
 	}
 	in->have_buf = 1;
 	in->line = 1;
@@ -368,8 +365,6 @@ int tn_input_next(struct tn_input *in, const uint8_t **doc, size_t *len, int *eo
 			return rc;
 	}
 }
-
-uint64_t tn_input_bytes(const struct tn_input *in) { return in->bytes; }
 
 void tn_input_free(struct tn_input *in)
 {

@@ -445,7 +445,7 @@ int tn_spm_load(struct tn_tokenizer *t, const char *path, const uint8_t *d, size
 	if (!rc) {
 		t->spm_normalizer = 1;
 		t->byte_fallback = m.byte_fallback;
-		t->add_dummy_prefix = m.dummy;
+		t->add_dummy_prefix = m.dummy ? TN_DUMMY_ALWAYS : 0;
 		t->remove_extra_spaces = m.extra_ws;
 		t->escape_spaces = m.escape;
 		t->eot_id = tn_tokenizer_token_id(t, "</s>");

@@ -154,7 +154,9 @@ static int dec_piece(struct tn_tokenizer *t, uint32_t id, const uint8_t *p, size
 	return rc;
 }
 
-int tn_tokenizer_build_decoder(struct tn_tokenizer *t)
+/* The decode table, from the bpe bytes (byte-level) or from SentencePiece
+ * pieces (U+2581 -> ' ', <0xXX> -> the byte). */
+static int build_decoder(struct tn_tokenizer *t)
 {
 	uint32_t n = t->vocab_size;
 	t->dec_off = tn_calloc(n, sizeof *t->dec_off);
@@ -372,7 +374,7 @@ int tn_tokenizer_load(struct tn_tokenizer **out, const char *path, enum tn_tok_k
 	if (!rc) {
 		if (kind != TN_TOK_AUTO)
 			t->kind = kind;
-		rc = tn_tokenizer_build_decoder(t);
+		rc = build_decoder(t);
 	}
 	if (rc) {
 		tn_tokenizer_free(t);

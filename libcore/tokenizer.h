@@ -147,9 +147,6 @@ uint32_t tn_gpt2_byte_to_cp(uint8_t b);
 /* Decode a GPT-2 printable string into raw bytes; -1 if a character is
  * not in the table. out must hold len bytes. */
 long tn_gpt2_unprintable(const char *s, size_t len, uint8_t *out);
-/* Build the decode table from the bpe bytes (byte-level) or from spm pieces
- * (U+2581 -> ' ', <0xXX> -> the byte). */
-int tn_tokenizer_build_decoder(struct tn_tokenizer *t);
 int tn_tokenizer_add_special(struct tn_tokenizer *t, const char *text, uint32_t id);
 /* Fill byte_id[] from the single-byte tokens and mark the tokenizer
  * byte-level; fails if a byte has no token. */
