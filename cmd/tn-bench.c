@@ -15,6 +15,7 @@ static const struct {
 } commands[] = {
 	{"shard", "tn-shard pack, cat and verify throughput", tn_bench_shard},
 	{"tokenize", "tn-tokenize encoding speed, one thread and all", tn_bench_tokenize},
+	{"attn", "Lightning Attention on the GPU: forward, backward, prefill, decode", tn_bench_attn},
 };
 
 static void usage(FILE *f)

@@ -11,6 +11,10 @@
 #ifndef TN_LIGHTNING_ATTN_H
 #define TN_LIGHTNING_ATTN_H
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 struct tn_attn_shape {
 	int B, H, N, dk, dv;
 };
@@ -54,5 +58,9 @@ int lightning_attn_backward_docs(const struct tn_attn_shape *sh, const struct tn
 /* Check a shape (all positive) and, when docs is not NULL, its offsets;
  * shared with the CUDA host code so both reject the same inputs. */
 int lightning_attn_check(const struct tn_attn_shape *sh, const struct tn_attn_docs *docs);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

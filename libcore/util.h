@@ -50,18 +50,18 @@ double tn_now(void);
 /* Fixed-width little-endian loads and stores; files are little-endian. */
 static inline uint32_t tn_le32(const void *p)
 {
-	const uint8_t *b = p;
+	const uint8_t *b = (const uint8_t *)p;
 	return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
 	       (uint32_t)b[3] << 24;
 }
 static inline uint64_t tn_le64(const void *p)
 {
-	const uint8_t *b = p;
+	const uint8_t *b = (const uint8_t *)p;
 	return (uint64_t)tn_le32(b) | (uint64_t)tn_le32(b + 4) << 32;
 }
 static inline void tn_put32(void *p, uint32_t v)
 {
-	uint8_t *b = p;
+	uint8_t *b = (uint8_t *)p;
 	b[0] = (uint8_t)v; b[1] = (uint8_t)(v >> 8);
 	b[2] = (uint8_t)(v >> 16); b[3] = (uint8_t)(v >> 24);
 }

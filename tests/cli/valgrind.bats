@@ -9,12 +9,13 @@ vg() {
 		--show-leak-kinds=definite "$@"
 }
 
-setup_file() {
+needs_valgrind() {
 	[ "${TN_SAN:-0}" != 1 ] || skip "sanitizer build"
 	command -v valgrind >/dev/null || skip "valgrind not installed"
 }
 
 @test "tn-shard under valgrind" {
+	needs_valgrind
 	printf '1 2 3\n\n4 5\n' > in.ids
 	vg "$TN_BIN/tn-shard" pack --ids --vocab-size 10 --shuffle --dedup --val-tokens 1 -o D in.ids
 	vg "$TN_BIN/tn-shard" cat D > s.tok
@@ -28,6 +29,7 @@ setup_file() {
 }
 
 @test "tn-tokenize under valgrind" {
+	needs_valgrind
 	tok="$BATS_TEST_DIRNAME/../../share/demo/spm8k.model"
 	printf 'Call me Ishmael.\n' > t.txt
 	vg "$TN_BIN/tn-tokenize" encode -t "$tok" -j 2 t.txt > t.tok

@@ -1,0 +1,44 @@
+/* lightning_attn_cuda.h - CUDA Lightning Attention (kernels/lightning_attn.cu),
+ * the GPU form of libcore/lightning_attn.h with the same layouts and meaning.
+ *
+ * All tensor pointers are device pointers; q, k, v, o, dout, dq, dk, dv are in
+ * `dtype` (fp32 or bf16), decay_s [H] and the states are fp32, arithmetic
+ * accumulates in fp32 (fp32 inputs go through the tensor cores as bf16
+ * hi + lo pairs, so fp32 results keep ~1e-5 relative accuracy). dk <= 256 and
+ * dv <= 128, any B, H, N >= 1. Temporary memory comes from cudaMallocAsync on
+ * `stream`; the calls are asynchronous and return TN_OK, TN_EDATA (bad shape)
+ * or TN_EIO (a CUDA error, message set). For packed documents the offsets
+ * (struct tn_attn_docs) are device pointers too. */
+#ifndef TN_LIGHTNING_ATTN_CUDA_H
+#define TN_LIGHTNING_ATTN_CUDA_H
+
+#include <cuda_runtime.h>
+
+#include "lightning_attn.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum tn_attn_dtype { TN_ATTN_F32 = 0, TN_ATTN_BF16 = 1 };
+
+int lightning_attn_forward_cuda(const struct tn_attn_shape *sh, const struct tn_attn_docs *docs,
+				int dtype, const void *q, const void *k, const void *v,
+				const float *decay_s, const float *state_in, void *o,
+				float *state_out, cudaStream_t stream);
+
+int lightning_attn_backward_cuda(const struct tn_attn_shape *sh, const struct tn_attn_docs *docs,
+				 int dtype, const void *q, const void *k, const void *v,
+				 const float *decay_s, const void *dout, void *dq, void *dk,
+				 void *dv, cudaStream_t stream);
+
+/* One token per sequence: q, k [B,H,dk], v, o [B,H,dv], state [B,H,dk,dv]. */
+int lightning_attn_decode_cuda(int B, int H, int dk, int dv, int dtype, const void *q,
+			       const void *k, const void *v, const float *decay_s, float *state,
+			       void *o, cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,114 @@
+/* ops_lrpe.cu - head split with LRPE, its backward, and the head merge.
+ * Angles and their cos/sin in double, rounded to fp32, as on the CPU; the
+ * gradient of theta is one block per (head, channel), summed in double. */
+#include "cuda_common.h"
+#include "ops_cuda.h"
+#include "reduce.cuh"
+
+__device__ static size_t head_row(int b, int h, int t, int H, int n, int dk)
+{
+	return (((size_t)b * H + h) * n + t) * dk;
+}
+
+__global__ static void lrpe_fwd(float *out, const float *inp, const float *theta,
+				const int32_t *pos, int B, int n, int H, int hd)
+{
+	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+	int E = H * hd, dk = theta ? 2 * hd : hd;
+	if (i >= (size_t)B * n * E)
+		return;
+	size_t row = i / E;
+	int e = (int)(i % E), h = e / hd, c = e % hd, b = (int)(row / n), t = (int)(row % n);
+	float v = inp[i];
+	float *o = out + head_row(b, h, t, H, n, dk);
+	if (!theta) {
+		o[c] = v;
+		return;
+	}
+	double a = (double)theta[e] * (pos ? pos[row] : t);
+	o[c] = v * (float)cos(a);
+	o[hd + c] = v * (float)sin(a);
+}
+
+__global__ static void lrpe_bwd(float *dinp, const float *dout, const float *theta,
+				const int32_t *pos, int B, int n, int H, int hd)
+{
+	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+	int E = H * hd, dk = theta ? 2 * hd : hd;
+	if (i >= (size_t)B * n * E)
+		return;
+	size_t row = i / E;
+	int e = (int)(i % E), h = e / hd, c = e % hd, b = (int)(row / n), t = (int)(row % n);
+	const float *g = dout + head_row(b, h, t, H, n, dk);
+	if (!theta) {
+		dinp[i] = g[c];
+		return;
+	}
+	double a = (double)theta[e] * (pos ? pos[row] : t);
+	dinp[i] = g[c] * (float)cos(a) + g[hd + c] * (float)sin(a);
+}
+
+/* One block per (h, c): dtheta += sum over rows of p x (-sin(a) g_cos + cos(a) g_sin). */
+__global__ static void lrpe_dtheta(float *dtheta, const float *dout, const float *inp,
+				   const float *theta, const int32_t *pos, int B, int n, int H,
+				   int hd)
+{
+	int e = blockIdx.x, h = e / hd, c = e % hd, E = H * hd;
+	double acc = 0;
+	for (size_t row = threadIdx.x; row < (size_t)B * n; row += blockDim.x) {
+		int b = (int)(row / n), t = (int)(row % n);
+		double p = pos ? pos[row] : t, a = (double)theta[e] * p;
+		const float *g = dout + head_row(b, h, t, H, n, 2 * hd);
+		acc += p * inp[row * E + e] * (-sin(a) * g[c] + cos(a) * g[hd + c]);
+	}
+	acc = block_sum(acc);
+	if (threadIdx.x == 0)
+		dtheta[e] += (float)acc;
+}
+
+__global__ static void merge(float *out, const float *inp, int B, int n, int H, int hd)
+{
+	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+	int E = H * hd;
+	if (i >= (size_t)B * n * E)
+		return;
+	size_t row = i / E;
+	int e = (int)(i % E), h = e / hd, c = e % hd, b = (int)(row / n), t = (int)(row % n);
+	out[i] = inp[head_row(b, h, t, H, n, hd) + c];
+}
+
+void lrpe_forward_cuda(float *out, const float *inp, const float *theta, const int32_t *pos,
+		       int B, int n, int H, int hd)
+{
+	struct tn_cuda *cu = tn_cuda_get();
+	size_t total = (size_t)B * n * H * hd;
+	if (!cu || total == 0)
+		return;
+	lrpe_fwd<<<TN_CUDA_BLOCKS(total), 256, 0, cu->stream>>>(out, inp, theta, pos, B, n, H, hd);
+	TN_CUDA_CHECK_LAUNCH("lrpe_forward");
+}
+
+void lrpe_backward_cuda(float *dinp, float *dtheta, const float *dout, const float *inp,
+			const float *theta, const int32_t *pos, int B, int n, int H, int hd)
+{
+	struct tn_cuda *cu = tn_cuda_get();
+	size_t total = (size_t)B * n * H * hd;
+	if (!cu || total == 0)
+		return;
+	lrpe_bwd<<<TN_CUDA_BLOCKS(total), 256, 0, cu->stream>>>(dinp, dout, theta, pos, B, n, H, hd);
+	TN_CUDA_CHECK_LAUNCH("lrpe_backward");
+	if (!theta || !dtheta)
+		return;
+	lrpe_dtheta<<<H * hd, 256, 0, cu->stream>>>(dtheta, dout, inp, theta, pos, B, n, H, hd);
+	TN_CUDA_CHECK_LAUNCH("lrpe_backward theta");
+}
+
+void heads_merge_cuda(float *out, const float *inp, int B, int n, int H, int hd)
+{
+	struct tn_cuda *cu = tn_cuda_get();
+	size_t total = (size_t)B * n * H * hd;
+	if (!cu || total == 0)
+		return;
+	merge<<<TN_CUDA_BLOCKS(total), 256, 0, cu->stream>>>(out, inp, B, n, H, hd);
+	TN_CUDA_CHECK_LAUNCH("heads_merge");
+}

@@ -1,0 +1,101 @@
+/* ops_pointwise.cu - the elementwise ops: the q/k feature map, the gate
+ * product (output gate and SGLU) and the residual add. */
+#include "cuda_common.h"
+#include "ops_cuda.h"
+
+__global__ static void act_fwd(float *out, const float *inp, size_t n, int act)
+{
+	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i >= n)
+		return;
+	float x = inp[i];
+	out[i] = act == TN_ACT_SILU ? x / (1.0f + expf(-x)) : act == TN_ACT_RELU ? fmaxf(x, 0.0f) : x;
+}
+
+__global__ static void act_bwd(float *dinp, const float *dout, const float *inp, size_t n,
+			       int act)
+{
+	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i >= n)
+		return;
+	float x = inp[i], g;
+	if (act == TN_ACT_SILU) {
+		float sg = 1.0f / (1.0f + expf(-x));
+		g = sg * (1.0f + x * (1.0f - sg));
+	} else {
+		g = act == TN_ACT_RELU ? (float)(x > 0) : 1.0f;
+	}
+	dinp[i] = dout[i] * g;
+}
+
+__global__ static void gate_fwd(float *out, const float *a, const float *b, size_t n)
+{
+	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i < n)
+		out[i] = a[i] * b[i];
+}
+
+__global__ static void gate_bwd(float *da, float *db, const float *dout, const float *a,
+				const float *b, size_t n)
+{
+	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i >= n)
+		return;
+	float g = dout[i], x = a[i], y = b[i];
+	da[i] = g * y;
+	db[i] = g * x;
+}
+
+__global__ static void add(float *out, const float *a, const float *b, size_t n)
+{
+	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i < n)
+		out[i] = a[i] + b[i];
+}
+
+void act_forward_cuda(float *out, const float *inp, size_t n, enum tn_act act)
+{
+	struct tn_cuda *cu = tn_cuda_get();
+	if (!cu || n == 0)
+		return;
+	act_fwd<<<TN_CUDA_BLOCKS(n), 256, 0, cu->stream>>>(out, inp, n, act);
+	TN_CUDA_CHECK_LAUNCH("act_forward");
+}
+
+void act_backward_cuda(float *dinp, const float *dout, const float *inp, size_t n,
+		       enum tn_act act)
+{
+	struct tn_cuda *cu = tn_cuda_get();
+	if (!cu || n == 0)
+		return;
+	act_bwd<<<TN_CUDA_BLOCKS(n), 256, 0, cu->stream>>>(dinp, dout, inp, n, act);
+	TN_CUDA_CHECK_LAUNCH("act_backward");
+}
+
+void gate_forward_cuda(float *out, const float *a, const float *b, size_t n)
+{
+	struct tn_cuda *cu = tn_cuda_get();
+	if (!cu || n == 0)
+		return;
+	gate_fwd<<<TN_CUDA_BLOCKS(n), 256, 0, cu->stream>>>(out, a, b, n);
+	TN_CUDA_CHECK_LAUNCH("gate_forward");
+}
+
+void gate_backward_cuda(float *da, float *db, const float *dout, const float *a,
+			const float *b, size_t n)
+{
+	struct tn_cuda *cu = tn_cuda_get();
+	if (!cu || n == 0)
+		return;
+	gate_bwd<<<TN_CUDA_BLOCKS(n), 256, 0, cu->stream>>>(da, db, dout, a, b, n);
+	TN_CUDA_CHECK_LAUNCH("gate_backward");
+}
+
+void residual_forward_cuda(float *out, const float *a, const float *b, size_t n)
+{
+	struct tn_cuda *cu = tn_cuda_get();
+	if (!cu || n == 0)
+		return;
+	add<<<TN_CUDA_BLOCKS(n), 256, 0, cu->stream>>>(out, a, b, n);
+	TN_CUDA_CHECK_LAUNCH("residual_forward");
+}

@@ -1,0 +1,81 @@
+/* backend.h - the op table the model runs on. The model (model.c) calls
+ * every op and every allocation of parameters, gradients and activations
+ * through one of these tables, so a CUDA backend can implement the same
+ * table over device memory without a second copy of the model.
+ * Decision: the signatures are those of the CPU reference ops (ops.h) and
+ * of the attention core (lightning_attn.h); pointers are the backend's
+ * memory (host memory for the CPU backend). */
+#ifndef TN_BACKEND_H
+#define TN_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "lightning_attn.h"
+
+struct tn_backend {
+	const char *name;
+	/* memory: alloc returns zeroed memory or NULL (message set) */
+	void *(*alloc)(size_t bytes);
+	void (*free)(void *p);
+	void (*upload)(void *dst, const void *host, size_t bytes);
+	void (*download)(void *host, const void *src, size_t bytes);
+	void (*zero)(void *p, size_t bytes);
+
+	void (*matmul_forward)(float *out, const float *inp, const float *w, int BT, int C, int OC,
+			       int accumulate);
+	void (*matmul_backward)(float *dinp, float *dw, const float *dout, const float *inp,
+				const float *w, int BT, int C, int OC, int accumulate);
+	void (*embedding_forward)(float *out, const int32_t *tok, const float *emb, int BT, int C,
+				  float scale);
+	void (*embedding_backward)(float *demb, const float *dout, const int32_t *tok, int BT,
+				   int C, float scale, int pad);
+	void (*srmsnorm_forward)(float *out, float *rstd, const float *inp, int N, int C);
+	void (*srmsnorm_backward)(float *dinp, const float *dout, const float *out,
+				  const float *rstd, int N, int C);
+	void (*act_forward)(float *out, const float *inp, size_t n, enum tn_act act);
+	void (*act_backward)(float *dinp, const float *dout, const float *inp, size_t n,
+			     enum tn_act act);
+	void (*gate_forward)(float *out, const float *a, const float *b, size_t n);
+	void (*gate_backward)(float *da, float *db, const float *dout, const float *a,
+			      const float *b, size_t n);
+	void (*residual_forward)(float *out, const float *a, const float *b, size_t n);
+	void (*lrpe_forward)(float *out, const float *inp, const float *theta, const int32_t *pos,
+			     int B, int n, int H, int hd);
+	void (*lrpe_backward)(float *dinp, float *dtheta, const float *dout, const float *inp,
+			      const float *theta, const int32_t *pos, int B, int n, int H, int hd);
+	void (*heads_merge)(float *out, const float *inp, int B, int n, int H, int hd);
+	size_t (*xent_scratch)(int V);
+	void (*crossentropy_forward)(float *loss, float *lse, const float *x, const float *emb,
+				     const int32_t *target, int R, int C, int V, float *scratch);
+	void (*crossentropy_backward)(float *dx, float *demb, const float *x, const float *emb,
+				      const int32_t *target, const float *lse, float scale, int R,
+				      int C, int V, float *scratch);
+	double (*sumsq_forward)(const float *x, size_t n);
+	void (*adamw_update)(float *p, const float *g, float *m, float *v, size_t n, float lr,
+			     float beta1, float beta2, float eps, float wd, float gscale,
+			     float bc1, float bc2);
+	int (*attn_forward)(const struct tn_attn_shape *sh, const float *q, const float *k,
+			    const float *v, const float *decay_s, const float *state_in, float *o,
+			    float *state_out);
+	int (*attn_backward)(const struct tn_attn_shape *sh, const float *q, const float *k,
+			     const float *v, const float *decay_s, const float *dout, float *dq,
+			     float *dk, float *dv);
+	int (*attn_decode)(int B, int H, int dk, int dv, const float *q, const float *k,
+			   const float *v, const float *decay_s, float *state, float *o);
+	/* Wait for the ops issued so far: TN_OK, or the first failure of an
+	 * asynchronous op (message set). The CPU backend has none. */
+	int (*status)(void);
+};
+
+/* The CPU reference backend: ops.h, OpenBLAS and the CPU attention core. */
+extern const struct tn_backend tn_backend_cpu;
+#ifdef TN_CUDA
+/* The CUDA backend (kernels/backend_cuda.cu), fp32. */
+extern const struct tn_backend tn_backend_cuda;
+#endif
+/* A backend by name ("cpu", "cuda"); NULL with a message if not built in. */
+const struct tn_backend *tn_backend_find(const char *name);
+
+#endif

@@ -1,0 +1,748 @@
+/* model.c - the one TransNormerLLM definition over a backend (MODEL.md 1).
+ * Layout: rows are positions (row b * n + t), heads are split into
+ * head-major [B, H, n, dk] tensors only around the attention core; the
+ * fused qkvu projection is run as four matmuls over row slices of its
+ * weight so q, k, v, u each come out contiguous [B * n, E].
+ * Gradients: parameter gradients accumulate (+=), activation gradients are
+ * assigned, except the residual stream's, which accumulates across the two
+ * branches of every layer. */
+#include "model.h"
+#include "rng.h"
+#include "safetensors.h"
+#include "util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Activations of one layer for B x n rows (kept for the backward). */
+struct layer_acts {
+	float *x, *xn1, *rstd1, *p, *qa, *ka, *qh, *kh, *vh, *oh, *o, *on, *rstd2, *z, *a, *xn2,
+		*rstd3, *h1, *h2, *hm;
+};
+
+/* Activations, per-position results and backward scratch, one allocation. */
+struct tn_acts {
+	int B, n, train, n_valid;
+	size_t cap; /* floats allocated */
+	float *mem;
+	int32_t *tok, *tgt, *pos;
+	struct layer_acts *l;
+	float *xL, *hf, *rstdf, *loss, *lse, *xent;
+	float *dx, *dxn, *dh1, *dh2, *dhm, *dz, *don, *dob, *doh, *dqh, *dkh, *dvh, *dq, *dk, *dp;
+};
+
+/* ---- parameter table ---- */
+
+static void add_param(struct tn_model *m, const char *name, int layer, enum tn_param_role role,
+		      int ndim, int64_t s0, int64_t s1, int64_t s2, int decay)
+{
+	struct tn_param *p = &m->param[m->n_param++];
+	snprintf(p->name, sizeof(p->name), "%s", name);
+	p->ndim = ndim;
+	p->shape[0] = s0;
+	p->shape[1] = s1;
+	p->shape[2] = s2;
+	p->numel = tn_numel(p->shape, ndim);
+	p->offset = m->n_floats;
+	p->layer = layer;
+	p->role = role;
+	p->decay = decay;
+	m->n_floats += p->numel;
+}
+
+static void build_table(struct tn_model *m)
+{
+	const struct tn_config *c = &m->cfg;
+	int64_t d = c->d, E = c->hidden_dim, g = c->glu_dim, H = c->heads, hd = E / H;
+	char name[64];
+	add_param(m, "model.embed_tokens.weight", -1, TN_P_EMB, 2, c->vocab_size, d, 0, 0);
+	for (int l = 0; l < c->layers; l++) {
+#define LAYER_PARAM(suffix, role, nd, a, b, cc, dec)                                         \
+	snprintf(name, sizeof(name), "model.layers.%d.%s", l, suffix);                       \
+	add_param(m, name, l, role, nd, a, b, cc, dec)
+		LAYER_PARAM("token_mixer.qkvu_proj.weight", TN_P_QKVU, 2, 4 * E, d, 0, 1);
+		if (c->lrpe[l]) {
+			LAYER_PARAM("token_mixer.lrpe.theta", TN_P_THETA, 3, H, 1, hd, 0);
+		}
+		LAYER_PARAM("token_mixer.out_proj.weight", TN_P_OUT, 2, d, E, 0, 1);
+		LAYER_PARAM("channel_mixer.l1.weight", TN_P_L1, 2, g, d, 0, 1);
+		LAYER_PARAM("channel_mixer.l2.weight", TN_P_L2, 2, g, d, 0, 1);
+		LAYER_PARAM("channel_mixer.l3.weight", TN_P_L3, 2, d, g, 0, 1);
+#undef LAYER_PARAM
+	}
+}
+
+/* Point emb and the per-layer structs into a flat buffer laid out by the table. */
+static void point(const struct tn_model *m, float *base, float **emb, struct tn_layer_w *w)
+{
+	for (size_t i = 0; i < m->n_param; i++) {
+		const struct tn_param *p = &m->param[i];
+		float *x = base + p->offset;
+		if (p->role == TN_P_EMB) {
+			*emb = x;
+			continue;
+		}
+		struct tn_layer_w *lw = &w[p->layer];
+		switch (p->role) {
+		case TN_P_QKVU: lw->qkvu = x; break;
+		case TN_P_THETA: lw->theta = x; break;
+		case TN_P_OUT: lw->out = x; break;
+		case TN_P_L1: lw->l1 = x; break;
+		case TN_P_L2: lw->l2 = x; break;
+		default: lw->l3 = x; break;
+		}
+	}
+}
+
+int tn_model_new(struct tn_model **out, const struct tn_config *cfg, const struct tn_backend *be)
+{
+	*out = NULL;
+	int rc = tn_config_check(cfg, "model config");
+	if (rc)
+		return rc;
+	if (cfg->vocab_size <= 0)
+		return tn_fail(TN_EDATA, "model config: vocab_size is not set");
+	struct tn_model *m = tn_calloc(1, sizeof(*m));
+	if (!m)
+		return TN_ENOMEM;
+	m->cfg = *cfg;
+	m->be = be;
+	m->param = tn_calloc((size_t)cfg->layers * 6 + 1, sizeof(*m->param));
+	m->w = tn_calloc((size_t)cfg->layers, sizeof(*m->w));
+	m->g = tn_calloc((size_t)cfg->layers, sizeof(*m->g));
+	if (!m->param || !m->w || !m->g) {
+		tn_model_free(m);
+		return TN_ENOMEM;
+	}
+	build_table(m);
+	m->params = be->alloc(m->n_floats * sizeof(float));
+	m->decay = be->alloc((size_t)cfg->layers * cfg->heads * sizeof(float));
+	if (!m->params || !m->decay) {
+		tn_model_free(m);
+		return TN_ENOMEM;
+	}
+	point(m, m->params, &m->emb, m->w);
+	float *s = tn_malloc((size_t)cfg->layers * cfg->heads * sizeof(float));
+	if (!s) {
+		tn_model_free(m);
+		return TN_ENOMEM;
+	}
+	for (int l = 0; l < cfg->layers; l++)
+		for (int h = 0; h < cfg->heads; h++)
+			s[l * cfg->heads + h] = tn_config_decay(cfg, l, h);
+	be->upload(m->decay, s, (size_t)cfg->layers * cfg->heads * sizeof(float));
+	free(s);
+	*out = m;
+	return TN_OK;
+}
+
+static void acts_free(struct tn_model *m)
+{
+	if (!m->acts)
+		return;
+	m->be->free(m->acts->mem);
+	free(m->acts->l);
+	free(m->acts);
+	m->acts = NULL;
+}
+
+void tn_model_free(struct tn_model *m)
+{
+	if (!m)
+		return;
+	acts_free(m);
+	if (m->params)
+		m->be->free(m->params);
+	if (m->grads)
+		m->be->free(m->grads);
+	if (m->decay)
+		m->be->free(m->decay);
+	free(m->param);
+	free(m->w);
+	free(m->g);
+	free(m);
+}
+
+/* theta[h, c] = 10000^(-2 (h hd + c) / (H hd)), MODEL.md 1.3 step 4. */
+static void theta_formula(float *theta, int H, int hd)
+{
+	for (int i = 0; i < H * hd; i++)
+		theta[i] = (float)pow(10000.0, -2.0 * i / (double)(H * hd));
+}
+
+void tn_model_init(struct tn_model *m, uint64_t seed)
+{
+	struct tn_rng r;
+	tn_rng_seed(&r, seed);
+	float *host = tn_malloc(m->n_floats * sizeof(float));
+	if (!host)
+		return;
+	int hd = tn_config_head_dim(&m->cfg);
+	for (size_t i = 0; i < m->n_param; i++) {
+		const struct tn_param *p = &m->param[i];
+		float *x = host + p->offset;
+		if (p->role == TN_P_THETA) {
+			theta_formula(x, m->cfg.heads, hd);
+			continue;
+		}
+		for (size_t j = 0; j < p->numel; j++)
+			x[j] = (float)(m->cfg.init_std * tn_rng_normal(&r));
+		if (p->role == TN_P_EMB)
+			memset(x + (size_t)m->cfg.pad_id * m->cfg.d, 0, (size_t)m->cfg.d * sizeof(float));
+	}
+	m->be->upload(m->params, host, m->n_floats * sizeof(float));
+	free(host);
+}
+
+/* ---- loading and saving ---- */
+
+static int check_extra(const struct tn_model *m, const struct tn_st *st)
+{
+	for (size_t i = 0; i < st->n; i++) {
+		const char *name = st->t[i].name;
+		int known = !strcmp(name, "lm_head.weight");
+		for (size_t j = 0; !known && j < m->n_param; j++)
+			known = !strcmp(name, m->param[j].name);
+		if (!known)
+			return tn_fail(TN_EDATA, "%s: tensor '%s' is not part of this model (%d layers, "
+				       "LRPE flags as configured)", st->path, name, m->cfg.layers);
+	}
+	return TN_OK;
+}
+
+int tn_model_load_weights(struct tn_model *m, const char *path)
+{
+	struct tn_st st;
+	int rc = tn_st_open(&st, path);
+	if (rc)
+		return rc;
+	float *host = tn_malloc(m->n_floats * sizeof(float));
+	rc = host ? check_extra(m, &st) : TN_ENOMEM;
+	for (size_t i = 0; i < m->n_param && !rc; i++) {
+		const struct tn_param *p = &m->param[i];
+		if (p->role == TN_P_THETA && !tn_st_find(&st, p->name))
+			theta_formula(host + p->offset, m->cfg.heads, tn_config_head_dim(&m->cfg));
+		else
+			rc = tn_st_read_f32(&st, p->name, p->shape, p->ndim, host + p->offset);
+	}
+	if (!rc)
+		m->be->upload(m->params, host, m->n_floats * sizeof(float));
+	free(host);
+	tn_st_close(&st);
+	return rc;
+}
+
+int tn_model_load(struct tn_model **out, const char *dir, const struct tn_backend *be)
+{
+	*out = NULL;
+	size_t n = strlen(dir) + 32;
+	char *path = tn_malloc(n);
+	if (!path)
+		return TN_ENOMEM;
+	struct tn_config cfg;
+	snprintf(path, n, "%s/config.json", dir);
+	int rc = tn_config_load(&cfg, path);
+	if (!rc && cfg.vocab_size <= 0)
+		rc = tn_fail(TN_EDATA, "%s: vocab_size must be positive", path);
+	if (!rc)
+		rc = tn_model_new(out, &cfg, be);
+	snprintf(path, n, "%s/model.safetensors", dir);
+	if (!rc)
+		rc = tn_model_load_weights(*out, path);
+	if (rc) {
+		tn_model_free(*out);
+		*out = NULL;
+	}
+	free(path);
+	return rc;
+}
+
+int tn_model_save_weights(const struct tn_model *m, const char *path, enum tn_dtype dtype)
+{
+	float *host = tn_malloc(m->n_floats * sizeof(float));
+	struct tn_st_entry *e = tn_calloc(m->n_param, sizeof(*e));
+	int rc = host && e ? TN_OK : TN_ENOMEM;
+	if (!rc) {
+		m->be->download(host, m->params, m->n_floats * sizeof(float));
+		for (size_t i = 0; i < m->n_param; i++) {
+			const struct tn_param *p = &m->param[i];
+			e[i].name = p->name;
+			e[i].dtype = dtype;
+			e[i].ndim = p->ndim;
+			memcpy(e[i].shape, p->shape, sizeof(p->shape));
+			e[i].data = host + p->offset;
+		}
+		rc = tn_st_write(path, e, m->n_param);
+	}
+	free(host);
+	free(e);
+	return rc;
+}
+
+/* ---- activations ---- */
+
+static int layer_dk(const struct tn_model *m, int l)
+{
+	return (m->cfg.lrpe[l] ? 2 : 1) * tn_config_head_dim(&m->cfg);
+}
+
+/* Lay the activations of B x n rows out from base (or only count them when
+ * base is NULL); returns the number of floats. */
+static size_t acts_layout(const struct tn_model *m, struct tn_acts *a, int B, int n, int train,
+			  float *base)
+{
+	const struct tn_config *c = &m->cfg;
+	size_t BT = (size_t)B * n, d = (size_t)c->d, E = (size_t)c->hidden_dim,
+	       g = (size_t)c->glu_dim, used = 0, dkmax = 2 * (size_t)tn_config_head_dim(c);
+#define TAKE(ptr, count)                                                                     \
+	do {                                                                                 \
+		if (base)                                                                    \
+			(ptr) = (void *)(base + used);                                       \
+		used += ((count) + 15) & ~(size_t)15;                                        \
+	} while (0)
+	TAKE(a->tok, BT);
+	TAKE(a->tgt, BT);
+	TAKE(a->pos, BT);
+	for (int l = 0; l < c->layers; l++) {
+		struct layer_acts *x = &a->l[l];
+		size_t qk = BT * (size_t)c->heads * (size_t)layer_dk(m, l);
+		TAKE(x->x, BT * d);
+		TAKE(x->xn1, BT * d);
+		TAKE(x->rstd1, BT);
+		TAKE(x->p, 4 * BT * E);
+		TAKE(x->qa, BT * E);
+		TAKE(x->ka, BT * E);
+		TAKE(x->qh, qk);
+		TAKE(x->kh, qk);
+		TAKE(x->vh, BT * E);
+		TAKE(x->oh, BT * E);
+		TAKE(x->o, BT * E);
+		TAKE(x->on, BT * E);
+		TAKE(x->rstd2, BT);
+		TAKE(x->z, BT * E);
+		TAKE(x->a, BT * d);
+		TAKE(x->xn2, BT * d);
+		TAKE(x->rstd3, BT);
+		TAKE(x->h1, BT * g);
+		TAKE(x->h2, BT * g);
+		TAKE(x->hm, BT * g);
+	}
+	TAKE(a->xL, BT * d);
+	TAKE(a->hf, BT * d);
+	TAKE(a->rstdf, BT);
+	TAKE(a->loss, BT);
+	TAKE(a->lse, BT);
+	TAKE(a->xent, m->be->xent_scratch(c->vocab_size));
+	if (train) {
+		TAKE(a->dx, BT * d);
+		TAKE(a->dxn, BT * d);
+		TAKE(a->dh1, BT * g);
+		TAKE(a->dh2, BT * g);
+		TAKE(a->dhm, BT * g);
+		TAKE(a->dz, BT * E);
+		TAKE(a->don, BT * E);
+		TAKE(a->dob, BT * E);
+		TAKE(a->doh, BT * E);
+		TAKE(a->dqh, BT * (size_t)c->heads * dkmax);
+		TAKE(a->dkh, BT * (size_t)c->heads * dkmax);
+		TAKE(a->dvh, BT * E);
+		TAKE(a->dq, BT * E);
+		TAKE(a->dk, BT * E);
+		TAKE(a->dp, 4 * BT * E);
+	}
+#undef TAKE
+	return used;
+}
+
+/* Make m->acts hold B x n rows (reusing the allocation when it is big enough). */
+static int acts_ensure(struct tn_model *m, int B, int n, int train)
+{
+	struct tn_acts probe = {0}, *a = m->acts;
+	struct layer_acts *tmp = tn_calloc((size_t)m->cfg.layers, sizeof(*tmp));
+	if (!tmp)
+		return TN_ENOMEM;
+	probe.l = tmp;
+	size_t need = acts_layout(m, &probe, B, n, train, NULL);
+	free(tmp);
+	if (!a || a->cap < need || (train && !a->train)) {
+		acts_free(m);
+		a = tn_calloc(1, sizeof(*a));
+		if (!a)
+			return TN_ENOMEM;
+		a->l = tn_calloc((size_t)m->cfg.layers, sizeof(*a->l));
+		a->mem = a->l ? m->be->alloc(need * sizeof(float)) : NULL;
+		if (!a->mem) {
+			free(a->l);
+			free(a);
+			return TN_ENOMEM;
+		}
+		a->cap = need;
+		a->train = train;
+		m->acts = a;
+	}
+	a->B = B;
+	a->n = n;
+	acts_layout(m, a, B, n, a->train, a->mem);
+	return TN_OK;
+}
+
+/* ---- forward ---- */
+
+/* One layer over the rows of a; st_in/st_out: the attention state of this
+ * layer (prefill/decode) or NULL (training, state zero). out: the output. */
+static int layer_forward(struct tn_model *m, int l, const float *st_in, float *st_out,
+			 float *out)
+{
+	const struct tn_backend *be = m->be;
+	const struct tn_config *c = &m->cfg;
+	struct tn_acts *a = m->acts;
+	struct layer_acts *x = &a->l[l];
+	const struct tn_layer_w *w = &m->w[l];
+	int B = a->B, n = a->n, BT = B * n, d = c->d, E = c->hidden_dim, g = c->glu_dim;
+	int H = c->heads, hd = E / H;
+	size_t sz = (size_t)BT * E;
+	const float *decay = m->decay + (size_t)l * H;
+
+	be->srmsnorm_forward(x->xn1, x->rstd1, x->x, BT, d);
+	for (int s = 0; s < 4; s++)
+		be->matmul_forward(x->p + s * sz, x->xn1, w->qkvu + (size_t)s * E * d, BT, d, E, 0);
+	be->act_forward(x->qa, x->p, sz, c->act);
+	be->act_forward(x->ka, x->p + sz, sz, c->act);
+	be->lrpe_forward(x->qh, x->qa, w->theta, a->pos, B, n, H, hd);
+	be->lrpe_forward(x->kh, x->ka, w->theta, a->pos, B, n, H, hd);
+	be->lrpe_forward(x->vh, x->p + 2 * sz, NULL, NULL, B, n, H, hd);
+	struct tn_attn_shape sh = {B, H, n, layer_dk(m, l), hd};
+	int rc = st_in && n == 1
+		? be->attn_decode(B, H, sh.dk, hd, x->qh, x->kh, x->vh, decay, st_out, x->oh)
+		: be->attn_forward(&sh, x->qh, x->kh, x->vh, decay, st_in, x->oh, st_out);
+	if (rc)
+		return rc;
+	be->heads_merge(x->o, x->oh, B, n, H, hd);
+	be->srmsnorm_forward(x->on, x->rstd2, x->o, BT, E);
+	be->gate_forward(x->z, x->p + 3 * sz, x->on, sz);
+	be->matmul_forward(x->a, x->z, w->out, BT, E, d, 0);
+	be->residual_forward(x->a, x->a, x->x, (size_t)BT * d);
+
+	be->srmsnorm_forward(x->xn2, x->rstd3, x->a, BT, d);
+	be->matmul_forward(x->h1, x->xn2, w->l1, BT, d, g, 0);
+	be->matmul_forward(x->h2, x->xn2, w->l2, BT, d, g, 0);
+	be->gate_forward(x->hm, x->h1, x->h2, (size_t)BT * g);
+	be->matmul_forward(out, x->hm, w->l3, BT, g, d, 0);
+	be->residual_forward(out, out, x->a, (size_t)BT * d);
+	return TN_OK;
+}
+
+/* Embedding, all layers, final norm over the rows already in m->acts
+ * (tok, pos set). states: per-layer [in, out] pairs or NULL. */
+static int stack_forward(struct tn_model *m, float *const *st_in, float *const *st_out)
+{
+	const struct tn_config *c = &m->cfg;
+	struct tn_acts *a = m->acts;
+	int BT = a->B * a->n;
+	m->be->embedding_forward(a->l[0].x, a->tok, m->emb, BT, c->d,
+				 (float)tn_config_embed_scale(c));
+	for (int l = 0; l < c->layers; l++) {
+		float *out = l + 1 < c->layers ? a->l[l + 1].x : a->xL;
+		int rc = layer_forward(m, l, st_in ? st_in[l] : NULL, st_out ? st_out[l] : NULL, out);
+		if (rc)
+			return rc;
+	}
+	m->be->srmsnorm_forward(a->hf, a->rstdf, a->xL, BT, c->d);
+	return TN_OK;
+}
+
+static int check_tokens(const struct tn_model *m, const int32_t *tok, size_t n, const char *what)
+{
+	for (size_t i = 0; i < n; i++)
+		if (tok[i] < 0 || tok[i] >= m->cfg.vocab_size)
+			return tn_fail(TN_EDATA, "%s %zu: token id %d is outside the model's vocabulary "
+				       "of %d", what, i, tok[i], m->cfg.vocab_size);
+	return TN_OK;
+}
+
+int tn_model_forward(struct tn_model *m, const int32_t *tok, const int32_t *tgt, int B, int n,
+		     double *loss)
+{
+	size_t BT = (size_t)B * n;
+	int rc = check_tokens(m, tok, BT, "input position");
+	if (!rc)
+		rc = acts_ensure(m, B, n, tgt != NULL);
+	if (rc)
+		return rc;
+	struct tn_acts *a = m->acts;
+	int32_t *pos = tn_malloc(BT * sizeof(int32_t));
+	if (!pos)
+		return TN_ENOMEM;
+	for (size_t i = 0; i < BT; i++)
+		pos[i] = (int32_t)(i % (size_t)n);
+	m->be->upload(a->tok, tok, BT * sizeof(int32_t));
+	m->be->upload(a->pos, pos, BT * sizeof(int32_t));
+	free(pos);
+	if ((rc = stack_forward(m, NULL, NULL)) || !tgt)
+		return rc;
+	a->n_valid = 0;
+	for (size_t i = 0; i < BT; i++) {
+		if (tgt[i] >= m->cfg.vocab_size)
+			return tn_fail(TN_EDATA, "target position %zu: token id %d is outside the "
+				       "model's vocabulary of %d", i, tgt[i], m->cfg.vocab_size);
+		a->n_valid += tgt[i] >= 0;
+	}
+	m->be->upload(a->tgt, tgt, BT * sizeof(int32_t));
+	m->be->crossentropy_forward(a->loss, a->lse, a->hf, m->emb, a->tgt, (int)BT, m->cfg.d,
+				    m->cfg.vocab_size, a->xent);
+	float *host = tn_malloc(BT * sizeof(float));
+	if (!host)
+		return TN_ENOMEM;
+	m->be->download(host, a->loss, BT * sizeof(float));
+	double sum = 0;
+	for (size_t i = 0; i < BT; i++)
+		sum += host[i];
+	free(host);
+	*loss = a->n_valid ? sum / a->n_valid : 0.0;
+	return TN_OK;
+}
+
+int tn_model_losses(const struct tn_model *m, float *out)
+{
+	const struct tn_acts *a = m->acts;
+	if (!a || !a->train)
+		return tn_fail(TN_EUSAGE, "no forward pass with targets to take losses from");
+	m->be->download(out, a->loss, (size_t)a->B * a->n * sizeof(float));
+	return TN_OK;
+}
+
+/* Logits of rows [r0, r0 + rows) of the current hidden states into out (host). */
+static int logits_rows(const struct tn_model *m, int r0, int rows, float *out)
+{
+	size_t bytes = (size_t)rows * m->cfg.vocab_size * sizeof(float);
+	float *dev = m->be->alloc(bytes);
+	if (!dev)
+		return TN_ENOMEM;
+	m->be->matmul_forward(dev, m->acts->hf + (size_t)r0 * m->cfg.d, m->emb, rows, m->cfg.d,
+			      m->cfg.vocab_size, 0);
+	m->be->download(out, dev, bytes);
+	m->be->free(dev);
+	return TN_OK;
+}
+
+int tn_model_logits(const struct tn_model *m, float *out)
+{
+	if (!m->acts)
+		return tn_fail(TN_EUSAGE, "no forward pass to take logits from");
+	return logits_rows(m, 0, m->acts->B * m->acts->n, out);
+}
+
+/* ---- backward ---- */
+
+int tn_model_zero_grad(struct tn_model *m)
+{
+	if (!m->grads) {
+		m->grads = m->be->alloc(m->n_floats * sizeof(float));
+		if (!m->grads)
+			return TN_ENOMEM;
+		point(m, m->grads, &m->gemb, m->g);
+		return TN_OK;
+	}
+	m->be->zero(m->grads, m->n_floats * sizeof(float));
+	return TN_OK;
+}
+
+/* Channel mixer: a->dx holds d(out); afterwards d(A), the mixer's input. */
+static void channel_backward(struct tn_model *m, int l)
+{
+	const struct tn_backend *be = m->be;
+	struct tn_acts *a = m->acts;
+	struct layer_acts *x = &a->l[l];
+	const struct tn_layer_w *w = &m->w[l];
+	struct tn_layer_w *gw = &m->g[l];
+	int BT = a->B * a->n, d = m->cfg.d, g = m->cfg.glu_dim;
+	be->matmul_backward(a->dhm, gw->l3, a->dx, x->hm, w->l3, BT, g, d, 0);
+	be->gate_backward(a->dh1, a->dh2, a->dhm, x->h1, x->h2, (size_t)BT * g);
+	be->matmul_backward(a->dxn, gw->l1, a->dh1, x->xn2, w->l1, BT, d, g, 0);
+	be->matmul_backward(a->dxn, gw->l2, a->dh2, x->xn2, w->l2, BT, d, g, 1);
+	be->srmsnorm_backward(a->dx, a->dxn, x->xn2, x->rstd3, BT, d);
+}
+
+/* Token mixer: a->dx holds d(A); afterwards d(x), the layer's input. */
+static int token_backward(struct tn_model *m, int l)
+{
+	const struct tn_backend *be = m->be;
+	const struct tn_config *c = &m->cfg;
+	struct tn_acts *a = m->acts;
+	struct layer_acts *x = &a->l[l];
+	const struct tn_layer_w *w = &m->w[l];
+	struct tn_layer_w *gw = &m->g[l];
+	int B = a->B, n = a->n, BT = B * n, d = c->d, E = c->hidden_dim, H = c->heads,
+	    hd = E / H;
+	size_t sz = (size_t)BT * E;
+	float *dp = a->dp;
+
+	be->matmul_backward(a->dz, gw->out, a->dx, x->z, w->out, BT, E, d, 0);
+	be->gate_backward(dp + 3 * sz, a->don, a->dz, x->p + 3 * sz, x->on, sz);
+	be->zero(a->dob, sz * sizeof(float));
+	be->srmsnorm_backward(a->dob, a->don, x->on, x->rstd2, BT, E);
+	be->lrpe_forward(a->doh, a->dob, NULL, NULL, B, n, H, hd);
+	struct tn_attn_shape sh = {B, H, n, layer_dk(m, l), hd};
+	int rc = be->attn_backward(&sh, x->qh, x->kh, x->vh, m->decay + (size_t)l * H, a->doh,
+				   a->dqh, a->dkh, a->dvh);
+	if (rc)
+		return rc;
+	be->lrpe_backward(a->dq, gw->theta, a->dqh, x->qa, w->theta, a->pos, B, n, H, hd);
+	be->lrpe_backward(a->dk, gw->theta, a->dkh, x->ka, w->theta, a->pos, B, n, H, hd);
+	be->lrpe_backward(dp + 2 * sz, NULL, a->dvh, NULL, NULL, NULL, B, n, H, hd);
+	be->act_backward(dp, a->dq, x->p, sz, c->act);
+	be->act_backward(dp + sz, a->dk, x->p + sz, sz, c->act);
+	for (int s = 0; s < 4; s++)
+		be->matmul_backward(a->dxn, gw->qkvu + (size_t)s * E * d, dp + s * sz, x->xn1,
+				    w->qkvu + (size_t)s * E * d, BT, d, E, s > 0);
+	be->srmsnorm_backward(a->dx, a->dxn, x->xn1, x->rstd1, BT, d);
+	return TN_OK;
+}
+
+int tn_model_backward(struct tn_model *m, float scale)
+{
+	struct tn_acts *a = m->acts;
+	const struct tn_config *c = &m->cfg;
+	if (!a || !a->train || !m->grads)
+		return tn_fail(TN_EUSAGE, "backward needs a forward with targets and zeroed gradients");
+	int BT = a->B * a->n;
+	float dscale = a->n_valid ? scale / (float)a->n_valid : 0.0f;
+	m->be->crossentropy_backward(a->dxn, m->gemb, a->hf, m->emb, a->tgt, a->lse, dscale, BT,
+				     c->d, c->vocab_size, a->xent);
+	m->be->zero(a->dx, (size_t)BT * c->d * sizeof(float));
+	m->be->srmsnorm_backward(a->dx, a->dxn, a->hf, a->rstdf, BT, c->d);
+	for (int l = c->layers - 1; l >= 0; l--) {
+		channel_backward(m, l);
+		int rc = token_backward(m, l);
+		if (rc)
+			return rc;
+	}
+	m->be->embedding_backward(m->gemb, a->dx, a->tok, BT, c->d,
+				  (float)tn_config_embed_scale(c), c->pad_id);
+	return TN_OK;
+}
+
+/* ---- inference: blocked prefill and recurrent decode ---- */
+
+struct tn_infer {
+	const struct tn_model *m;
+	int B;
+	float **s, **t;  /* per layer: current state and the next one (swapped) */
+	int64_t *pos;
+};
+
+static size_t state_floats(const struct tn_model *m, int B, int l)
+{
+	int hd = tn_config_head_dim(&m->cfg);
+	return (size_t)B * m->cfg.heads * layer_dk(m, l) * hd;
+}
+
+int tn_infer_new(struct tn_infer **out, const struct tn_model *m, int B)
+{
+	int L = m->cfg.layers;
+	struct tn_infer *st = tn_calloc(1, sizeof(*st));
+	*out = NULL;
+	if (!st)
+		return TN_ENOMEM;
+	st->m = m;
+	st->B = B;
+	st->s = tn_calloc((size_t)L, sizeof(float *));
+	st->t = tn_calloc((size_t)L, sizeof(float *));
+	st->pos = tn_calloc((size_t)B, sizeof(int64_t));
+	int ok = st->s && st->t && st->pos;
+	for (int l = 0; ok && l < L; l++) {
+		st->s[l] = m->be->alloc(state_floats(m, B, l) * sizeof(float));
+		st->t[l] = m->be->alloc(state_floats(m, B, l) * sizeof(float));
+		ok = st->s[l] && st->t[l];
+	}
+	if (!ok) {
+		tn_infer_free(st);
+		return TN_ENOMEM;
+	}
+	*out = st;
+	return TN_OK;
+}
+
+void tn_infer_free(struct tn_infer *st)
+{
+	if (!st)
+		return;
+	for (int l = 0; l < st->m->cfg.layers; l++) {
+		if (st->s && st->s[l])
+			st->m->be->free(st->s[l]);
+		if (st->t && st->t[l])
+			st->m->be->free(st->t[l]);
+	}
+	free(st->s);
+	free(st->t);
+	free(st->pos);
+	free(st);
+}
+
+int tn_infer_state(const struct tn_infer *st, int layer, float *out)
+{
+	st->m->be->download(out, st->s[layer], state_floats(st->m, st->B, layer) * sizeof(float));
+	return TN_OK;
+}
+
+int64_t tn_infer_pos(const struct tn_infer *st, int b) { return st->pos[b]; }
+
+/* Rows of n tokens per sequence continuing each sequence's state; swaps
+ * the states and advances the position counters. */
+static int infer_step(struct tn_model *m, struct tn_infer *st, const int32_t *tok, int n)
+{
+	int B = st->B, rc = check_tokens(m, tok, (size_t)B * n, "input position");
+	if (!rc)
+		rc = acts_ensure(m, B, n, 0);
+	if (rc)
+		return rc;
+	int32_t *pos = tn_malloc((size_t)B * n * sizeof(int32_t));
+	if (!pos)
+		return TN_ENOMEM;
+	for (int b = 0; b < B; b++)
+		for (int t = 0; t < n; t++)
+			pos[(size_t)b * n + t] = (int32_t)(st->pos[b] + t);
+	m->be->upload(m->acts->tok, tok, (size_t)B * n * sizeof(int32_t));
+	m->be->upload(m->acts->pos, pos, (size_t)B * n * sizeof(int32_t));
+	free(pos);
+	if (n == 1) /* the decode op updates the state in place */
+		for (int l = 0; l < m->cfg.layers; l++)
+			m->be->upload(st->t[l], st->s[l], state_floats(m, B, l) * sizeof(float));
+	if ((rc = stack_forward(m, st->s, st->t)))
+		return rc;
+	float **tmp = st->s;
+	st->s = st->t;
+	st->t = tmp;
+	for (int b = 0; b < B; b++)
+		st->pos[b] += n;
+	return TN_OK;
+}
+
+int tn_model_prefill(struct tn_model *m, struct tn_infer *st, const int32_t *tok, int n,
+		     float *logits)
+{
+	int B = st->B, V = m->cfg.vocab_size, rc = TN_OK;
+	int32_t *blk = tn_malloc((size_t)B * TN_PREFILL_BLOCK * sizeof(int32_t));
+	if (!blk)
+		return TN_ENOMEM;
+	for (int t0 = 0; t0 < n && !rc; t0 += TN_PREFILL_BLOCK) {
+		int len = TN_MIN(TN_PREFILL_BLOCK, n - t0);
+		for (int b = 0; b < B; b++)
+			memcpy(blk + (size_t)b * len, tok + (size_t)b * n + t0, len * sizeof(int32_t));
+		rc = infer_step(m, st, blk, len);
+		for (int b = 0; b < B && !rc && logits; b++)
+			rc = logits_rows(m, b * len, len, logits + ((size_t)b * n + t0) * V);
+	}
+	free(blk);
+	return rc;
+}
+
+int tn_model_decode(struct tn_model *m, struct tn_infer *st, const int32_t *tok, float *logits)
+{
+	int rc = infer_step(m, st, tok, 1);
+	if (!rc && logits)
+		rc = logits_rows(m, 0, st->B, logits);
+	return rc;
+}

@@ -1,0 +1,84 @@
+/* ops.h - the CPU reference ops: each a forward/backward pair of plain loop
+ * nests (matmuls through cblas_sgemm), one file per family (ops_*.c).
+ * Conventions, as in llm.c: row-major fp32; a linear map stores W[out, in]
+ * (PyTorch); activation outputs are assigned with =, parameter gradients
+ * always accumulate with +=, and input gradients accumulate only where a
+ * function says so (the residual stream). BT = rows (batch x time). */
+#ifndef TN_OPS_H
+#define TN_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+/* out[BT,OC] (= or += when accumulate) inp[BT,C] W[OC,C]^T */
+void matmul_forward(float *out, const float *inp, const float *w, int BT, int C, int OC,
+		    int accumulate);
+/* dinp[BT,C] (= or +=) dout W (skipped when dinp is NULL); dw += dout^T inp */
+void matmul_backward(float *dinp, float *dw, const float *dout, const float *inp,
+		     const float *w, int BT, int C, int OC, int accumulate);
+
+/* out[t] = scale * emb[tok[t]] */
+void embedding_forward(float *out, const int32_t *tok, const float *emb, int BT, int C,
+		       float scale);
+/* demb[tok[t]] += scale * dout[t], except for the padding id (no gradient,
+ * as nn.Embedding(padding_idx)); pad < 0 means none. */
+void embedding_backward(float *demb, const float *dout, const int32_t *tok, int BT, int C,
+			float scale, int pad);
+
+/* SRMSNorm (MODEL.md 2): out = x * rstd, rstd = 1/sqrt(mean(x^2) + 1e-6). */
+void srmsnorm_forward(float *out, float *rstd, const float *inp, int N, int C);
+/* dinp += rstd * (dout - out * mean(out * dout)); out is the forward output. */
+void srmsnorm_backward(float *dinp, const float *dout, const float *out, const float *rstd,
+		       int N, int C);
+
+/* The feature map of q and k: SiLU (released), ReLU or identity. */
+void act_forward(float *out, const float *inp, size_t n, enum tn_act act);
+void act_backward(float *dinp, const float *dout, const float *inp, size_t n, enum tn_act act);
+
+/* out = a * b elementwise: the output gate u * norm(o) of the token mixer
+ * and the SGLU product (W1 x) * (W2 x) are this one op. */
+void gate_forward(float *out, const float *a, const float *b, size_t n);
+/* da = dout * b, db = dout * a (assigned) */
+void gate_backward(float *da, float *db, const float *dout, const float *a, const float *b,
+		   size_t n);
+/* out = a + b */
+void residual_forward(float *out, const float *a, const float *b, size_t n);
+
+/* Rows [B*n, H*hd] (position t of sequence b in row b*n + t) to head-major
+ * [B, H, n, dk]. With theta [H, hd], LRPE (MODEL.md 1.3 step 4): dk = 2hd,
+ * out = [x cos(theta t), x sin(theta t)] with t = pos[row]; without, dk = hd. */
+void lrpe_forward(float *out, const float *inp, const float *theta, const int32_t *pos,
+		  int B, int n, int H, int hd);
+/* dinp (assigned) and dtheta (+=, when theta is given) from dout [B,H,n,dk]. */
+void lrpe_backward(float *dinp, float *dtheta, const float *dout, const float *inp,
+		   const float *theta, const int32_t *pos, int B, int n, int H, int hd);
+/* Head-major [B, H, n, hd] back to rows [B*n, H*hd]. */
+void heads_merge(float *out, const float *inp, int B, int n, int H, int hd);
+
+/* Tied head + softmax + cross-entropy over rows of x [R, C] against the
+ * embedding [V, C], never holding more than TN_XENT_ROWS x TN_XENT_VCHUNK
+ * logits. target < 0 = ignored row (loss 0). Per-row loss and log-sum-exp
+ * (kept for the backward) are written. scratch: tn_xent_scratch() floats. */
+#define TN_XENT_ROWS 64
+#define TN_XENT_VCHUNK 4096
+size_t tn_xent_scratch(int V);
+void crossentropy_forward(float *loss, float *lse, const float *x, const float *emb,
+			  const int32_t *target, int R, int C, int V, float *scratch);
+/* Gradients of scale * sum_r loss[r]: dx (assigned; 0 for ignored rows)
+ * and demb (+=, the tied head's part). */
+void crossentropy_backward(float *dx, float *demb, const float *x, const float *emb,
+			   const int32_t *target, const float *lse, float scale, int R, int C,
+			   int V, float *scratch);
+
+/* Sum of squares in double, in fixed blocks so it is the same bit for bit
+ * for any thread count. */
+double sumsq_forward(const float *x, size_t n);
+/* One AdamW step on n parameters (decoupled weight decay wd * lr * p),
+ * gradients multiplied by gscale first (clipping); bc1, bc2 = 1 - beta^t. */
+void adamw_update(float *p, const float *g, float *m, float *v, size_t n, float lr,
+		  float beta1, float beta2, float eps, float wd, float gscale, float bc1,
+		  float bc2);
+
+#endif

@@ -1,0 +1,412 @@
+/* train.c - the training loop of tn-train (see train.h). The metrics log
+ * lives in memory and is rewritten atomically with every checkpoint, so
+ * metrics.jsonl and loss.svg always describe exactly the steps that the
+ * latest checkpoint holds; a resume keeps the lines up to its step. */
+#include "train.h"
+#include "checkpoint.h"
+#include "eval.h"
+#include "io.h"
+#include "loader.h"
+#include "model.h"
+#include "util.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct point {
+	int64_t step;
+	double loss;
+	int val; /* 1: a validation loss */
+};
+
+struct run {
+	const struct tn_train_opts *o;
+	struct tn_model *m;
+	struct tn_optim *opt;
+	struct tn_loader *train, *val;
+	struct tn_train_state ts;
+	uint32_t *window;
+	int32_t *in, *tgt;
+	struct point *pts;
+	size_t n_pts, cap_pts;
+	char ckpt[64]; /* name of the newest checkpoint, "" if none */
+};
+
+void tn_train_defaults(struct tn_train_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	tn_optim_defaults(&o->optim);
+	o->steps = 100;
+	o->seq_len = 64;
+	o->batch = 8;
+	o->accum = 1;
+	o->seed = 1;
+	o->log_every = 10;
+	o->keep = 3;
+	o->save_dtype = TN_F32;
+}
+
+static int add_point(struct run *r, int64_t step, double loss, int val)
+{
+	if (r->n_pts == r->cap_pts) {
+		size_t cap = r->cap_pts ? 2 * r->cap_pts : 256;
+		struct point *p = tn_realloc(r->pts, cap * sizeof(*p));
+		if (!p)
+			return TN_ENOMEM;
+		r->pts = p;
+		r->cap_pts = cap;
+	}
+	r->pts[r->n_pts++] = (struct point){step, loss, val};
+	return TN_OK;
+}
+
+/* ---- metrics.jsonl and loss.svg ---- */
+
+static int write_metrics(const struct run *r)
+{
+	char *path = tn_ckpt_path(r->o->out, "metrics.jsonl");
+	struct tn_out out;
+	int rc = path ? tn_out_open(&out, path) : TN_ENOMEM;
+	for (size_t i = 0; !rc && i < r->n_pts; i++) {
+		char line[160];
+		int n = snprintf(line, sizeof(line), "{\"step\":%lld,\"%s\":%.9g}\n",
+				 (long long)r->pts[i].step, r->pts[i].val ? "val_loss" : "loss",
+				 r->pts[i].loss);
+		rc = tn_out_write(&out, line, (size_t)n);
+	}
+	if (!rc)
+		rc = tn_out_commit(&out);
+	if (path)
+		tn_out_abort(&out);
+	free(path);
+	return rc;
+}
+
+/* Keep the lines of an earlier run's metrics.jsonl up to step `upto`. */
+static int read_metrics(struct run *r, int64_t upto)
+{
+	char *path = tn_ckpt_path(r->o->out, "metrics.jsonl");
+	if (!path)
+		return TN_ENOMEM;
+	FILE *f = fopen(path, "r");
+	free(path);
+	if (!f)
+		return TN_OK;
+	char line[512];
+	int rc = TN_OK;
+	while (!rc && fgets(line, sizeof(line), f)) {
+		json_t *o = json_loads(line, 0, NULL), *s = json_object_get(o, "step");
+		json_t *l = json_object_get(o, "loss"), *v = json_object_get(o, "val_loss");
+		if (json_is_integer(s) && json_integer_value(s) <= upto && (l || v))
+			rc = add_point(r, json_integer_value(s), json_number_value(l ? l : v), !l);
+		json_decref(o);
+	}
+	fclose(f);
+	return rc;
+}
+
+static int svg_printf(struct tn_out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int svg_printf(struct tn_out *o, const char *fmt, ...)
+{
+	char buf[256];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	return tn_out_write(o, buf, (size_t)TN_MIN(n, (int)sizeof(buf) - 1));
+}
+
+/* The loss curve: training loss as a line, validation loss as dots. */
+static int write_plot(const struct run *r)
+{
+	const double W = 640, H = 400, X0 = 60, Y0 = 20, PW = 560, PH = 340;
+	double lo = INFINITY, hi = -INFINITY, smax = 1;
+	for (size_t i = 0; i < r->n_pts; i++) {
+		lo = fmin(lo, r->pts[i].loss);
+		hi = fmax(hi, r->pts[i].loss);
+		smax = fmax(smax, (double)r->pts[i].step);
+	}
+	if (!(hi > lo)) {
+		lo = isfinite(lo) ? lo - 1 : 0;
+		hi = lo + 2;
+	}
+	char *path = tn_ckpt_path(r->o->out, "loss.svg");
+	struct tn_out o;
+	int rc = path ? tn_out_open(&o, path) : TN_ENOMEM;
+	if (!rc)
+		rc = svg_printf(&o, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%g\" height=\"%g\""
+				" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" "
+				"height=\"100%%\" fill=\"white\"/>\n<rect x=\"%g\" y=\"%g\" width=\"%g\" "
+				"height=\"%g\" fill=\"none\" stroke=\"black\"/>\n", W, H, X0, Y0, PW, PH);
+	if (!rc)
+		rc = svg_printf(&o, "<text x=\"%g\" y=\"%g\">%.3f</text><text x=\"%g\" y=\"%g\">%.3f"
+				"</text><text x=\"%g\" y=\"%g\">step %.0f</text>\n<polyline fill=\"none\" "
+				"stroke=\"steelblue\" points=\"", 4.0, Y0 + 10, hi, 4.0, Y0 + PH, lo,
+				X0 + PW - 80, H - 8, smax);
+#define PX(p) (X0 + PW * (double)(p).step / smax)
+#define PY(p) (Y0 + PH * (hi - (p).loss) / (hi - lo))
+	for (size_t i = 0; !rc && i < r->n_pts; i++)
+		if (!r->pts[i].val)
+			rc = svg_printf(&o, "%.1f,%.1f ", PX(r->pts[i]), PY(r->pts[i]));
+	if (!rc)
+		rc = svg_printf(&o, "\"/>\n");
+	for (size_t i = 0; !rc && i < r->n_pts; i++)
+		if (r->pts[i].val)
+			rc = svg_printf(&o, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"darkorange\"/>\n",
+					PX(r->pts[i]), PY(r->pts[i]));
+#undef PX
+#undef PY
+	if (!rc)
+		rc = svg_printf(&o, "<text x=\"%g\" y=\"%g\" fill=\"steelblue\">train loss</text>"
+				"<text x=\"%g\" y=\"%g\" fill=\"darkorange\">val loss</text>\n</svg>\n",
+				X0 + 10, H - 8, X0 + 110, H - 8);
+	if (!rc)
+		rc = tn_out_commit(&o);
+	if (path)
+		tn_out_abort(&o);
+	free(path);
+	return rc;
+}
+
+/* ---- setup ---- */
+
+static int check_resume(const struct tn_train_opts *o, const struct tn_train_state *ts,
+			const char *dir)
+{
+	if (ts->seq_len != o->seq_len || ts->batch != o->batch || ts->accum != o->accum ||
+	    ts->seed != o->seed)
+		return tn_fail(TN_EUSAGE, "%s: trained with seq-len %u, batch %u, accum %u, seed %llu; "
+			       "a resume must keep them (given %u, %u, %u, %llu)", dir, ts->seq_len,
+			       ts->batch, ts->accum, (unsigned long long)ts->seed, o->seq_len,
+			       o->batch, o->accum, (unsigned long long)o->seed);
+	if (ts->step > o->steps)
+		return tn_fail(TN_EUSAGE, "%s: already at step %lld, past --steps %lld", dir,
+			       (long long)ts->step, (long long)o->steps);
+	return TN_OK;
+}
+
+static int setup_model(struct run *r, uint32_t data_vocab)
+{
+	const struct tn_train_opts *o = r->o;
+	struct tn_optim_opts oo = o->optim;
+	oo.steps = o->steps;
+	int rc;
+	if (o->resume) {
+		char *dir;
+		if ((rc = tn_ckpt_resolve(o->resume, &dir)))
+			return rc;
+		rc = tn_model_load(&r->m, dir, &tn_backend_cpu);
+		if (!rc)
+			rc = tn_optim_new(&r->opt, r->m, &oo);
+		if (!rc)
+			rc = tn_ckpt_load_state(dir, r->m, r->opt, &r->ts);
+		if (!rc)
+			rc = check_resume(o, &r->ts, dir);
+		free(dir);
+	} else {
+		struct tn_config cfg = o->cfg;
+		if (!cfg.vocab_size)
+			cfg.vocab_size = (int)data_vocab;
+		rc = tn_model_new(&r->m, &cfg, &tn_backend_cpu);
+		if (!rc)
+			tn_model_init(r->m, o->seed);
+		if (!rc)
+			rc = tn_optim_new(&r->opt, r->m, &oo);
+		r->ts = (struct tn_train_state){.seq_len = o->seq_len, .batch = o->batch,
+						.accum = o->accum, .seed = o->seed};
+		tn_rng_seed(&r->ts.rng, o->seed);
+	}
+	if (!rc && data_vocab > (uint32_t)r->m->cfg.vocab_size)
+		rc = tn_fail(TN_EDATA, "%s: the data's vocabulary of %u is larger than the model's %d",
+			     o->data, data_vocab, r->m->cfg.vocab_size);
+	return rc;
+}
+
+static int setup(struct run *r)
+{
+	const struct tn_train_opts *o = r->o;
+	struct tn_loader_opts lo = {o->data, "train", o->seq_len, o->seed, 1, 0, 1};
+	int rc = tn_loader_open(&r->train, &lo);
+	if (!rc)
+		rc = setup_model(r, tn_loader_vocab_size(r->train));
+	if (!rc && o->resume)
+		rc = tn_loader_set_cursor(r->train, r->ts.cursor);
+	if (!rc && o->eval_every > 0) {
+		struct tn_loader_opts vo = {o->data, "val", o->seq_len, o->seed, 0, 0, 1};
+		rc = tn_loader_open(&r->val, &vo);
+	}
+	if (!rc && mkdir(o->out, 0777) != 0 && errno != EEXIST)
+		rc = tn_fail_errno("%s: cannot create", o->out);
+	if (!rc && o->resume)
+		rc = read_metrics(r, r->ts.step);
+	size_t rows = (size_t)o->batch * o->seq_len;
+	r->window = tn_malloc((o->seq_len + 1) * sizeof(uint32_t));
+	r->in = tn_malloc(rows * sizeof(int32_t));
+	r->tgt = tn_malloc(rows * sizeof(int32_t));
+	if (!rc && (!r->window || !r->in || !r->tgt))
+		rc = TN_ENOMEM;
+	return rc;
+}
+
+static void teardown(struct run *r)
+{
+	tn_optim_free(r->opt, r->m);
+	tn_model_free(r->m);
+	tn_loader_free(r->train);
+	if (r->val)
+		tn_loader_free(r->val);
+	free(r->window);
+	free(r->in);
+	free(r->tgt);
+	free(r->pts);
+}
+
+/* ---- the loop ---- */
+
+static void emit(const struct run *r, struct tn_train_log *l)
+{
+	l->step = r->ts.step;
+	l->steps = r->o->steps;
+	l->tokens = r->ts.tokens;
+	if (r->o->log)
+		r->o->log(r->o->log_ctx, l);
+}
+
+static int save(struct run *r)
+{
+	snprintf(r->ckpt, sizeof(r->ckpt), "step-%08lld", (long long)r->ts.step);
+	char *dir = tn_ckpt_path(r->o->out, r->ckpt);
+	if (!dir)
+		return TN_ENOMEM;
+	r->ts.cursor = tn_loader_get_cursor(r->train);
+	int rc = tn_ckpt_save(dir, r->m, r->opt, &r->ts, r->o->save_dtype);
+	if (!rc)
+		rc = write_metrics(r);
+	if (!rc)
+		rc = write_plot(r);
+	if (!rc)
+		rc = tn_ckpt_publish(r->o->out, r->ckpt, r->o->keep);
+	if (!rc) {
+		struct tn_train_log l = {.event = "checkpoint", .path = dir};
+		emit(r, &l);
+	}
+	free(dir);
+	return rc;
+}
+
+/* One micro-batch: batch windows forward and backward; its mean loss. */
+static int micro_step(struct run *r, double *loss)
+{
+	const struct tn_train_opts *o = r->o;
+	size_t n = o->seq_len;
+	for (uint32_t b = 0; b < o->batch; b++) {
+		int rc = tn_loader_next(r->train, r->window, NULL, NULL);
+		if (rc)
+			return rc;
+		for (size_t t = 0; t < n; t++) {
+			r->in[b * n + t] = (int32_t)r->window[t];
+			r->tgt[b * n + t] = (int32_t)r->window[t + 1];
+		}
+	}
+	int rc = tn_model_forward(r->m, r->in, r->tgt, (int)o->batch, (int)n, loss);
+	if (!rc && !isfinite(*loss))
+		rc = tn_fail(TN_EDATA, "step %lld: the loss is %g; stopped (the last good checkpoint "
+			     "is %s/%s)", (long long)r->ts.step + 1, *loss, o->out,
+			     r->ckpt[0] ? r->ckpt : "(none yet)");
+	if (!rc)
+		rc = tn_model_backward(r->m, 1.0f / (float)o->accum);
+	return rc;
+}
+
+static int evaluate(struct run *r, double *val)
+{
+	int rc = tn_loader_set_cursor(r->val, (struct tn_loader_cursor){0, 0});
+	struct tn_ppl p = {0};
+	if (!rc)
+		rc = tn_eval_loader(r->m, r->val, (int)r->o->batch, r->o->seq_len,
+				    r->o->eval_windows, &p);
+	*val = tn_ppl_nll(&p);
+	if (!rc)
+		rc = add_point(r, r->ts.step, *val, 1);
+	if (!rc) {
+		struct tn_train_log l = {.event = "eval", .val_loss = *val};
+		emit(r, &l);
+	}
+	return rc;
+}
+
+static int train_step(struct run *r, double *loss, double *lr, double *gnorm)
+{
+	int rc = tn_model_zero_grad(r->m);
+	*loss = 0;
+	for (uint32_t a = 0; a < r->o->accum && !rc; a++) {
+		double l;
+		rc = micro_step(r, &l);
+		*loss += l / r->o->accum;
+	}
+	if (!rc)
+		rc = tn_optim_step(r->opt, r->m, gnorm, lr);
+	if (!rc) {
+		r->ts.step = r->opt->step;
+		r->ts.tokens += (uint64_t)r->o->batch * r->o->seq_len * r->o->accum;
+		rc = add_point(r, r->ts.step, *loss, 0);
+	}
+	return rc;
+}
+
+static int loop(struct run *r, struct tn_train_result *res)
+{
+	const struct tn_train_opts *o = r->o;
+	double t0 = tn_now();
+	uint64_t tok0 = r->ts.tokens;
+	int rc = TN_OK, saved = 0;
+	while (!rc && r->ts.step < o->steps) {
+		double loss, lr, gn;
+		if ((rc = train_step(r, &loss, &lr, &gn)))
+			break;
+		res->loss = loss;
+		saved = 0;
+		int64_t s = r->ts.step;
+		if (o->log_every > 0 && (s % o->log_every == 0 || s == o->steps)) {
+			double now = tn_now();
+			struct tn_train_log l = {.event = "step", .loss = loss, .lr = lr, .grad_norm = gn,
+						 .tokens_per_s = (double)(r->ts.tokens - tok0) /
+								 fmax(now - t0, 1e-9)};
+			emit(r, &l);
+			t0 = now;
+			tok0 = r->ts.tokens;
+		}
+		if (o->eval_every > 0 && (s % o->eval_every == 0 || s == o->steps))
+			rc = evaluate(r, &res->val_loss);
+		int stop = o->stop && *o->stop;
+		if (!rc && ((o->save_every > 0 && s % o->save_every == 0) || stop)) {
+			rc = save(r);
+			saved = 1;
+		}
+		if (stop) {
+			res->interrupted = 1;
+			break;
+		}
+	}
+	if (!rc && !saved)
+		rc = save(r);
+	res->step = r->ts.step;
+	return rc;
+}
+
+int tn_train_run(const struct tn_train_opts *o, struct tn_train_result *res)
+{
+	struct run r = {.o = o};
+	*res = (struct tn_train_result){.val_loss = NAN};
+	int rc = setup(&r);
+	if (!rc)
+		rc = loop(&r, res);
+	teardown(&r);
+	return rc;
+}

@@ -1,0 +1,53 @@
+/* train.h - a training run: model from a config (or a checkpoint to
+ * resume), windows from a shard directory through the loader, AdamW with
+ * accumulation and clipping, periodic validation and checkpoints, a JSONL
+ * metrics log and an SVG loss curve in the output directory.
+ * Decision: everything a run depends on (weights, moments, step, RNG, data
+ * cursor) is in the checkpoint, and every reduction is ordered, so a
+ * resumed run continues bit for bit like an uninterrupted one. */
+#ifndef TN_TRAIN_H
+#define TN_TRAIN_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "optim.h"
+#include "tensor.h"
+
+struct tn_train_log {
+	const char *event;    /* "step", "eval" or "checkpoint" */
+	int64_t step, steps;  /* updates done, of the total */
+	uint64_t tokens;      /* training tokens consumed */
+	double loss, lr, grad_norm, tokens_per_s;
+	double val_loss;      /* "eval" */
+	const char *path;     /* "checkpoint": its directory */
+};
+
+struct tn_train_opts {
+	struct tn_config cfg;        /* vocab_size 0: the data's */
+	const char *data, *out;      /* shard directory; output directory */
+	const char *resume;          /* checkpoint (or output) directory, or NULL */
+	int64_t steps;               /* total updates, resumed ones included */
+	uint32_t seq_len, batch, accum; /* window length; windows per micro-batch; micro-batches per update */
+	struct tn_optim_opts optim;  /* optim.steps is set from steps */
+	uint64_t seed;
+	int64_t log_every, eval_every, save_every; /* 0 = never (a final checkpoint is always written) */
+	uint64_t eval_windows;       /* per evaluation; 0 = the whole val split */
+	int keep;                    /* step checkpoints kept; 0 = all */
+	enum tn_dtype save_dtype;
+	const volatile sig_atomic_t *stop; /* set asynchronously: checkpoint and return */
+	void (*log)(void *ctx, const struct tn_train_log *r);
+	void *log_ctx;
+};
+
+struct tn_train_result {
+	int64_t step;
+	double loss, val_loss; /* last values (val_loss NaN if never evaluated) */
+	int interrupted;
+};
+
+void tn_train_defaults(struct tn_train_opts *o);
+int tn_train_run(const struct tn_train_opts *o, struct tn_train_result *res);
+
+#endif

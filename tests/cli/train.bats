@@ -1,0 +1,98 @@
+#!/usr/bin/env bats
+# train.bats - tn-train and tn-eval from the command line: a tiny model
+# learns, checkpoints and metrics appear, a resume is bit-exact, SIGINT
+# checkpoints, perplexity equals the official loss on golden model A, and
+# bad input gets one clear line and a non-zero exit.
+load helpers
+bats_require_minimum_version 1.5.0
+
+TR() { "$TN_BIN/tn-train" "$@"; }
+EV() { "$TN_BIN/tn-eval" "$@"; }
+
+# A learnable corpus: arithmetic sequences modulo 40, ids 3..42.
+make_data() {
+	awk 'BEGIN { for (d = 0; d < 150; d++) { s = ""; for (i = 0; i < 40; i++)
+		s = s (i ? " " : "") ((d * 7 + 3 * i) % 40 + 3); print s } }' > in.ids
+	"$TN_BIN/tn-shard" pack --ids --vocab-size 48 --val-fraction 0.1 -o D in.ids
+}
+
+@test "a tiny model learns; checkpoints, metrics and the loss curve appear" {
+	make_data
+	run --separate-stderr TR --preset tiny --data D -o R --steps 30 --seq-len 16 --batch 4 --lr 1e-2 \
+		--eval-every 15 --save-every 10 --keep 2 --json
+	[ "$status" -eq 0 ]
+	[[ "$output" == *'"step":30'* ]]
+	first=$(head -1 R/metrics.jsonl | sed 's/.*"loss":\([0-9.e+-]*\).*/\1/')
+	last=$(grep '"loss"' R/metrics.jsonl | tail -1 | sed 's/.*"loss":\([0-9.e+-]*\).*/\1/')
+	awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a - 0.5) }'
+	[ "$(grep -c val_loss R/metrics.jsonl)" -eq 2 ]
+	[ "$(ls -d R/step-* | wc -l)" -eq 2 ] && [ -d R/step-00000030 ] && [ -d R/step-00000020 ]
+	[ "$(readlink R/latest)" = step-00000030 ]
+	grep -q '"decoder_embed_dim": 64' R/latest/config.json
+	grep -q '"vocab_size": 48' R/latest/config.json
+	grep -q '<svg' R/loss.svg
+	run --separate-stderr EV ppl -m R D --ctx 16 --json
+	[ "$status" -eq 0 ] && [[ "$output" == '{"tokens":'* ]]
+}
+
+@test "10 steps + resume + 10 steps equals 20 steps, bit for bit" {
+	make_data
+	TR --preset tiny --data D -o A --steps 8 --seq-len 16 --batch 2 --accum 2 \
+		--warmup 2 --save-every 4 --keep 0 -q
+	cp -r A B && rm -r B/step-00000008
+	TR --resume B/step-00000004 --data D -o B --steps 8 --seq-len 16 --batch 2 --accum 2 \
+		--warmup 2 -q
+	cmp A/step-00000008/model.safetensors B/step-00000008/model.safetensors
+	cmp A/step-00000008/optimizer.safetensors B/step-00000008/optimizer.safetensors
+	cmp A/step-00000008/trainer_state.json B/step-00000008/trainer_state.json
+	cmp A/metrics.jsonl B/metrics.jsonl
+	run --separate-stderr TR --resume B --data D -o B --steps 8 --seq-len 32 --batch 2 --accum 2
+	one_line_error "a resume must keep them"
+}
+
+@test "SIGINT finishes the step, writes a checkpoint and exits 0" {
+	make_data
+	"$TN_BIN/tn-train" --preset tiny --data D -o R --steps 100000 --seq-len 16 --batch 2 -q &
+	pid=$!
+	sleep 1
+	kill -INT $pid
+	wait $pid
+	[ -f R/latest/model.safetensors ]
+	grep -q '"step": [1-9]' R/latest/trainer_state.json
+}
+
+@test "perplexity of golden model A equals the official loss" {
+	dir="$TN_SHARED/golden/A"
+	want=$(grep -o '^  "loss": [0-9.]*' "$dir/meta.json" | awk '{print $2}')
+	run --separate-stderr EV ppl -m "$dir" --ids --json "$BATS_TEST_DIRNAME/data/golden-A.ids"
+	[ "$status" -eq 0 ]
+	[[ "$output" == '{"tokens":32,'* ]]
+	got=$(printf '%s' "$output" | sed 's/.*"nll":\([0-9.e+-]*\).*/\1/')
+	awk -v a="$got" -v b="$want" 'BEGIN { d = a - b; exit !(d < 1e-5 && d > -1e-5) }'
+	EV ppl -m "$dir" --ids < "$BATS_TEST_DIRNAME/data/golden-A.ids" | grep -q '^tokens 32  nll 7.3749'
+}
+
+@test "bad input: one line, non-zero exit, nothing lost" {
+	make_data
+	run --separate-stderr TR --preset tiny --set decoder_layers=1 --data D -o R
+	one_line_error "decoder_layers 1"
+	run --separate-stderr TR --preset tiny --set vocab_size=20 --data D -o R --steps 1
+	one_line_error "vocabulary of 48 is larger than the model's 20"
+	run --separate-stderr TR --preset nope --data D -o R
+	[ "$status" -eq 2 ]
+	run --separate-stderr TR --data D -o R
+	[ "$status" -eq 2 ]
+	run --separate-stderr TR --preset tiny --data D -o R --steps 3 --seq-len 16 --batch 2 --lr 1e30 --clip 0 --save-every 1 -q
+	one_line_error "the last good checkpoint is R/step-0000000"
+	[ -f R/latest/model.safetensors ]
+	mkdir M && cp R/latest/model.safetensors M/ && sed 's/"decoder_layers": 2/"decoder_layers": 3/' \
+		R/latest/config.json > M/config.json
+	run --separate-stderr EV ppl -m M --ids in.ids
+	one_line_error "'model.layers.2.token_mixer.qkvu_proj.weight' is missing"
+	run --separate-stderr EV ppl -m R --ids "$BATS_TEST_DIRNAME/data/golden-A.ids"
+	one_line_error "golden-A.ids: line 1, column 20: token id is not below the vocabulary size 48"
+	run --separate-stderr EV ppl -m nowhere in.ids
+	one_line_error "nowhere: neither a checkpoint"
+	run --separate-stderr EV frobnicate
+	[ "$status" -eq 2 ]
+}

@@ -1,0 +1,36 @@
+#!/bin/sh
+# run-cuda.sh - the GPU tests, run on the GPU machine by `make test-cuda`:
+# builds each tests/cuda/test_*.c against $O/libcore.a (built with CUDA) and
+# runs it, then its --small cases under compute-sanitizer memcheck and
+# racecheck, then a short `tn-bench attn` from $1 (the bin folder).
+BIN=${1:-bin}
+O=${O:-build/release}
+CC=${CC:-cc}
+CUDA_HOME=${CUDA_HOME:-$(dirname "$(dirname "$(command -v nvcc)")")}
+LIBS=$(pkg-config --libs jansson 2>/dev/null || echo -ljansson)
+status=0
+mkdir -p "$O/tests"
+for src in tests/cuda/test_*.c; do
+	exe=$O/tests/$(basename "$src" .c)
+	if ! $CC -std=c11 -O2 -g -Wall -Wextra -Werror -fopenmp -D_GNU_SOURCE -Ilibcore -Ikernels \
+		-I"$CUDA_HOME/include" "$src" "$O/libcore.a" $LIBS -L"$CUDA_HOME/lib64" \
+		-Wl,-rpath,"$CUDA_HOME/lib64" -lcudart -lstdc++ -lm -o "$exe"; then
+		status=1
+		continue
+	fi
+	"$exe" || status=1
+	for tool in memcheck racecheck; do
+		log=$exe.$tool.log
+		if compute-sanitizer --tool "$tool" --error-exitcode 1 "$exe" --small >"$log" 2>&1; then
+			echo "ok   compute-sanitizer $tool $(basename "$exe") --small"
+		else
+			echo "FAIL compute-sanitizer $tool $(basename "$exe") --small (log: $log)"
+			tail -n 30 "$log"
+			status=1
+		fi
+	done
+done
+if [ -x "$BIN/tn-bench" ]; then
+	"$BIN/tn-bench" attn --dims 64 --n 1k --tokens 4k --reps 3 || status=1
+fi
+exit $status
