@@ -264,6 +264,7 @@ static int setup_pieces(struct tn_tokenizer *t, const char *path, const struct m
 			}
 			t->user_pieces = u;
 			u[t->n_user++] = text;
+			t->user_first[(uint8_t)text[0] >> 6] |= 1ull << ((uint8_t)text[0] & 63);
 			text = NULL; /* kept */
 		}
 		free(text);
@@ -338,6 +339,11 @@ static size_t normalize_prefix(const struct tn_tokenizer *t, const uint8_t *p, s
 		*rlen = u;
 		return u;
 	}
+	if (!t->trie && p[0] < 0x80) {
+		*rep = p;
+		*rlen = 1;
+		return 1;
+	}
 	uint32_t v = 0;
 	size_t k = t->trie ? trie_longest(t, p, n, &v) : 0;
 	if (k > 0 && v < t->norm_len) {
@@ -357,18 +363,17 @@ static size_t normalize_prefix(const struct tn_tokenizer *t, const uint8_t *p, s
 	return (size_t)m;
 }
 
-static int put(uint8_t **out, size_t *cap, size_t *len, const void *p, size_t n)
+/* Room for n more bytes at *out + len. */
+static int reserve(uint8_t **out, size_t *cap, size_t len, size_t n)
 {
-	if (*len + n > *cap) {
-		size_t c = (*len + n) * 2 + 64;
-		uint8_t *b = tn_realloc(*out, c);
-		if (!b)
-			return TN_ENOMEM;
-		*out = b;
-		*cap = c;
-	}
-	memcpy(*out + *len, p, n);
-	*len += n;
+	if (len + n <= *cap)
+		return TN_OK;
+	size_t c = (len + n) * 2 + 64;
+	uint8_t *b = tn_realloc(*out, c);
+	if (!b)
+		return TN_ENOMEM;
+	*out = b;
+	*cap = c;
 	return TN_OK;
 }
 
@@ -386,8 +391,12 @@ int tn_spm_normalize(const struct tn_tokenizer *t, const uint8_t *in, size_t n,
 	}
 	if (n == 0)
 		return TN_OK;
-	if (t->add_dummy_prefix)
-		rc = t->escape_spaces ? put(out, cap, len, SPACE_MARK, 3) : put(out, cap, len, " ", 1);
+	const char *sp = t->escape_spaces ? SPACE_MARK : " ";
+	size_t sl = strlen(sp);
+	if (t->add_dummy_prefix && !(rc = reserve(out, cap, *len, sl))) {
+		memcpy(*out, sp, sl);
+		*len = sl;
+	}
 	int prev_space = squeeze;
 	while (n > 0 && !rc) {
 		k = normalize_prefix(t, in, n, &rep, &rlen);
@@ -395,9 +404,18 @@ int tn_spm_normalize(const struct tn_tokenizer *t, const uint8_t *in, size_t n,
 			rep++;
 			rlen--;
 		}
-		for (size_t i = 0; i < rlen && !rc; i++)
-			rc = t->escape_spaces && rep[i] == ' ' ? put(out, cap, len, SPACE_MARK, 3)
-							       : put(out, cap, len, rep + i, 1);
+		if ((rc = reserve(out, cap, *len, 3 * rlen)))
+			break;
+		uint8_t *o = *out + *len;
+		for (size_t i = 0; i < rlen; i++) {
+			if (rep[i] == ' ') {
+				memcpy(o, sp, sl);
+				o += sl;
+			} else {
+				*o++ = rep[i];
+			}
+		}
+		*len = (size_t)(o - *out);
 		if (rlen > 0)
 			prev_space = rep[rlen - 1] == ' ';
 		in += k;
@@ -405,8 +423,6 @@ int tn_spm_normalize(const struct tn_tokenizer *t, const uint8_t *in, size_t n,
 		if (!squeeze)
 			prev_space = 0;
 	}
-	const char *sp = t->escape_spaces ? SPACE_MARK : " ";
-	size_t sl = strlen(sp);
 	while (squeeze && *len >= sl && memcmp(*out + *len - sl, sp, sl) == 0)
 		*len -= sl;
 	return rc;

@@ -302,6 +302,38 @@ static int encode_spm(struct tn_tok_state *s, const uint8_t *p, size_t n)
 	return n > start ? encode_word(s, p + start, n - start) : TN_OK;
 }
 
+int tn_tokenizer_can_cut(const struct tn_tokenizer *t)
+{
+	return !t->byte_level && (t->split == TN_SPLIT_METASPACE || t->ws_split_safe);
+}
+
+int tn_tokenizer_normalize(struct tn_tok_state *s, const uint8_t *text, size_t len,
+			   const uint8_t **norm, size_t *n)
+{
+	int which;
+	int rc = normalize(s, text, len, &which, n);
+	*norm = s->buf[which];
+	return rc;
+}
+
+/* The word cuts of encode_spm, found from `from` on. */
+size_t tn_tokenizer_next_cut(const struct tn_tokenizer *t, const uint8_t *p, size_t n,
+			     size_t from)
+{
+	int cut_all = t->split == TN_SPLIT_METASPACE;
+	for (size_t i = from > 0 ? from : 1; i + 3 <= n; i++)
+		if (is_mark(p, i, n) && (cut_all || i < 3 || !is_mark(p, i - 3, n)))
+			return i;
+	return n;
+}
+
+int tn_tokenizer_encode_normalized(struct tn_tok_state *s, const uint8_t *norm, size_t n,
+				   struct tn_idvec *out)
+{
+	s->out = out;
+	return encode_spm(s, norm, n);
+}
+
 int tn_tokenizer_encode(struct tn_tok_state *s, const uint8_t *text, size_t len,
 			struct tn_idvec *out)
 {

@@ -18,6 +18,7 @@
 
 struct part {
 	size_t doc, off, len;
+	int normalized; /* off is in batch.norm, already normalized */
 	struct tn_idvec ids;
 	int rc;
 	char err[256];
@@ -30,6 +31,8 @@ struct batch {
 	size_t n_docs, docs_cap;
 	struct part *parts;
 	size_t n_parts, parts_cap;
+	uint8_t *norm; /* normalized long SentencePiece-style documents */
+	size_t norm_len, norm_cap;
 };
 
 static int batch_add_doc(struct batch *b, const uint8_t *p, size_t n)
@@ -62,7 +65,7 @@ static int batch_add_doc(struct batch *b, const uint8_t *p, size_t n)
 	return TN_OK;
 }
 
-static int batch_add_part(struct batch *b, size_t doc, size_t off, size_t len)
+static int batch_add_part(struct batch *b, size_t doc, size_t off, size_t len, int normalized)
 {
 	if (b->n_parts == b->parts_cap) {
 		size_t c = b->parts_cap ? 2 * b->parts_cap : 256;
@@ -77,6 +80,7 @@ static int batch_add_part(struct batch *b, size_t doc, size_t off, size_t len)
 	p->doc = doc;
 	p->off = off;
 	p->len = len;
+	p->normalized = normalized;
 	p->ids.n = 0;
 	p->rc = 0;
 	return TN_OK;
@@ -109,15 +113,47 @@ static int can_cut(const struct tn_tokenizer *t)
 	return !strcmp(pat, TN_PAT_GPT2) || !strcmp(pat, TN_PAT_CL100K) || !strcmp(pat, TN_PAT_O200K);
 }
 
-static int add_doc_parts(struct batch *b, const struct tn_tokenizer *t, size_t doc)
+/* A long SentencePiece-style document: normalized whole (one thread),
+ * then cut between words. */
+static int add_normalized_parts(struct batch *b, struct tn_tok_state *s,
+				const struct tn_tokenizer *t, size_t doc)
+{
+	const uint8_t *norm;
+	size_t n;
+	int rc = tn_tokenizer_normalize(s, b->text + b->doc_off[doc], b->doc_len[doc], &norm, &n);
+	if (rc)
+		return rc;
+	if (b->norm_len + n > b->norm_cap) {
+		size_t c = (b->norm_len + n) * 2;
+		uint8_t *nb = tn_realloc(b->norm, c);
+		if (!nb)
+			return TN_ENOMEM;
+		b->norm = nb;
+		b->norm_cap = c;
+	}
+	memcpy(b->norm + b->norm_len, norm, n);
+	for (size_t at = 0; at < n && !rc;) {
+		size_t cut = at + PART_BYTES < n ? tn_tokenizer_next_cut(t, b->norm + b->norm_len, n,
+									 at + PART_BYTES) : n;
+		rc = batch_add_part(b, doc, b->norm_len + at, cut - at, 1);
+		at = cut;
+	}
+	b->norm_len += n;
+	return rc;
+}
+
+static int add_doc_parts(struct batch *b, const struct tn_tokenizer *t, size_t doc,
+			 struct tn_tok_state *s)
 {
 	const uint8_t *p = b->text + b->doc_off[doc];
 	size_t len = b->doc_len[doc], at = 0;
-	if (!can_cut(t) || len < 2 * PART_BYTES)
-		return batch_add_part(b, doc, 0, len);
+	if (len < 2 * PART_BYTES || (!can_cut(t) && !tn_tokenizer_can_cut(t)))
+		return batch_add_part(b, doc, 0, len, 0);
+	if (!t->byte_level)
+		return add_normalized_parts(b, s, t, doc);
 	while (at < len) {
 		size_t cut = at + PART_BYTES < len ? tn_tokenize_next_cut(p, len, at + PART_BYTES) : len;
-		int rc = batch_add_part(b, doc, at, cut - at);
+		int rc = batch_add_part(b, doc, at, cut - at, 0);
 		if (rc)
 			return rc;
 		at = cut;
@@ -133,6 +169,7 @@ static void batch_free(struct batch *b)
 	for (size_t i = 0; i < b->parts_cap; i++)
 		tn_idvec_free(&b->parts[i].ids);
 	free(b->parts);
+	free(b->norm);
 }
 
 struct states {
@@ -168,7 +205,9 @@ static int encode_parts(struct batch *b, struct states *st)
 	for (long i = 0; i < n; i++) {
 		struct part *p = &b->parts[i];
 		struct tn_tok_state *s = st->s[omp_get_thread_num()];
-		p->rc = tn_tokenizer_encode(s, b->text + b->doc_off[p->doc] + p->off, p->len, &p->ids);
+		p->rc = p->normalized
+			? tn_tokenizer_encode_normalized(s, b->norm + p->off, p->len, &p->ids)
+			: tn_tokenizer_encode(s, b->text + b->doc_off[p->doc] + p->off, p->len, &p->ids);
 		if (p->rc)
 			snprintf(p->err, sizeof p->err, "%s", tn_errmsg());
 	}
@@ -249,7 +288,7 @@ static int run(const struct tn_tokenizer *t, struct tn_input *in, struct sink *k
 	struct batch b = { 0 };
 	int rc = TN_OK, eof = 0;
 	while (!rc && !eof) {
-		b.len = b.n_docs = b.n_parts = 0;
+		b.len = b.n_docs = b.n_parts = b.norm_len = 0;
 		while (!rc && b.len < limit) {
 			const uint8_t *doc;
 			size_t len;
@@ -258,7 +297,7 @@ static int run(const struct tn_tokenizer *t, struct tn_input *in, struct sink *k
 			rc = batch_add_doc(&b, doc, len);
 		}
 		for (size_t d = 0; d < b.n_docs && !rc; d++)
-			rc = add_doc_parts(&b, t, d);
+			rc = add_doc_parts(&b, t, d, sts->s[0]);
 		if (!rc)
 			rc = encode_parts(&b, sts);
 		if (!rc)
@@ -406,7 +445,7 @@ static int encode_in_memory(const struct tn_tokenizer *t, const uint8_t *text,
 	for (size_t d = 0; d < n && !rc; d++)
 		rc = batch_add_doc(b, text + off[d], len[d]);
 	for (size_t d = 0; d < n && !rc; d++)
-		rc = add_doc_parts(b, t, d);
+		rc = add_doc_parts(b, t, d, sts.s[0]);
 	if (!rc)
 		rc = encode_parts(b, &sts);
 	states_free(&sts);

@@ -104,6 +104,8 @@ uint32_t tn_tokenizer_token_id(const struct tn_tokenizer *t, const char *text)
 
 size_t tn_tokenizer_user_match(const struct tn_tokenizer *t, const uint8_t *p, size_t n)
 {
+	if (t->n_user == 0 || n == 0 || !(t->user_first[p[0] >> 6] >> (p[0] & 63) & 1))
+		return 0;
 	size_t best = 0;
 	for (size_t i = 0; i < t->n_user; i++) {
 		size_t k = strlen(t->user_pieces[i]);

@@ -70,6 +70,7 @@ struct tn_tokenizer {
 	uint32_t unk_id;          /* TN_BPE_NONE if none */
 	char **user_pieces;       /* spm USER_DEFINED: matched whole */
 	size_t n_user;
+	uint64_t user_first[4];   /* bit set of the user pieces' first bytes */
 	int ws_split_safe;        /* no token has U+2581 after other text */
 	int spm_normalizer;       /* normalize as SentencePiece does (spm kind) */
 	uint32_t *trie;           /* spm precompiled charsmap: darts double array */
@@ -112,6 +113,19 @@ void tn_tok_state_free(struct tn_tok_state *s);
 /* Encode text[0..len) as one text, appending ids to out. */
 int tn_tokenizer_encode(struct tn_tok_state *s, const uint8_t *text, size_t len,
 			struct tn_idvec *out);
+
+/* SentencePiece-style texts in two steps, so that one long text can be
+ * spread over threads: normalize the whole text (*norm lives in s until its
+ * next use), cut the result where tn_tokenizer_next_cut says (no piece can
+ * span such a cut), encode the parts; their ids, concatenated, are the
+ * text's. tn_tokenizer_can_cut says whether the tokenizer allows it. */
+int tn_tokenizer_can_cut(const struct tn_tokenizer *t);
+int tn_tokenizer_normalize(struct tn_tok_state *s, const uint8_t *text, size_t len,
+			   const uint8_t **norm, size_t *n);
+size_t tn_tokenizer_next_cut(const struct tn_tokenizer *t, const uint8_t *norm, size_t n,
+			     size_t from);
+int tn_tokenizer_encode_normalized(struct tn_tok_state *s, const uint8_t *norm, size_t n,
+				   struct tn_idvec *out);
 
 /* Decoding keeps state across calls (a document may come in parts): */
 struct tn_detok {
