@@ -35,16 +35,28 @@ struct batch {
 	size_t norm_len, norm_cap;
 };
 
+/* Append n bytes to a growing buffer. */
+static int append_bytes(uint8_t **buf, size_t *len, size_t *cap, const uint8_t *p, size_t n)
+{
+	if (*len + n > *cap) {
+		size_t c = (*len + n) * 2;
+		uint8_t *nb = tn_realloc(*buf, c);
+		if (!nb)
+			return TN_ENOMEM;
+		*buf = nb;
+		*cap = c;
+	}
+	if (n > 0)
+		memcpy(*buf + *len, p, n);
+	*len += n;
+	return TN_OK;
+}
+
 static int batch_add_doc(struct batch *b, const uint8_t *p, size_t n)
 {
-	if (b->len + n > b->cap) {
-		size_t c = (b->len + n) * 2;
-		uint8_t *t = tn_realloc(b->text, c);
-		if (!t)
-			return TN_ENOMEM;
-		b->text = t;
-		b->cap = c;
-	}
+	size_t at = b->len;
+	if (append_bytes(&b->text, &b->len, &b->cap, p, n))
+		return TN_ENOMEM;
 	if (b->n_docs == b->docs_cap) {
 		size_t c = b->docs_cap ? 2 * b->docs_cap : 256;
 		size_t *o = tn_realloc(b->doc_off, c * sizeof *o);
@@ -57,11 +69,8 @@ static int batch_add_doc(struct batch *b, const uint8_t *p, size_t n)
 		b->doc_len = l;
 		b->docs_cap = c;
 	}
-	if (n > 0)
-		memcpy(b->text + b->len, p, n);
-	b->doc_off[b->n_docs] = b->len;
+	b->doc_off[b->n_docs] = at;
 	b->doc_len[b->n_docs++] = n;
-	b->len += n;
 	return TN_OK;
 }
 
@@ -123,22 +132,15 @@ static int add_normalized_parts(struct batch *b, struct tn_tok_state *s,
 	int rc = tn_tokenizer_normalize(s, b->text + b->doc_off[doc], b->doc_len[doc], &norm, &n);
 	if (rc)
 		return rc;
-	if (b->norm_len + n > b->norm_cap) {
-		size_t c = (b->norm_len + n) * 2;
-		uint8_t *nb = tn_realloc(b->norm, c);
-		if (!nb)
-			return TN_ENOMEM;
-		b->norm = nb;
-		b->norm_cap = c;
-	}
-	memcpy(b->norm + b->norm_len, norm, n);
+	size_t base = b->norm_len;
+	if (append_bytes(&b->norm, &b->norm_len, &b->norm_cap, norm, n))
+		return TN_ENOMEM;
 	for (size_t at = 0; at < n && !rc;) {
-		size_t cut = at + PART_BYTES < n ? tn_tokenizer_next_cut(t, b->norm + b->norm_len, n,
+		size_t cut = at + PART_BYTES < n ? tn_tokenizer_next_cut(t, b->norm + base, n,
 									 at + PART_BYTES) : n;
-		rc = batch_add_part(b, doc, b->norm_len + at, cut - at, 1);
+		rc = batch_add_part(b, doc, base + at, cut - at, 1);
 		at = cut;
 	}
-	b->norm_len += n;
 	return rc;
 }
 
