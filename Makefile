@@ -110,7 +110,7 @@ check: $(PROGS) $(TESTS) $(O)/tests/enospc.so $(O)/tests/replay
 		bats --print-output-on-failure tests/cli
 
 # GPU tests: run on the GPU machine.
-test-cuda: all
+test-cuda: all $(O)/tests/test_model
 	@sh tests/run-cuda.sh $(BIN)
 
 demo:
