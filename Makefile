@@ -34,8 +34,8 @@ ifeq ($(CUDA),1)
 ifneq ($(KERN_SRC),)
 CUDA_HOME   ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
 KERN_OBJ     = $(KERN_SRC:%.cu=$(O)/%.o)
-ALL_CPPFLAGS += -DTN_CUDA=1 -I$(CUDA_HOME)/include
-LDLIBS_ALL  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
+ALL_CPPFLAGS += -DTN_CUDA=1 -Ikernels -I$(CUDA_HOME)/include
+LDLIBS_ALL  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lnccl -lcublasLt -lcublas -lcudart -lstdc++
 endif
 endif
 
