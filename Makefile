@@ -12,10 +12,10 @@ SAN     ?= 0
 CFLAGS  ?= -O3 -g -march=x86-64-v2
 NVFLAGS ?= -O3 -gencode=arch=compute_90a,code=sm_90a -lineinfo
 
-PKGS = libarchive libxxhash jansson libpcre2-8 libutf8proc openblas
+PKGS = libarchive libxxhash jansson libpcre2-8 libutf8proc openblas ompi-c
 ALL_CPPFLAGS = -Ilibcore -D_GNU_SOURCE $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(CPPFLAGS)
 ALL_CFLAGS   = -std=c11 -Wall -Wextra -Werror -pthread -fopenmp -MMD -MP $(CFLAGS)
-LDLIBS_ALL   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread -fopenmp
+LDLIBS_ALL   = -Wl,--as-needed $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread -fopenmp
 ifeq ($(SAN),1)
 ALL_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS    += -fsanitize=address,undefined
@@ -39,9 +39,20 @@ LDLIBS_ALL  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lc
 endif
 endif
 
-.SECONDARY:
 .PHONY: all deps test check test-unit test-cli test-cuda demo install clean fuzz bench
 all: $(PROGS)
+
+# Objects depend on the build's configuration, so switching CUDA or SAN
+# in one object directory rebuilds what was compiled the other way.
+CONFIG_STAMP = $(O)/.config-cuda$(CUDA)-san$(SAN)
+$(CONFIG_STAMP):
+	@mkdir -p $(O)
+	@rm -f $(O)/.config-*
+	@touch $@
+
+$(LIB_OBJ) $(KERN_OBJ) $(TEST_SRC:tests/unit/%.c=$(O)/tests/unit/%.o) \
+	$(CMD_SRC:cmd/%.c=$(O)/cmd/%.o): $(CONFIG_STAMP)
+.SECONDARY: $(TEST_SRC:tests/unit/%.c=$(O)/tests/unit/%.o) $(CMD_SRC:cmd/%.c=$(O)/cmd/%.o)
 
 $(O)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -95,7 +106,7 @@ test:
 check: $(PROGS) $(TESTS) $(O)/tests/enospc.so $(O)/tests/replay
 	@sh tests/run-unit.sh $(TESTS)
 	$(O)/tests/replay tests/fuzz/corpus/*
-	TN_BIN=$(abspath $(BIN)) TN_ENOSPC=$(abspath $(O)/tests/enospc.so) TN_SAN=$(SAN) \
+	TN_BIN=$(abspath $(BIN)) TN_TESTS=$(abspath $(O)/tests) TN_ENOSPC=$(abspath $(O)/tests/enospc.so) TN_SAN=$(SAN) \
 		bats --print-output-on-failure tests/cli
 
 # GPU tests: run on the GPU machine.

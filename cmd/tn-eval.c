@@ -2,6 +2,7 @@
  * perplexity of token streams, decimal-id lines or shard directories.
  * Options and plumbing only; the scoring is libcore/eval.c. */
 #include "checkpoint.h"
+#include "backend.h"
 #include "cli.h"
 #include "eval.h"
 #include "loader.h"
@@ -37,13 +38,14 @@ static const char usage_text[] =
 	"      --split train|val     which split of a shard directory (default val)\n"
 	"      --batch N             windows per forward pass in shard directories (default 8)\n"
 	"      --json                one JSON line: tokens, nll, ppl, bits\n"
+	"      --backend NAME        cpu (default) or, where built, cuda\n"
 	"  -h, --help                show this help and exit\n"
 	"  -V, --version             show the version and exit\n"
 	"\n"
 	"Exit status: 0 success, 1 invalid data, 2 usage error, 3 system error.\n"
 	"See tn-eval(1) and tn-checkpoint(5).\n";
 
-enum { OPT_IDS = 256, OPT_CTX, OPT_STRIDE, OPT_SPLIT, OPT_BATCH, OPT_JSON };
+enum { OPT_IDS = 256, OPT_CTX, OPT_STRIDE, OPT_SPLIT, OPT_BATCH, OPT_JSON, OPT_BACKEND };
 
 static const struct option long_opts[] = {
 	{"model", required_argument, NULL, 'm'},
@@ -53,6 +55,7 @@ static const struct option long_opts[] = {
 	{"split", required_argument, NULL, OPT_SPLIT},
 	{"batch", required_argument, NULL, OPT_BATCH},
 	{"json", no_argument, NULL, OPT_JSON},
+	{"backend", required_argument, NULL, OPT_BACKEND},
 	{"help", no_argument, NULL, 'h'},
 	{"version", no_argument, NULL, 'V'},
 	{NULL, 0, NULL, 0},
@@ -60,6 +63,7 @@ static const struct option long_opts[] = {
 
 struct args {
 	const char *model, *split;
+	const struct tn_backend *be;
 	int ids, json;
 	uint64_t ctx, stride, batch;
 	char **paths;
@@ -70,6 +74,7 @@ static int parse_args(struct args *a, int argc, char **argv)
 {
 	a->split = "val";
 	a->batch = 8;
+	a->be = &tn_backend_cpu;
 	if (argc < 2 || argv[1][0] == '-') {
 		if (argc >= 2 && !strcmp(argv[1], "--help")) {
 			fputs(usage_text, stdout);
@@ -92,6 +97,10 @@ static int parse_args(struct args *a, int argc, char **argv)
 		case OPT_IDS: a->ids = 1; break;
 		case OPT_JSON: a->json = 1; break;
 		case OPT_SPLIT: a->split = optarg; break;
+		case OPT_BACKEND:
+			if (!(a->be = tn_backend_find(optarg)))
+				return tn_cli_usage_error(prog, "--backend: %s", tn_errmsg());
+			break;
 		case OPT_CTX: rc = tn_cli_u64(prog, "--ctx", optarg, &a->ctx, 0); break;
 		case OPT_STRIDE: rc = tn_cli_u64(prog, "--stride", optarg, &a->stride, 0); break;
 		case OPT_BATCH: rc = tn_cli_u64(prog, "--batch", optarg, &a->batch, 0); break;
@@ -186,7 +195,7 @@ static int run(const struct args *a, struct tn_ppl *acc)
 	int rc = tn_ckpt_resolve(a->model, &dir);
 	struct tn_model *m = NULL;
 	if (!rc)
-		rc = tn_model_load(&m, dir, &tn_backend_cpu);
+		rc = tn_model_load(&m, dir, a->be);
 	free(dir);
 	char **files = tn_calloc((size_t)a->n_paths + 1, sizeof(char *));
 	size_t nf = 0;
@@ -207,6 +216,7 @@ static int run(const struct args *a, struct tn_ppl *acc)
 
 int main(int argc, char **argv)
 {
+	tn_cpu_passive_wait(argv);
 	struct args a = {0};
 	int rc = parse_args(&a, argc, argv);
 	if (rc)

@@ -2,8 +2,11 @@
  * Options and plumbing only; the loop is libcore/train.c. SIGINT and
  * SIGTERM only set a flag: the loop finishes its step, writes a checkpoint
  * and returns, so an interrupted run resumes exactly. */
+#include "backend.h"
 #include "cli.h"
+#include "collective.h"
 #include "config.h"
+#include "launch.h"
 #include "train.h"
 #include "util.h"
 
@@ -15,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char *prog = "tn-train";
 static volatile sig_atomic_t stop_flag;
@@ -58,6 +62,12 @@ static const char usage_text[] =
 	"      --keep K              step checkpoints kept, 0 = all (default 3)\n"
 	"      --save-dtype T        weights as f32 (default, exact resume), bf16 or f16\n"
 	"      --threads N           CPU threads (default: all)\n"
+	"      --backend NAME        cpu (default) or, where built, cuda\n"
+	"Several ranks (data parallel):\n"
+	"      --nproc N             start N ranks on this host (under Open MPI's mpirun);\n"
+	"                            --batch is per rank, so the global batch is N x batch\n"
+	"      --zero 0|1|2          shard optimizer moments (1) and gradients too (2) (default 0)\n"
+	"      --timeout SECONDS     stop all ranks if a step takes longer (default 600)\n"
 	"      --json                print a summary as one JSON line on stdout\n"
 	"  -q, --quiet               no progress lines\n"
 	"  -h, --help                show this help and exit\n"
@@ -72,7 +82,7 @@ enum {
 	OPT_SEQ_LEN, OPT_BATCH, OPT_BATCH_TOKENS, OPT_ACCUM, OPT_LR, OPT_MIN_LR, OPT_WARMUP,
 	OPT_SCHEDULE, OPT_WD, OPT_DECAY_EMB, OPT_BETA1, OPT_BETA2, OPT_CLIP, OPT_SEED,
 	OPT_LOG_EVERY, OPT_EVAL_EVERY, OPT_EVAL_WINDOWS, OPT_SAVE_EVERY, OPT_KEEP, OPT_SAVE_DTYPE,
-	OPT_THREADS, OPT_JSON,
+	OPT_THREADS, OPT_JSON, OPT_BACKEND, OPT_NPROC, OPT_ZERO, OPT_TIMEOUT,
 };
 
 static const struct option long_opts[] = {
@@ -105,6 +115,10 @@ static const struct option long_opts[] = {
 	{"keep", required_argument, NULL, OPT_KEEP},
 	{"save-dtype", required_argument, NULL, OPT_SAVE_DTYPE},
 	{"threads", required_argument, NULL, OPT_THREADS},
+	{"backend", required_argument, NULL, OPT_BACKEND},
+	{"nproc", required_argument, NULL, OPT_NPROC},
+	{"zero", required_argument, NULL, OPT_ZERO},
+	{"timeout", required_argument, NULL, OPT_TIMEOUT},
 	{"json", no_argument, NULL, OPT_JSON},
 	{"quiet", no_argument, NULL, 'q'},
 	{"help", no_argument, NULL, 'h'},
@@ -117,7 +131,7 @@ struct args {
 	const char *preset, *config;
 	const char **sets;
 	int n_sets, quiet, json, have_model;
-	uint64_t tokens, batch_tokens, threads;
+	uint64_t tokens, batch_tokens, threads, nproc, zero, timeout;
 };
 
 static int parse_real(const char *opt, const char *s, double lo, double *out)
@@ -197,7 +211,7 @@ static int parse_option(struct args *a, int c, const char *arg)
 {
 	static const char *const schedules[] = {"cosine", "linear", "constant", NULL};
 	static const char *const dtypes[] = {"f32", "bf16", "f16", NULL};
-	int v;
+	int v = 0;
 	switch (c) {
 	case OPT_PRESET: a->preset = arg; return TN_OK;
 	case OPT_CONFIG: a->config = arg; return TN_OK;
@@ -208,6 +222,23 @@ static int parse_option(struct args *a, int c, const char *arg)
 	case OPT_DECAY_EMB: a->t.optim.decay_embedding = 1; return TN_OK;
 	case OPT_JSON: a->json = 1; return TN_OK;
 	case 'q': a->quiet = 1; return TN_OK;
+	case OPT_NPROC:
+		if (tn_cli_u64(prog, "--nproc", arg, &a->nproc, 0) || a->nproc == 0 || a->nproc > 4096)
+			return tn_cli_usage_error(prog, "--nproc: 1 to 4096");
+		return TN_OK;
+	case OPT_ZERO:
+		if (tn_parse_u64(arg, &a->zero, 0) || a->zero > 2)
+			return tn_cli_usage_error(prog, "--zero must be 0, 1 or 2");
+		a->t.zero = (int)a->zero;
+		return TN_OK;
+	case OPT_TIMEOUT:
+		if (tn_cli_u64(prog, "--timeout", arg, &a->timeout, 0) || a->timeout == 0)
+			return tn_cli_usage_error(prog, "--timeout: a positive number of seconds");
+		return TN_OK;
+	case OPT_BACKEND:
+		if (!(a->t.be = tn_backend_find(arg)))
+			return tn_cli_usage_error(prog, "--backend: %s", tn_errmsg());
+		return TN_OK;
 	case OPT_SCHEDULE:
 		if (parse_enum("--schedule", arg, schedules, &v))
 			return TN_EUSAGE;
@@ -316,13 +347,55 @@ static void on_signal(int sig)
 	stop_flag = 1;
 }
 
+/* The watchdog: a rank whose step has not finished within --timeout (a
+ * peer died or hangs inside a collective) exits, and mpirun then stops the
+ * whole job. */
+static unsigned watchdog_seconds;
+
+static void on_alarm(int sig)
+{
+	(void)sig;
+	static const char msg[] = "tn-train: a step took longer than --timeout (a rank died or "
+				  "hangs); stopping this rank\n";
+	if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0)
+		_exit(TN_EIO);
+	_exit(TN_EIO);
+}
+
+static void heartbeat(void *ctx)
+{
+	(void)ctx;
+	alarm(watchdog_seconds);
+}
+
 int main(int argc, char **argv)
 {
+	tn_cpu_passive_wait(argv);
 	struct args a = {0};
 	int rc = parse_args(&a, argc, argv);
 	if (rc) {
 		free(a.sets);
 		return rc;
+	}
+	if (a.nproc > 1 && !tn_launched_by_mpirun()) {
+		free(a.sets);
+		return tn_cli_report(prog, tn_launch_mpirun((int)a.nproc, argc, argv));
+	}
+	struct tn_comm *comm;
+	if ((rc = tn_comm_open(&comm))) {
+		free(a.sets);
+		return tn_cli_report(prog, rc);
+	}
+	int rank = tn_comm_rank(comm);
+	if (tn_comm_size(comm) > 1) {
+		a.t.comm = comm;
+		a.t.heartbeat = heartbeat;
+		watchdog_seconds = a.timeout ? (unsigned)a.timeout : 600;
+		struct sigaction al = {0};
+		al.sa_handler = on_alarm;
+		sigaction(SIGALRM, &al, NULL);
+		alarm(watchdog_seconds);
+		a.quiet |= rank != 0;
 	}
 	struct sigaction sa = {0};
 	sa.sa_handler = on_signal;
@@ -333,16 +406,22 @@ int main(int argc, char **argv)
 	a.t.log_ctx = &a;
 	struct tn_train_result res;
 	rc = tn_train_run(&a.t, &res);
+	alarm(0);
 	free(a.sets);
-	if (rc)
-		return tn_cli_report(prog, rc);
+	if (rc) {
+		tn_cli_report(prog, rc);
+		tn_comm_abort(comm, rc); /* the other ranks may wait in a collective */
+		tn_comm_close(comm);
+		return rc;
+	}
+	tn_comm_close(comm);
 	if (res.interrupted && !a.quiet)
 		fprintf(stderr, "%s: interrupted at step %lld; resume with --resume %s\n", prog,
 			(long long)res.step, a.t.out);
 	char val[32] = "null";
 	if (!isnan(res.val_loss))
 		snprintf(val, sizeof(val), "%.9g", res.val_loss);
-	if (a.json)
+	if (a.json && rank == 0)
 		printf("{\"step\":%lld,\"loss\":%.9g,\"val_loss\":%s,\"interrupted\":%s}\n",
 		       (long long)res.step, res.loss, val, res.interrupted ? "true" : "false");
 	return 0;

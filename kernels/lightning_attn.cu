@@ -1,17 +1,21 @@
 /* lightning_attn.cu - CUDA Lightning Attention: forward (with the final state),
  * backward and decode, fp32 or bf16 in, fp32 accumulation, packed documents.
  *
- * One design, parallel over chunks of BC rows in every pass, so B = 1 at long
- * N fills the GPU: (1) each chunk's local state sum_j w_j x_j y_j^T into a
- * [B,H,T,dk,dv] fp32 buffer; (2) a scan over chunks, element-parallel, turning
- * it into the state before (forward) or after (backward) each chunk; (3) each
- * chunk's outputs from its intra-chunk products plus one product with that
- * state. Matrix products run on mma.sync m16n8k16 bf16 tensor cores; an fp32
- * operand x enters as hi = bf16(x), lo = bf16(x - hi) and costs three products
- * (hi.hi + hi.lo + lo.hi). Only non-negative powers lambda^p, p <= BC, appear
- * (MODEL.md §6.11). Documents: seg[t] = last start <= t (-1: none); tokens t, j
- * interact iff seg[t] <= j <= t, as in libcore/lightning_attn.c. */
+ * One design, parallel over chunks of BC = 64 rows in every pass, so B = 1 at
+ * long N fills the GPU: (1) the local state sum_j w_j x_j y_j^T of each span
+ * of `sub` chunks into a [B,H,spans,dk,dv] fp32 buffer; (2) a scan over spans,
+ * element-parallel, turning it into the state before (forward) or after
+ * (backward) each span; (3) each chunk's rows of o, dq, dk or dv from masked
+ * products with the chunks of its span plus one product with the span's
+ * state (one kernel, chunk_out, for all four). Matrix products run on mma.sync
+ * m16n8k16 bf16 tensor cores; an fp32 operand x enters as hi = bf16(x),
+ * lo = bf16(x - hi) and costs three products (hi.hi + hi.lo + lo.hi). Only
+ * non-negative powers lambda^p, p <= span length, appear (MODEL.md §6.11).
+ * Documents: seg[t] = last start <= t (-1: none); tokens t, j interact iff
+ * seg[t] <= j <= t, as in libcore/lightning_attn.c. */
 #include <cuda_bf16.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <stdint.h>
 
 #include "lightning_attn_cuda.h"
@@ -29,6 +33,9 @@ constexpr int BC = 64;       /* chunk rows */
 constexpr int NWARP = BC / 16; /* each warp owns 16 rows of a chunk tile */
 constexpr int NTHR = NWARP * 32;
 constexpr int SCAN_THR = 256;
+constexpr int OUT_SL = 2;               /* chunk_out: 64-column slices per block */
+constexpr int OUT_W = NWARP * OUT_SL;   /* its warps */
+constexpr int OUT_THR = OUT_W * 32;
 
 /* A matrix operand in shared memory, row-major with leading dimension ld;
  * lo is NULL when the values are exact in bf16. */
@@ -139,19 +146,200 @@ template <int NT> __device__ __forceinline__ void zero(float (&acc)[NT][4])
 __device__ __forceinline__ int acc_row(int r) { return ((threadIdx.x & 31) >> 2) + (r >> 1) * 8; }
 __device__ __forceinline__ int acc_col(int n, int r) { return 8 * n + 2 * (threadIdx.x & 3) + (r & 1); }
 
-/* Copy a rows x cols block of a row-major global matrix (row stride ld) into
- * a shared operand, zero outside nrows x ncols, each row times scale[r] when
- * scale is given. Called by the whole block. */
+/* Eight consecutive elements of row r from column c of a global matrix into
+ * x, zero past nrows / ncols; one 16-byte load (two for fp32) when `vec`. */
+__device__ __forceinline__ void load8(float x[8], const float *src, long ld, int r, int c,
+				      bool ok, int left, bool vec)
+{
+	if (ok && vec && left >= 8) {
+		float4 a = __ldg((const float4 *)(src + r * ld + c));
+		float4 b = __ldg((const float4 *)(src + r * ld + c + 4));
+		x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w;
+		x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
+		return;
+	}
+#pragma unroll
+	for (int k = 0; k < 8; k++)
+		x[k] = ok && k < left ? src[r * ld + c + k] : 0.f;
+}
+
+__device__ __forceinline__ void load8(float x[8], const bf16 *src, long ld, int r, int c,
+				      bool ok, int left, bool vec)
+{
+	if (ok && vec && left >= 8) {
+		uint4 a = __ldg((const uint4 *)(src + r * ld + c));
+		const bf16 *h = (const bf16 *)&a;
+#pragma unroll
+		for (int k = 0; k < 8; k++)
+			x[k] = __bfloat162float(h[k]);
+		return;
+	}
+#pragma unroll
+	for (int k = 0; k < 8; k++)
+		x[k] = ok && k < left ? __bfloat162float(src[r * ld + c + k]) : 0.f;
+}
+
+/* x[0..8) times sc into row r, columns c..c+7 of d: one 16-byte store per half. */
+__device__ __forceinline__ void store8(const op &d, int r, int c, const float x[8], float sc)
+{
+	uint4 hv, lv;
+	bf16 *h = (bf16 *)&hv, *l = (bf16 *)&lv;
+#pragma unroll
+	for (int k = 0; k < 8; k++) {
+		float y = x[k] * sc;
+		h[k] = __float2bfloat16_rn(y);
+		l[k] = __float2bfloat16_rn(y - __bfloat162float(h[k]));
+	}
+	*(uint4 *)(d.hi + r * d.ld + c) = hv;
+	if (d.lo)
+		*(uint4 *)(d.lo + r * d.ld + c) = lv;
+}
+
+/* Copy a rows x cols block (cols a multiple of 8) of a row-major global
+ * matrix (row stride ld) into a shared operand, zero outside nrows x ncols,
+ * each row times scale[r] when scale is given. Called by the whole block;
+ * all of a thread's loads are issued before its stores. */
 template <typename T>
 __device__ void load_tile(const op &d, const T *src, long ld, int rows, int cols, int nrows,
 			  int ncols, const float *scale)
 {
-	for (int e = threadIdx.x; e < rows * cols; e += blockDim.x) {
-		int r = e / cols, c = e % cols;
-		float x = r < nrows && c < ncols ? to_f(src[r * ld + c]) : 0.f;
-		if (scale)
-			x *= scale[r];
-		store_split(d, r, c, x);
+	constexpr int U = 4;
+	int per_row = cols / 8, items = rows * per_row;
+	bool vec = ld % 8 == 0 && ((uintptr_t)src & 15) == 0;
+	for (int i0 = threadIdx.x; i0 < items; i0 += U * blockDim.x) {
+		float x[U][8];
+#pragma unroll
+		for (int u = 0; u < U; u++) {
+			int it = i0 + u * blockDim.x, r = it / per_row, c = it % per_row * 8;
+			load8(x[u], src, ld, r, c, it < items && r < nrows, ncols - c, vec);
+		}
+#pragma unroll
+		for (int u = 0; u < U; u++) {
+			int it = i0 + u * blockDim.x, r = it / per_row, c = it % per_row * 8;
+			if (it < items)
+				store8(d, r, c, x[u], scale ? scale[r] : 1.f);
+		}
+	}
+}
+
+/* cp.async: 16 bytes global -> shared without passing through registers. */
+__device__ __forceinline__ void cp_async16(void *dst, const void *src)
+{
+	unsigned a = (unsigned)__cvta_generic_to_shared(dst);
+	asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(a), "l"(src));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_wait()
+{
+	asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+/* load_tile without a scale, asynchronous where it can be: bf16 rows copied
+ * as they are (cp.async), zeros stored directly; fp32 (split into hi + lo)
+ * and unaligned sources go through load_tile. Completion: cp_wait + a barrier. */
+template <typename T>
+__device__ void issue_tile(const op &d, const T *src, long ld, int rows, int cols, int nrows,
+			   int ncols)
+{
+	if constexpr (sizeof(T) == 4) {
+		load_tile<T>(d, src, ld, rows, cols, nrows, ncols, nullptr);
+	} else {
+		if (ld % 8 || ((uintptr_t)src & 15)) {
+			load_tile<T>(d, src, ld, rows, cols, nrows, ncols, nullptr);
+			return;
+		}
+		int per_row = cols / 8;
+		for (int it = threadIdx.x; it < rows * per_row; it += blockDim.x) {
+			int r = it / per_row, c = it % per_row * 8;
+			bf16 *dst = d.hi + r * d.ld + c;
+			if (r < nrows && c + 8 <= ncols)
+				cp_async16(dst, src + r * ld + c);
+			else if (r >= nrows || c >= ncols)
+				*(uint4 *)dst = make_uint4(0, 0, 0, 0);
+			else
+				for (int k = 0; k < 8; k++)
+					dst[k] = c + k < ncols ? src[r * ld + c + k] : __float2bfloat16_rn(0.f);
+		}
+	}
+}
+
+/* Tile of a [dk, dv] fp32 state kept as fp32 in shared memory (row stride
+ * SLD floats), split into bf16 hi + lo only when read as a B fragment. */
+constexpr int SLD = 68;
+
+/* Rows [r0, r0+64) x cols [c0, c0+64) of the state S into Sf, asynchronously. */
+__device__ void issue_state(float *Sf, const float *S, int dk, int dv, int r0, int c0)
+{
+	for (int it = threadIdx.x; it < 64 * 16; it += blockDim.x) {
+		int r = it >> 4, c = (it & 15) * 4;
+		float *dst = Sf + r * SLD + c;
+		if (r0 + r < dk && c0 + c < dv) /* dv % 4 == 0: whole float4s */
+			cp_async16(dst, S + (long)(r0 + r) * dv + c0 + c);
+		else
+			*(float4 *)dst = make_float4(0.f, 0.f, 0.f, 0.f);
+	}
+}
+
+/* acc[16 x 8NT] += A . B with B read from the fp32 tile X: BKN = true reads
+ * B(k,n) = X[k][n], false B(k,n) = X[n][k]. */
+template <int NT, bool BKN>
+__device__ void warp_mma_f32b(float (&acc)[NT][4], const op &A, int ar0, int ak0, const float *X,
+			      int K)
+{
+	int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+	for (int k = 0; k < K; k += 16) {
+		uint32_t ah[4], al[4];
+		load_a<false>(ah, A.hi, A.ld, ar0, ak0 + k);
+		if (A.lo)
+			load_a<false>(al, A.lo, A.ld, ar0, ak0 + k);
+#pragma unroll
+		for (int n = 0; n < NT; n++) {
+			float v[4];
+			if (BKN) {
+				const float *p = X + (k + 2 * t) * SLD + 8 * n + g;
+				v[0] = p[0], v[1] = p[SLD], v[2] = p[8 * SLD], v[3] = p[9 * SLD];
+			} else {
+				const float *p = X + (8 * n + g) * SLD + k + 2 * t;
+				float2 a = *(const float2 *)p, b = *(const float2 *)(p + 8);
+				v[0] = a.x, v[1] = a.y, v[2] = b.x, v[3] = b.y;
+			}
+			bf16 h[4], l[4];
+#pragma unroll
+			for (int i = 0; i < 4; i++) {
+				h[i] = __float2bfloat16_rn(v[i]);
+				l[i] = __float2bfloat16_rn(v[i] - __bfloat162float(h[i]));
+			}
+			uint32_t bh[2] = {pack2(h[0], h[1]), pack2(h[2], h[3])};
+			uint32_t bl[2] = {pack2(l[0], l[1]), pack2(l[2], l[3])};
+			mma(acc[n], ah, bh);
+			mma(acc[n], ah, bl);
+			if (A.lo)
+				mma(acc[n], al, bh);
+		}
+	}
+}
+
+/* One 64 x 64 tile, four 8-column pieces per thread (NTHR = 128), fetched
+ * into registers now and stored (times scale[r]) later, so that the next
+ * tile's loads are in flight while the current one is used. */
+static_assert(NTHR * 4 * 8 == 64 * 64, "fetch64 assumes 128 threads");
+template <typename T>
+__device__ void fetch64(float (&x)[4][8], const T *src, long ld, int nrows, int ncols)
+{
+	bool vec = ld % 8 == 0 && ((uintptr_t)src & 15) == 0;
+#pragma unroll
+	for (int u = 0; u < 4; u++) {
+		int it = threadIdx.x + u * NTHR, r = it / 8, c = it % 8 * 8;
+		load8(x[u], src, ld, r, c, r < nrows, ncols - c, vec);
+	}
+}
+
+__device__ void put64(const op &d, const float (&x)[4][8], const float *scale)
+{
+#pragma unroll
+	for (int u = 0; u < 4; u++) {
+		int it = threadIdx.x + u * NTHR, r = it / 8, c = it % 8 * 8;
+		store8(d, r, c, x[u], scale ? scale[r] : 1.f);
 	}
 }
 
@@ -178,59 +366,85 @@ __host__ __device__ constexpr int tile_bytes(int rows, int cols, bool split)
 
 __host__ __device__ constexpr int pad64(int x) { return (x + 63) / 64 * 64; }
 
+/* Sizes of one call. Chunks (BC rows) are the unit of the quadratic
+ * products; states are kept per span of `sub` chunks (SR = sub * BC rows). */
+struct dims {
+	int B, H, N, dk, dv, T, sub, SR, TS; /* T chunks, TS spans */
+};
+
 /* Per-chunk facts shared by every kernel. */
 struct chunk {
-	int b, h, bh, c, m; /* sequence, head, b*H+h, first row, rows */
+	int bh, c, m, n;    /* b*H+h, first row, rows, sequence length */
+	int cs, ce;         /* the chunk's span [cs, ce) */
 	const int *seg;     /* this sequence's seg, or NULL */
 	float s;            /* decay: lambda = exp(-s) */
 	__device__ int seg_at(int t) const { return seg ? seg[t] : -1; }
+	/* seg of token t; tokens past the end interact with nothing */
+	__device__ int seg_of(int t) const { return t < n ? seg_at(t) : INT_MAX; }
 	__device__ float pw(int p) const { return expf(-s * (float)p); }
-};
-
-struct dims {
-	int B, H, N, dk, dv, T;
 };
 
 __device__ chunk chunk_of(const dims &d, const float *decay_s, const int *seg, int tau, int bh)
 {
 	chunk ch;
 	ch.bh = bh;
-	ch.b = bh / d.H;
-	ch.h = bh % d.H;
+	ch.n = d.N;
 	ch.c = tau * BC;
 	ch.m = min(BC, d.N - ch.c);
-	ch.seg = seg ? seg + (long)ch.b * d.N : nullptr;
-	ch.s = decay_s[ch.h];
+	ch.cs = ch.c / d.SR * d.SR;
+	ch.ce = min(d.N, ch.cs + d.SR);
+	ch.seg = seg ? seg + (long)(bh / d.H) * d.N : nullptr;
+	ch.s = decay_s[bh % d.H];
 	return ch;
 }
 
-/* P[i][j] = lambda^(i-j) (A_i . B_j) for same-document i >= j, else 0, from
- * shared A, B (BC x D, split or not), written split into P (BC x BC). */
-__device__ void masked_scores(const chunk &ch, const op &A, const op &B, int D, const op &P)
+/* P[i][j] = lambda^(t-j') (A_i . B_j) for the query t = t0 + i and the key
+ * j' = j0 + j of one document with t >= j', else 0; A, B in shared memory
+ * (BC x D), P written split (BC x BC). With NW = 8 warps, each warp computes
+ * half of the columns of its 16 rows. */
+template <int NW>
+__device__ void masked_scores(const chunk &ch, const op &A, const op &B, int D, const op &P,
+			      int t0, int j0)
 {
-	constexpr int NT = BC / 8;
-	int w = threadIdx.x >> 5;
+	constexpr int NT = BC / 8 / (NW / NWARP);
+	int w = threadIdx.x >> 5, r0 = 16 * (w % NWARP), n0 = 8 * NT * (w / NWARP);
 	float acc[NT][4];
 	zero(acc);
-	warp_mma<NT, false, false>(acc, A, 16 * w, 0, B, 0, 0, D);
+	warp_mma<NT, false, false>(acc, A, r0, 0, B, 0, n0, D);
 #pragma unroll
 	for (int n = 0; n < NT; n++)
 #pragma unroll
 		for (int r = 0; r < 4; r++) {
-			int i = 16 * w + acc_row(r), j = acc_col(n, r);
-			bool keep = i >= j && ch.seg_at(ch.c + i) <= ch.c + j;
-			store_split(P, i, j, keep ? acc[n][r] * ch.pw(i - j) : 0.f);
+			int i = r0 + acc_row(r), j = n0 + acc_col(n, r), t = t0 + i, k = j0 + j;
+			bool keep = t >= k && ch.seg_of(t) <= k;
+			store_split(P, i, j, keep ? acc[n][r] * ch.pw(t - k) : 0.f);
 		}
 }
 
-/* Stage rows [r0, r0+64) x cols [c0, c0+64) of a [dk, dv] fp32 state into X. */
-__device__ void stage_state(const op &X, const float *S, const dims &d, int r0, int c0)
+/* Store a warp's 16 x 64 result tile: acc + rs[row] * inter, two adjacent
+ * columns per store. */
+__device__ __forceinline__ void store2(float *p, float a, float b, bool both)
 {
-	load_tile<float>(X, S + (long)r0 * d.dv + c0, d.dv, 64, 64, d.dk - r0, d.dv - c0, nullptr);
+	if (both && ((uintptr_t)p & 7) == 0)
+		*(float2 *)p = make_float2(a, b);
+	else {
+		p[0] = a;
+		if (both)
+			p[1] = b;
+	}
 }
 
-/* Store a warp's 16 x 64 result tile, rows scaled by rs (two rows per thread)
- * and added to `base` (intra part) when given. */
+__device__ __forceinline__ void store2(bf16 *p, float a, float b, bool both)
+{
+	if (both && ((uintptr_t)p & 3) == 0)
+		*(__nv_bfloat162 *)p = __floats2bfloat162_rn(a, b);
+	else {
+		p[0] = __float2bfloat16_rn(a);
+		if (both)
+			p[1] = __float2bfloat16_rn(b);
+	}
+}
+
 template <typename T>
 __device__ void store_rows(T *dst, long ld, int r0, int nrows, int c0, int ncols,
 			   const float (&acc)[8][4], const float (&inter)[8][4], const float rs[2])
@@ -238,231 +452,201 @@ __device__ void store_rows(T *dst, long ld, int r0, int nrows, int c0, int ncols
 #pragma unroll
 	for (int n = 0; n < 8; n++)
 #pragma unroll
-		for (int r = 0; r < 4; r++) {
-			int i = r0 + acc_row(r), j = acc_col(n, r);
-			if (i < nrows && c0 + j < ncols)
-				dst[i * ld + c0 + j] = from_f<T>(acc[n][r] + rs[r >> 1] * inter[n][r]);
+		for (int h = 0; h < 2; h++) {
+			int i = r0 + acc_row(2 * h), j = c0 + acc_col(n, 0);
+			if (i < nrows && j < ncols)
+				store2(dst + i * ld + j, acc[n][2 * h] + rs[h] * inter[n][2 * h],
+				       acc[n][2 * h + 1] + rs[h] * inter[n][2 * h + 1], j + 1 < ncols);
 		}
 }
 
-/* (1) Local state of each chunk, L = sum_j w_j x_j y_j^T ([dk] x [64-column
- * slice of dv]). Forward (REV = false): x = k, y = v, w_j = lambda^(m-1-j)
- * from the last document start in the chunk on. Backward (REV = true): x = q,
- * y = dout, w_t = lambda^(t-c) for the tokens of the chunk's first document. */
-template <typename T, bool REV, int DKP>
-__global__ void __launch_bounds__(NTHR) chunk_state(dims d, const T *x, const T *y,
-						    const float *decay_s, const int *seg, float *L)
+/* (1) Local state of each span [cs, ce), a 64 x 64 block (features f0..,
+ * columns c0..) of L = sum_j w_j x_j y_j^T. Forward (REV = false): x = k,
+ * y = v, w_j = lambda^(ce-1-j) from the span's last document start on.
+ * Backward (REV = true): x = q, y = dout, w_t = lambda^(t-cs) for the tokens
+ * of the span's first document. */
+template <typename T, bool REV>
+__global__ void __launch_bounds__(NTHR) span_state(dims d, const T *x, const T *y,
+						   const float *decay_s, const int *seg, float *L)
 {
-	extern __shared__ __align__(16) char smem[];
-	constexpr bool SPLIT = sizeof(T) == 4;
+	__shared__ __align__(16) bf16 sm[2 * BC * 72 + 2 * BC * 72];
 	__shared__ float w[BC];
-	chunk ch = chunk_of(d, decay_s, seg, blockIdx.x, blockIdx.y);
-	int c0 = blockIdx.z * 64;
-	smem_alloc al{smem};
-	op X = al.take(BC, DKP, true), Y = al.take(BC, 64, SPLIT);
-	int lp = ch.seg_at(ch.c + ch.m - 1);
-	for (int j = threadIdx.x; j < BC; j += NTHR) {
-		bool on = j < ch.m && (REV ? ch.seg_at(ch.c + j) <= ch.c : ch.c + j >= lp);
-		w[j] = on ? ch.pw(REV ? j : ch.m - 1 - j) : 0.f;
+	constexpr bool SPLIT = sizeof(T) == 4;
+	chunk ch = chunk_of(d, decay_s, seg, blockIdx.x * d.sub, blockIdx.y);
+	int nv = (d.dv + 63) / 64, f0 = blockIdx.z / nv * 64, c0 = blockIdx.z % nv * 64;
+	int wp = threadIdx.x >> 5, lp = ch.seg_at(ch.ce - 1);
+	op X = {sm, sm + BC * 72, 72}, Y = {sm + 2 * BC * 72, SPLIT ? sm + 3 * BC * 72 : nullptr, 72};
+	float acc[8][4], xr[4][8], yr[4][8];
+	zero(acc);
+	long base = (long)ch.bh * d.N;
+	fetch64<T>(xr, x + (base + ch.cs) * d.dk + f0, d.dk, ch.ce - ch.cs, d.dk - f0);
+	fetch64<T>(yr, y + (base + ch.cs) * d.dv + c0, d.dv, ch.ce - ch.cs, d.dv - c0);
+	for (int c = ch.cs; c < ch.ce; c += BC) {
+		int m = min(BC, ch.ce - c);
+		__syncthreads();
+		for (int j = threadIdx.x; j < BC; j += NTHR) {
+			bool on = j < m && (REV ? ch.seg_at(c + j) <= ch.cs : c + j >= lp);
+			w[j] = on ? ch.pw(REV ? c + j - ch.cs : ch.ce - 1 - c - j) : 0.f;
+		}
+		__syncthreads();
+		put64(X, xr, w);
+		put64(Y, yr, nullptr);
+		if (c + BC < ch.ce) {
+			fetch64<T>(xr, x + (base + c + BC) * d.dk + f0, d.dk, ch.ce - c - BC, d.dk - f0);
+			fetch64<T>(yr, y + (base + c + BC) * d.dv + c0, d.dv, ch.ce - c - BC, d.dv - c0);
+		}
+		__syncthreads();
+		warp_mma<8, true, true>(acc, X, 16 * wp, 0, Y, 0, 0, BC);
 	}
-	__syncthreads();
-	long row0 = (long)ch.bh * d.N + ch.c;
-	load_tile<T>(X, x + row0 * d.dk, d.dk, BC, DKP, ch.m, d.dk, w);
-	load_tile<T>(Y, y + row0 * d.dv + c0, d.dv, BC, 64, ch.m, d.dv - c0, nullptr);
-	__syncthreads();
-	float *out = L + ((long)ch.bh * d.T + blockIdx.x) * d.dk * d.dv;
-	int wp = threadIdx.x >> 5;
-	for (int f0 = 16 * wp; f0 < DKP; f0 += 16 * NWARP) {
-		float acc[8][4];
-		zero(acc);
-		warp_mma<8, true, true>(acc, X, f0, 0, Y, 0, 0, BC);
+	float *out = L + ((long)ch.bh * d.TS + blockIdx.x) * d.dk * d.dv;
 #pragma unroll
-		for (int n = 0; n < 8; n++)
+	for (int n = 0; n < 8; n++)
 #pragma unroll
-			for (int r = 0; r < 4; r++) {
-				int f = f0 + acc_row(r), col = c0 + acc_col(n, r);
-				if (f < d.dk && col < d.dv)
-					out[(long)f * d.dv + col] = acc[n][r];
-			}
-	}
+		for (int h = 0; h < 2; h++) {
+			int f = f0 + 16 * wp + acc_row(2 * h), col = c0 + acc_col(n, 0);
+			if (f < d.dk && col < d.dv)
+				store2(out + (long)f * d.dv + col, acc[n][2 * h], acc[n][2 * h + 1],
+				       col + 1 < d.dv);
+		}
 }
 
-/* (2) Scan over chunks, one thread per state element: the buffer's local
- * states become the state before each chunk (forward: S_{c-1}, from state_in)
- * or after it (backward: R at the chunk's end). */
+/* (2) Scan over spans, four state elements per thread: the buffer's local
+ * states become the state before each span (forward: S_{cs-1}, from
+ * state_in) or after it (backward: R at the span's end). */
 template <bool REV>
 __global__ void __launch_bounds__(SCAN_THR) scan_states(dims d, const float *decay_s,
 							const int *seg, float *L,
 							const float *state_in, float *state_out)
 {
-	long n = (long)d.dk * d.dv, e = (long)blockIdx.x * SCAN_THR + threadIdx.x;
+	long n = (long)d.dk * d.dv, e = 4 * ((long)blockIdx.x * SCAN_THR + threadIdx.x);
 	int bh = blockIdx.y;
 	if (e >= n)
 		return;
 	float s = decay_s[bh % d.H];
 	const int *sg = seg ? seg + (long)(bh / d.H) * d.N : nullptr;
-	float *buf = L + (long)bh * d.T * n + e;
-	float S = state_in ? state_in[bh * n + e] : 0.f;
+	float *buf = L + (long)bh * d.TS * n + e;
+	float4 S = state_in ? *(const float4 *)(state_in + bh * n + e) : make_float4(0, 0, 0, 0);
 	constexpr int U = 8; /* loads in flight */
-	for (int i0 = 0; i0 < d.T; i0 += U) {
-		float x[U];
+	for (int i0 = 0; i0 < d.TS; i0 += U) {
+		float4 x[U];
 #pragma unroll
 		for (int u = 0; u < U; u++) {
-			int tau = REV ? d.T - 1 - (i0 + u) : i0 + u;
-			if (i0 + u < d.T)
-				x[u] = buf[tau * n];
+			int tau = REV ? d.TS - 1 - (i0 + u) : i0 + u;
+			if (i0 + u < d.TS)
+				x[u] = *(const float4 *)(buf + tau * n);
 		}
 #pragma unroll
 		for (int u = 0; u < U; u++) {
-			if (i0 + u >= d.T)
+			if (i0 + u >= d.TS)
 				break;
-			int tau = REV ? d.T - 1 - (i0 + u) : i0 + u;
-			int c = tau * BC, m = min(BC, d.N - c);
-			buf[tau * n] = S;
+			int tau = REV ? d.TS - 1 - (i0 + u) : i0 + u;
+			int c = tau * d.SR, m = min(d.SR, d.N - c);
+			*(float4 *)(buf + tau * n) = S;
 			bool keep = REV ? c + m < d.N && (!sg || sg[c + m] <= c)
 					: !(sg && sg[c + m - 1] >= c);
-			S = keep ? expf(-s * (float)m) * S + x[u] : x[u];
+			float g = keep ? expf(-s * (float)m) : 0.f;
+			S = make_float4(g * S.x + x[u].x, g * S.y + x[u].y, g * S.z + x[u].z,
+					g * S.w + x[u].w);
 		}
 	}
 	if (state_out)
-		state_out[bh * n + e] = S;
+		*(float4 *)(state_out + bh * n + e) = S;
 }
 
-/* (3) Forward outputs of one chunk and one 64-column slice of dv:
- * o = (Q K^T . D) V + diag(lambda^(i+1)) Q S_{c-1}. */
-template <typename T, int DKP>
-__global__ void __launch_bounds__(NTHR) chunk_forward(dims d, const T *q, const T *k, const T *v,
-						      const float *decay_s, const int *seg,
-						      const float *Sb, T *o)
+/* What one launch of chunk_out computes: rows of `out` for each chunk (F: the
+ * chunk's own rows), from the other chunks M, W of its span and a state. */
+template <typename T> struct pass {
+	const T *F, *M, *W; /* [B,H,N,da], [B,H,N,da], [B,H,N,dw] */
+	int da, dw;
+	const float *state; /* per span, [dk, dv] */
+	T *out;             /* [B,H,N,dw] */
+};
+
+/* (3) One chunk's rows of one output and two 64-column slices of it (8
+ * warps: warp w computes rows 16 (w % 4) of slice w / 4; the scores are
+ * shared):
+ *   o  = sum_{kc<=c} (Q K_kc^T . D) V_kc + diag(lambda^(c-cs+i+1)) Q S      (F=Q,  M=K,  W=V)
+ *   dq = sum_{kc<=c} (dO V_kc^T . D) K_kc + diag(same) dO S^T                (F=dO, M=V,  W=K)
+ *   dk = sum_{tc>=c} (dO_tc V^T . D)^T Q_tc + diag(lambda^(ce-j)) V R^T      (F=V,  M=dO, W=Q)
+ *   dv = sum_{tc>=c} (Q_tc K^T . D)^T dO_tc + diag(same) K R                 (F=K,  M=Q,  W=dO)
+ * over the chunks kc, tc of the chunk's span. REV: the rows are keys (dk,
+ * dv); STN: the state enters transposed (dq, dk). */
+template <typename T, int DA, bool REV, bool STN>
+__global__ void __launch_bounds__(OUT_THR) chunk_out(dims d, pass<T> p, const float *decay_s,
+						  const int *seg)
 {
 	extern __shared__ __align__(16) char smem[];
 	constexpr bool SPLIT = sizeof(T) == 4;
 	chunk ch = chunk_of(d, decay_s, seg, blockIdx.x, blockIdx.y);
-	int c0 = blockIdx.z * 64, w = threadIdx.x >> 5;
+	int w = threadIdx.x >> 5, sl = w / NWARP, r0 = 16 * (w % NWARP);
+	int cb = blockIdx.z * 64 * OUT_SL, c0 = cb + 64 * sl; /* the block's, the warp's columns */
+	bool mine = c0 < p.dw;                                /* warp-uniform */
 	smem_alloc al{smem};
-	op Q = al.take(BC, DKP, SPLIT), K = al.take(BC, DKP, SPLIT), V = al.take(BC, 64, SPLIT);
-	op X = al.take(64, 64, true), P = al.take(BC, BC, true);
-	long row0 = (long)ch.bh * d.N + ch.c;
-	load_tile<T>(Q, q + row0 * d.dk, d.dk, BC, DKP, ch.m, d.dk, nullptr);
-	load_tile<T>(K, k + row0 * d.dk, d.dk, BC, DKP, ch.m, d.dk, nullptr);
-	load_tile<T>(V, v + row0 * d.dv + c0, d.dv, BC, 64, ch.m, d.dv - c0, nullptr);
-	__syncthreads();
-	masked_scores(ch, Q, K, DKP, P);
-	const float *S = Sb + ((long)ch.bh * d.T + blockIdx.x) * d.dk * d.dv;
-	float inter[8][4], acc[8][4];
-	zero(inter);
-	for (int f0 = 0; f0 < DKP; f0 += 64) {
-		__syncthreads();
-		stage_state(X, S, d, f0, c0);
-		__syncthreads();
-		warp_mma<8, false, true>(inter, Q, 16 * w, f0, X, 0, 0, 64);
+	op F = al.take(BC, DA, SPLIT), M = al.take(BC, DA, SPLIT);
+	op W = al.take(BC, 64 * OUT_SL, SPLIT), P = al.take(BC, BC, true);
+	float *Sf = (float *)al.p; /* OUT_SL tiles of 64 x SLD */
+	long base = (long)ch.bh * d.N;
+	const float *S = p.state + ((long)ch.bh * d.TS + ch.c / d.SR) * d.dk * d.dv;
+	int first = REV ? ch.c : ch.cs, last = REV ? ch.ce - 1 : ch.c;
+	/* pipeline: M and W of the next chunk load while this one is used */
+	issue_tile<T>(F, p.F + (base + ch.c) * p.da, p.da, BC, DA, ch.m, p.da);
+	issue_tile<T>(M, p.M + (base + first) * p.da, p.da, BC, DA, d.N - first, p.da);
+	for (int k = 0; k < OUT_SL; k++) {
+		int cs = cb + 64 * k;
+		issue_state(Sf + k * 64 * SLD, S, d.dk, d.dv, STN ? cs : 0, STN ? 0 : cs);
 	}
+	cp_commit();
+	issue_tile<T>(W, p.W + (base + first) * p.dw + cb, p.dw, BC, 64 * OUT_SL, d.N - first,
+		      p.dw - cb);
+	cp_commit();
+	float acc[8][4], inter[8][4], rs[2];
 	zero(acc);
-	warp_mma<8, false, true>(acc, P, 16 * w, 0, V, 0, 0, BC);
-	float rs[2];
+	for (int mc = first; mc <= last; mc += BC) {
+		int nx = mc + BC;
+		cp_wait<1>();
+		__syncthreads(); /* F, M, the state tile */
+		if (REV)
+			masked_scores<OUT_W>(ch, M, F, DA, P, mc, ch.c);
+		else
+			masked_scores<OUT_W>(ch, F, M, DA, P, ch.c, mc);
+		cp_wait<0>();
+		__syncthreads(); /* W, P; M is free */
+		if (nx <= last)
+			issue_tile<T>(M, p.M + (base + nx) * p.da, p.da, BC, DA, d.N - nx, p.da);
+		cp_commit();
+		if (mine)
+			warp_mma<8, REV, true>(acc, P, r0, 0, W, 0, 64 * sl, BC);
+		__syncthreads(); /* W is free */
+		if (nx <= last)
+			issue_tile<T>(W, p.W + (base + nx) * p.dw + cb, p.dw, BC, 64 * OUT_SL,
+				      d.N - nx, p.dw - cb);
+		cp_commit();
+	}
+	zero(inter);
+	for (int kq = 0; kq < DA; kq += 64) {
+		cp_wait<0>();
+		__syncthreads();
+		if (mine)
+			warp_mma_f32b<8, !STN>(inter, F, r0, kq, Sf + sl * 64 * SLD, 64);
+		if (kq + 64 < DA) {
+			__syncthreads();
+			for (int k = 0; k < OUT_SL; k++) {
+				int cs = cb + 64 * k;
+				issue_state(Sf + k * 64 * SLD, S, d.dk, d.dv, STN ? cs : kq + 64,
+					    STN ? kq + 64 : cs);
+			}
+			cp_commit();
+		}
+	}
 	for (int h = 0; h < 2; h++) {
-		int i = 16 * w + acc_row(2 * h);
-		rs[h] = ch.seg_at(ch.c + i) < ch.c ? ch.pw(i + 1) : 0.f;
+		int i = r0 + acc_row(2 * h), t = ch.c + i;
+		if (REV)
+			rs[h] = ch.ce < d.N && ch.seg_at(ch.ce) <= t ? ch.pw(ch.ce - t) : 0.f;
+		else
+			rs[h] = ch.seg_of(t) < ch.cs ? ch.pw(t - ch.cs + 1) : 0.f;
 	}
-	store_rows<T>(o + row0 * d.dv, d.dv, 16 * w, ch.m, c0, d.dv, acc, inter, rs);
-}
-
-/* Row factor of the later-chunks term of dk, dv for key row j of the chunk:
- * lambda^(m-j) if the token after the chunk is in j's document, else 0. */
-__device__ float after_factor(const chunk &ch, const dims &d, int j)
-{
-	int e = ch.c + ch.m;
-	return e < d.N && ch.seg_at(e) <= ch.c + j ? ch.pw(ch.m - j) : 0.f;
-}
-
-/* (4) dq and dk of one chunk, one 64-feature slice of dk:
- * G = (dO V^T . D), dq = G K + diag(lambda^(i+1)) dO S_{c-1}^T,
- * dk = G^T Q + diag(after) V R^T. */
-template <typename T, int DVP>
-__global__ void __launch_bounds__(NTHR) chunk_dqdk(dims d, const T *q, const T *k, const T *v,
-						   const T *dout, const float *decay_s,
-						   const int *seg, const float *Sb, const float *Ra,
-						   T *dq, T *dk)
-{
-	extern __shared__ __align__(16) char smem[];
-	constexpr bool SPLIT = sizeof(T) == 4;
-	chunk ch = chunk_of(d, decay_s, seg, blockIdx.x, blockIdx.y);
-	int f0 = blockIdx.z * 64, w = threadIdx.x >> 5;
-	smem_alloc al{smem};
-	op dO = al.take(BC, DVP, SPLIT), V = al.take(BC, DVP, SPLIT);
-	op Ks = al.take(BC, 64, SPLIT), Qs = al.take(BC, 64, SPLIT);
-	op X = al.take(64, 64, true), G = al.take(BC, BC, true);
-	long row0 = (long)ch.bh * d.N + ch.c, st = ((long)ch.bh * d.T + blockIdx.x) * d.dk * d.dv;
-	load_tile<T>(dO, dout + row0 * d.dv, d.dv, BC, DVP, ch.m, d.dv, nullptr);
-	load_tile<T>(V, v + row0 * d.dv, d.dv, BC, DVP, ch.m, d.dv, nullptr);
-	load_tile<T>(Ks, k + row0 * d.dk + f0, d.dk, BC, 64, ch.m, d.dk - f0, nullptr);
-	load_tile<T>(Qs, q + row0 * d.dk + f0, d.dk, BC, 64, ch.m, d.dk - f0, nullptr);
-	__syncthreads();
-	masked_scores(ch, dO, V, DVP, G);
-	float inter[8][4], acc[8][4], rs[2];
-	/* dq: the state is read transposed, X[f][v] = S[f0+f][v0+v] as B(k=v, n=f) */
-	zero(inter);
-	for (int v0 = 0; v0 < DVP; v0 += 64) {
-		__syncthreads();
-		stage_state(X, Sb + st, d, f0, v0);
-		__syncthreads();
-		warp_mma<8, false, false>(inter, dO, 16 * w, v0, X, 0, 0, 64);
-	}
-	zero(acc);
-	warp_mma<8, false, true>(acc, G, 16 * w, 0, Ks, 0, 0, BC);
-	for (int h = 0; h < 2; h++) {
-		int i = 16 * w + acc_row(2 * h);
-		rs[h] = ch.seg_at(ch.c + i) < ch.c ? ch.pw(i + 1) : 0.f;
-	}
-	store_rows<T>(dq + row0 * d.dk, d.dk, 16 * w, ch.m, f0, d.dk, acc, inter, rs);
-	zero(inter);
-	for (int v0 = 0; v0 < DVP; v0 += 64) {
-		__syncthreads();
-		stage_state(X, Ra + st, d, f0, v0);
-		__syncthreads();
-		warp_mma<8, false, false>(inter, V, 16 * w, v0, X, 0, 0, 64);
-	}
-	zero(acc);
-	warp_mma<8, true, true>(acc, G, 16 * w, 0, Qs, 0, 0, BC);
-	for (int h = 0; h < 2; h++)
-		rs[h] = after_factor(ch, d, 16 * w + acc_row(2 * h));
-	store_rows<T>(dk + row0 * d.dk, d.dk, 16 * w, ch.m, f0, d.dk, acc, inter, rs);
-}
-
-/* (5) dv of one chunk, one 64-column slice: P = (Q K^T . D),
- * dv = P^T dO + diag(after) K R. */
-template <typename T, int DKP>
-__global__ void __launch_bounds__(NTHR) chunk_dv(dims d, const T *q, const T *k, const T *dout,
-						 const float *decay_s, const int *seg,
-						 const float *Ra, T *dv)
-{
-	extern __shared__ __align__(16) char smem[];
-	constexpr bool SPLIT = sizeof(T) == 4;
-	chunk ch = chunk_of(d, decay_s, seg, blockIdx.x, blockIdx.y);
-	int c0 = blockIdx.z * 64, w = threadIdx.x >> 5;
-	smem_alloc al{smem};
-	op Q = al.take(BC, DKP, SPLIT), K = al.take(BC, DKP, SPLIT), dO = al.take(BC, 64, SPLIT);
-	op X = al.take(64, 64, true), P = al.take(BC, BC, true);
-	long row0 = (long)ch.bh * d.N + ch.c;
-	load_tile<T>(Q, q + row0 * d.dk, d.dk, BC, DKP, ch.m, d.dk, nullptr);
-	load_tile<T>(K, k + row0 * d.dk, d.dk, BC, DKP, ch.m, d.dk, nullptr);
-	load_tile<T>(dO, dout + row0 * d.dv + c0, d.dv, BC, 64, ch.m, d.dv - c0, nullptr);
-	__syncthreads();
-	masked_scores(ch, Q, K, DKP, P);
-	const float *R = Ra + ((long)ch.bh * d.T + blockIdx.x) * d.dk * d.dv;
-	float inter[8][4], acc[8][4], rs[2];
-	zero(inter);
-	for (int f0 = 0; f0 < DKP; f0 += 64) {
-		__syncthreads();
-		stage_state(X, R, d, f0, c0);
-		__syncthreads();
-		warp_mma<8, false, true>(inter, K, 16 * w, f0, X, 0, 0, 64);
-	}
-	zero(acc);
-	warp_mma<8, true, true>(acc, P, 16 * w, 0, dO, 0, 0, BC);
-	for (int h = 0; h < 2; h++)
-		rs[h] = after_factor(ch, d, 16 * w + acc_row(2 * h));
-	store_rows<T>(dv + row0 * d.dv, d.dv, 16 * w, ch.m, c0, d.dv, acc, inter, rs);
+	if (mine)
+		store_rows<T>(p.out + (base + ch.c) * p.dw, p.dw, r0, ch.m, c0, p.dw, acc, inter, rs);
 }
 
 /* seg[b][t] from the CSR offsets: the last start <= t, or -1. */
@@ -526,9 +710,9 @@ int check_shape(const struct tn_attn_shape *sh)
 	int rc = lightning_attn_check(sh, nullptr);
 	if (rc)
 		return rc;
-	if (sh->dk > 256 || sh->dv > 128)
+	if (sh->dk > 256 || sh->dv > 128 || sh->dv % 4)
 		return tn_fail(TN_EDATA, "lightning_attn_cuda: dk=%d dv=%d: the kernels take "
-					 "dk <= 256 and dv <= 128", sh->dk, sh->dv);
+					 "dk <= 256 and dv <= 128, a multiple of 4", sh->dk, sh->dv);
 	return TN_OK;
 }
 
@@ -543,66 +727,43 @@ cudaError_t launch(K kern, dim3 grid, int threads, int bytes, cudaStream_t st, A
 	return cudaGetLastError();
 }
 
-template <typename T, bool REV> struct state_pass {
-	template <int DKP>
-	static cudaError_t run(const dims &d, const T *x, const T *y, const float *s, const int *seg,
-			       float *L, cudaStream_t st)
-	{
-		int bytes = tile_bytes(BC, DKP, true) + tile_bytes(BC, 64, sizeof(T) == 4);
-		return launch(chunk_state<T, REV, DKP>, dim3(d.T, d.B * d.H, (d.dv + 63) / 64), NTHR,
-			      bytes, st, d, x, y, s, seg, L);
-	}
-};
-
-/* Local states into L, then the scan over chunks. */
+/* Local states of the spans into L, then the scan over spans. */
 template <typename T, bool REV>
 cudaError_t states(const dims &d, const T *x, const T *y, const float *s, const int *seg,
 		   float *L, const float *state_in, float *state_out, cudaStream_t st)
 {
-	int P = pad64(d.dk);
-	cudaError_t e = P <= 64    ? state_pass<T, REV>::template run<64>(d, x, y, s, seg, L, st)
-			: P <= 128 ? state_pass<T, REV>::template run<128>(d, x, y, s, seg, L, st)
-				   : state_pass<T, REV>::template run<256>(d, x, y, s, seg, L, st);
+	int blocks = (d.dk + 63) / 64 * ((d.dv + 63) / 64);
+	span_state<T, REV><<<dim3(d.TS, d.B * d.H, blocks), NTHR, 0, st>>>(d, x, y, s, seg, L);
+	cudaError_t e = cudaGetLastError();
 	if (e != cudaSuccess)
 		return e;
-	long n = (long)d.dk * d.dv;
-	scan_states<REV><<<dim3((unsigned)((n + SCAN_THR - 1) / SCAN_THR), d.B * d.H), SCAN_THR, 0,
+	long n4 = (long)d.dk * d.dv / 4;
+	scan_states<REV><<<dim3((unsigned)((n4 + SCAN_THR - 1) / SCAN_THR), d.B * d.H), SCAN_THR, 0,
 			   st>>>(d, s, seg, L, state_in, state_out);
 	return cudaGetLastError();
 }
 
-template <typename T, int DKP>
-cudaError_t forward_out(const dims &d, const T *q, const T *k, const T *v, const float *s,
-			const int *seg, const float *Sb, T *o, cudaStream_t st)
+template <typename T, int DA, bool REV, bool STN>
+cudaError_t out_pass(const dims &d, const pass<T> &p, const float *s, const int *seg,
+		     cudaStream_t st)
 {
 	constexpr bool SP = sizeof(T) == 4;
-	int bytes = 2 * tile_bytes(BC, DKP, SP) + tile_bytes(BC, 64, SP) + tile_bytes(64, 64, true) +
-		    tile_bytes(BC, BC, true);
-	return launch(chunk_forward<T, DKP>, dim3(d.T, d.B * d.H, (d.dv + 63) / 64), NTHR, bytes,
-		      st, d, q, k, v, s, seg, Sb, o);
+	int bytes = 2 * tile_bytes(BC, DA, SP) + tile_bytes(BC, 64 * OUT_SL, SP) +
+		    tile_bytes(BC, BC, true) + OUT_SL * 64 * SLD * 4;
+	return launch(chunk_out<T, DA, REV, STN>,
+		      dim3(d.T, d.B * d.H, (p.dw + 64 * OUT_SL - 1) / (64 * OUT_SL)), OUT_THR, bytes,
+		      st, d, p, s, seg);
 }
 
-template <typename T, int DVP>
-cudaError_t backward_dqdk(const dims &d, const T *q, const T *k, const T *v, const T *g,
-			  const float *s, const int *seg, const float *Sb, const float *Ra, T *dq,
-			  T *dk, cudaStream_t st)
+/* chunk_out for the padded width of F and M (64, 128 or 256). */
+template <typename T, bool REV, bool STN>
+cudaError_t out_any(const dims &d, const pass<T> &p, const float *s, const int *seg,
+		    cudaStream_t st)
 {
-	constexpr bool SP = sizeof(T) == 4;
-	int bytes = 2 * tile_bytes(BC, DVP, SP) + 2 * tile_bytes(BC, 64, SP) +
-		    tile_bytes(64, 64, true) + tile_bytes(BC, BC, true);
-	return launch(chunk_dqdk<T, DVP>, dim3(d.T, d.B * d.H, (d.dk + 63) / 64), NTHR, bytes, st,
-		      d, q, k, v, g, s, seg, Sb, Ra, dq, dk);
-}
-
-template <typename T, int DKP>
-cudaError_t backward_dv(const dims &d, const T *q, const T *k, const T *g, const float *s,
-			const int *seg, const float *Ra, T *dv, cudaStream_t st)
-{
-	constexpr bool SP = sizeof(T) == 4;
-	int bytes = 2 * tile_bytes(BC, DKP, SP) + tile_bytes(BC, 64, SP) + tile_bytes(64, 64, true) +
-		    tile_bytes(BC, BC, true);
-	return launch(chunk_dv<T, DKP>, dim3(d.T, d.B * d.H, (d.dv + 63) / 64), NTHR, bytes, st, d,
-		      q, k, g, s, seg, Ra, dv);
+	int P = pad64(p.da);
+	return P <= 64 ? out_pass<T, 64, REV, STN>(d, p, s, seg, st)
+	       : P <= 128 ? out_pass<T, 128, REV, STN>(d, p, s, seg, st)
+			  : out_pass<T, 256, REV, STN>(d, p, s, seg, st);
 }
 
 /* The default pool returns freed memory to the driver at every synchronisation
@@ -634,7 +795,7 @@ struct workspace {
 	cudaError_t get(const dims &d, const struct tn_attn_docs *docs, int n_states)
 	{
 		cudaError_t e = keep_pool();
-		size_t n = (size_t)d.B * d.H * d.T * d.dk * d.dv * sizeof(float);
+		size_t n = (size_t)d.B * d.H * d.TS * d.dk * d.dv * sizeof(float);
 		for (int i = 0; i < n_states && e == cudaSuccess; i++)
 			e = cudaMallocAsync(&L[i], n, st);
 		if (docs && e == cudaSuccess) {
@@ -658,9 +819,19 @@ struct workspace {
 	}
 };
 
+/* Chunks per span: 2 (128 rows) halves the state traffic of one state per
+ * chunk for half a chunk more of quadratic work per chunk on average;
+ * TN_ATTN_SUB (1 to 16) overrides it, for tuning. */
 dims dims_of(const struct tn_attn_shape *sh)
 {
-	return dims{sh->B, sh->H, sh->N, sh->dk, sh->dv, (sh->N + BC - 1) / BC};
+	static int sub;
+	if (!sub) {
+		const char *e = getenv("TN_ATTN_SUB");
+		sub = e && atoi(e) >= 1 && atoi(e) <= 16 ? atoi(e) : 2;
+	}
+	dims d = {sh->B, sh->H, sh->N, sh->dk, sh->dv, (sh->N + BC - 1) / BC, sub, sub * BC, 0};
+	d.TS = (sh->N + d.SR - 1) / d.SR;
+	return d;
 }
 
 template <typename T>
@@ -674,9 +845,8 @@ cudaError_t forward_t(const dims &d, const struct tn_attn_docs *docs, const T *q
 	if (e == cudaSuccess)
 		e = states<T, false>(d, k, v, s, ws.seg, ws.L[0], state_in, state_out, st);
 	if (e == cudaSuccess)
-		e = pad64(d.dk) <= 64    ? forward_out<T, 64>(d, q, k, v, s, ws.seg, ws.L[0], o, st)
-		    : pad64(d.dk) <= 128 ? forward_out<T, 128>(d, q, k, v, s, ws.seg, ws.L[0], o, st)
-					 : forward_out<T, 256>(d, q, k, v, s, ws.seg, ws.L[0], o, st);
+		e = out_any<T, false, false>(d, pass<T>{q, k, v, d.dk, d.dv, ws.L[0], o}, s, ws.seg,
+					     st);
 	return e;
 }
 
@@ -693,14 +863,14 @@ cudaError_t backward_t(const dims &d, const struct tn_attn_docs *docs, const T *
 	if (e == cudaSuccess)
 		e = states<T, true>(d, q, g, s, ws.seg, ws.L[1], nullptr, nullptr, st);
 	if (e == cudaSuccess)
-		e = pad64(d.dv) <= 64 ? backward_dqdk<T, 64>(d, q, k, v, g, s, ws.seg, ws.L[0], ws.L[1],
-							    dq, dk, st)
-				      : backward_dqdk<T, 128>(d, q, k, v, g, s, ws.seg, ws.L[0],
-							     ws.L[1], dq, dk, st);
+		e = out_any<T, false, true>(d, pass<T>{g, v, k, d.dv, d.dk, ws.L[0], dq}, s, ws.seg,
+					    st);
 	if (e == cudaSuccess)
-		e = pad64(d.dk) <= 64    ? backward_dv<T, 64>(d, q, k, g, s, ws.seg, ws.L[1], dv, st)
-		    : pad64(d.dk) <= 128 ? backward_dv<T, 128>(d, q, k, g, s, ws.seg, ws.L[1], dv, st)
-					 : backward_dv<T, 256>(d, q, k, g, s, ws.seg, ws.L[1], dv, st);
+		e = out_any<T, true, true>(d, pass<T>{v, g, q, d.dv, d.dk, ws.L[1], dk}, s, ws.seg,
+					   st);
+	if (e == cudaSuccess)
+		e = out_any<T, true, false>(d, pass<T>{k, q, g, d.dk, d.dv, ws.L[1], dv}, s, ws.seg,
+					    st);
 	return e;
 }
 

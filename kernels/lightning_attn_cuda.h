@@ -4,11 +4,16 @@
  * All tensor pointers are device pointers; q, k, v, o, dout, dq, dk, dv are in
  * `dtype` (fp32 or bf16), decay_s [H] and the states are fp32, arithmetic
  * accumulates in fp32 (fp32 inputs go through the tensor cores as bf16
- * hi + lo pairs, so fp32 results keep ~1e-5 relative accuracy). dk <= 256 and
- * dv <= 128, any B, H, N >= 1. Temporary memory comes from cudaMallocAsync on
- * `stream`; the calls are asynchronous and return TN_OK, TN_EDATA (bad shape)
- * or TN_EIO (a CUDA error, message set). For packed documents the offsets
- * (struct tn_attn_docs) are device pointers too. */
+ * hi + lo pairs, so fp32 results keep ~1e-5 relative accuracy). dk <= 256,
+ * dv <= 128 and a multiple of 4, any B, H, N >= 1; states 16-byte aligned.
+ * Temporary memory (the per-span states, B*H*ceil(N/128)*dk*dv floats, two of
+ * them in the backward) comes from cudaMallocAsync on `stream`; the first call
+ * makes the device's default pool keep freed memory instead of returning it.
+ * The calls are asynchronous and return TN_OK, TN_EDATA (bad shape) or TN_EIO
+ * (a CUDA error, message set). For packed documents the offsets (struct
+ * tn_attn_docs) are device pointers too, and are trusted: check them with
+ * lightning_attn_check() on the host. The environment variable TN_ATTN_SUB
+ * (1 to 16 chunks of 64 rows per state span, default 2) is a tuning knob. */
 #ifndef TN_LIGHTNING_ATTN_CUDA_H
 #define TN_LIGHTNING_ATTN_CUDA_H
 

@@ -75,6 +75,12 @@ extern const struct tn_backend tn_backend_cpu;
 /* The CUDA backend (kernels/backend_cuda.cu), fp32. */
 extern const struct tn_backend tn_backend_cuda;
 #endif
+/* Spinning OpenMP workers take the cores from OpenBLAS's own threads (5x
+ * slower training on two cores). libgomp reads OMP_WAIT_POLICY once, when
+ * it loads, so a program asks for passive waiting before that: when the
+ * variable is unset, this sets it and re-executes argv (it returns only if
+ * the variable was set already or the exec failed). Call first in main. */
+void tn_cpu_passive_wait(char **argv);
 /* A backend by name ("cpu", "cuda"); NULL with a message if not built in. */
 const struct tn_backend *tn_backend_find(const char *name);
 

@@ -75,11 +75,12 @@ static json_t *state_json(const struct tn_train_state *ts)
 	char rng[4][17];
 	for (int i = 0; i < 4; i++)
 		snprintf(rng[i], sizeof(rng[i]), "%016llx", (unsigned long long)ts->rng.s[i]);
-	return json_pack("{s:s, s:i, s:I, s:I, s:[s,s,s,s], s:{s:I, s:I}, s:I, s:I, s:I, s:I}",
+	return json_pack("{s:s, s:i, s:I, s:I, s:[s,s,s,s], s:{s:I, s:I}, s:s, s:I, s:I, s:I, s:I}",
 			 "format", "tn-trainer-state", "version", 1, "step", (json_int_t)ts->step,
 			 "tokens", (json_int_t)ts->tokens, "rng", rng[0], rng[1], rng[2], rng[3],
 			 "loader", "epoch", (json_int_t)ts->cursor.epoch, "position",
-			 (json_int_t)ts->cursor.position, "seq_len", (json_int_t)ts->seq_len,
+			 (json_int_t)ts->cursor.position, "tokenizer", ts->tokenizer,
+			 "seq_len", (json_int_t)ts->seq_len,
 			 "batch", (json_int_t)ts->batch, "accum", (json_int_t)ts->accum, "seed",
 			 (json_int_t)ts->seed);
 }
@@ -198,6 +199,10 @@ static int parse_state(json_t *o, struct tn_train_state *ts, const char *path)
 		rc = get_u64(ld, "position", &ts->cursor.position, path);
 	if (rc)
 		return rc;
+	const char *tok = json_string_value(json_object_get(o, "tokenizer"));
+	if (!tok || strlen(tok) != 32)
+		return tn_fail(TN_EDATA, "%s: 'tokenizer' is missing or not 32 hex digits", path);
+	memcpy(ts->tokenizer, tok, 33);
 	ts->step = (int64_t)step;
 	ts->seq_len = (uint32_t)seq;
 	ts->batch = (uint32_t)batch;

@@ -2,7 +2,8 @@
  * Hugging Face layout (config.json, model.safetensors with the HF key
  * names, tied head not stored) that the official code loads, plus, for
  * training, optimizer.safetensors (AdamW moments) and trainer_state.json
- * (step, tokens, RNG state, data cursor, the options a resume must keep).
+ * (step, tokens, RNG state, data cursor, tokenizer fingerprint, the options
+ * a resume must keep).
  * Decision: a checkpoint is written whole into DIR.tmp, every file fsynced,
  * then renamed to DIR, so DIR is either the old checkpoint or the new one. */
 #ifndef TN_CHECKPOINT_H
@@ -24,6 +25,7 @@ struct tn_train_state {
 	uint32_t seq_len;
 	uint32_t batch, accum;
 	uint64_t seed;
+	char tokenizer[33]; /* fingerprint of the data's tokenizer, hex ("0"s = none) */
 };
 
 /* Write dir (replacing an old checkpoint there). opt and ts may be NULL

@@ -11,10 +11,13 @@
 #include "safetensors.h"
 #include "util.h"
 
+#include <errno.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Activations of one layer for B x n rows (kept for the backward). */
 struct layer_acts {
@@ -172,13 +175,13 @@ static void theta_formula(float *theta, int H, int hd)
 		theta[i] = (float)pow(10000.0, -2.0 * i / (double)(H * hd));
 }
 
-void tn_model_init(struct tn_model *m, uint64_t seed)
+int tn_model_init(struct tn_model *m, uint64_t seed)
 {
 	struct tn_rng r;
 	tn_rng_seed(&r, seed);
 	float *host = tn_malloc(m->n_floats * sizeof(float));
 	if (!host)
-		return;
+		return TN_ENOMEM;
 	int hd = tn_config_head_dim(&m->cfg);
 	for (size_t i = 0; i < m->n_param; i++) {
 		const struct tn_param *p = &m->param[i];
@@ -194,6 +197,7 @@ void tn_model_init(struct tn_model *m, uint64_t seed)
 	}
 	m->be->upload(m->params, host, m->n_floats * sizeof(float));
 	free(host);
+	return TN_OK;
 }
 
 /* ---- loading and saving ---- */
@@ -212,25 +216,123 @@ static int check_extra(const struct tn_model *m, const struct tn_st *st)
 	return TN_OK;
 }
 
+/* The file among st[0..n) holding tensor name (NULL: none); two is an error. */
+static int find_file(const struct tn_st *st, size_t n, const char *name,
+		     const struct tn_st **at)
+{
+	*at = NULL;
+	for (size_t i = 0; i < n; i++) {
+		if (!tn_st_find(&st[i], name))
+			continue;
+		if (*at)
+			return tn_fail(TN_EDATA, "%s: tensor '%s' is also in %s", st[i].path, name,
+				       (*at)->path);
+		*at = &st[i];
+	}
+	return TN_OK;
+}
+
+/* Every parameter from the files (one checkpoint split over n files). */
+static int load_files(struct tn_model *m, struct tn_st *st, size_t n)
+{
+	float *host = tn_malloc(m->n_floats * sizeof(float));
+	int rc = host ? TN_OK : TN_ENOMEM;
+	for (size_t i = 0; i < n && !rc; i++)
+		rc = check_extra(m, &st[i]);
+	for (size_t i = 0; i < m->n_param && !rc; i++) {
+		const struct tn_param *p = &m->param[i];
+		const struct tn_st *at;
+		if ((rc = find_file(st, n, p->name, &at)))
+			break;
+		if (!at && p->role == TN_P_THETA)
+			theta_formula(host + p->offset, m->cfg.heads, tn_config_head_dim(&m->cfg));
+		else
+			rc = tn_st_read_f32(at ? at : &st[0], p->name, p->shape, p->ndim,
+					    host + p->offset);
+	}
+	if (!rc)
+		m->be->upload(m->params, host, m->n_floats * sizeof(float));
+	free(host);
+	return rc;
+}
+
 int tn_model_load_weights(struct tn_model *m, const char *path)
 {
 	struct tn_st st;
 	int rc = tn_st_open(&st, path);
 	if (rc)
 		return rc;
-	float *host = tn_malloc(m->n_floats * sizeof(float));
-	rc = host ? check_extra(m, &st) : TN_ENOMEM;
-	for (size_t i = 0; i < m->n_param && !rc; i++) {
-		const struct tn_param *p = &m->param[i];
-		if (p->role == TN_P_THETA && !tn_st_find(&st, p->name))
-			theta_formula(host + p->offset, m->cfg.heads, tn_config_head_dim(&m->cfg));
-		else
-			rc = tn_st_read_f32(&st, p->name, p->shape, p->ndim, host + p->offset);
+	rc = load_files(m, &st, 1);
+	tn_st_close(&st);
+	return rc;
+}
+
+/* The shard files an HF index names (weight_map values, each once). */
+static int index_files(const char *index, json_t **files)
+{
+	json_error_t err;
+	json_t *o = json_load_file(index, 0, &err), *map = json_object_get(o, "weight_map");
+	if (!o)
+		return tn_fail(TN_EDATA, "%s: line %d: %s", index, err.line, err.text);
+	*files = json_array();
+	const char *key;
+	json_t *v;
+	int rc = json_is_object(map) ? TN_OK : tn_fail(TN_EDATA, "%s: no weight_map object", index);
+	json_object_foreach(map, key, v) {
+		int seen = 0;
+		for (size_t i = 0; !rc && i < json_array_size(*files); i++)
+			seen |= json_equal(json_array_get(*files, i), v);
+		if (!rc && !json_is_string(v))
+			rc = tn_fail(TN_EDATA, "%s: weight_map['%s'] is not a file name", index, key);
+		else if (!rc && !seen)
+			json_array_append(*files, v);
+	}
+	json_decref(o);
+	return rc;
+}
+
+/* Weights of an HF directory: model.safetensors, or the shards listed in
+ * model.safetensors.index.json (the layout of large checkpoints). */
+static int load_dir_weights(struct tn_model *m, const char *dir)
+{
+	size_t n = strlen(dir) + 64;
+	char *path = tn_malloc(n);
+	if (!path)
+		return TN_ENOMEM;
+	snprintf(path, n, "%s/model.safetensors", dir);
+	int rc;
+	if (access(path, F_OK) == 0 || errno != ENOENT) {
+		rc = tn_model_load_weights(m, path);
+		free(path);
+		return rc;
+	}
+	snprintf(path, n, "%s/model.safetensors.index.json", dir);
+	json_t *files = NULL;
+	rc = access(path, F_OK) == 0 ? index_files(path, &files)
+		: tn_fail(TN_EDATA, "%s: no model.safetensors and no model.safetensors.index.json", dir);
+	size_t nf = files ? json_array_size(files) : 0, opened = 0;
+	struct tn_st *st = rc ? NULL : tn_calloc(nf + 1, sizeof(*st));
+	if (!rc && !st)
+		rc = TN_ENOMEM;
+	for (; !rc && opened < nf; opened++) {
+		char *f = tn_malloc(strlen(dir) + strlen(json_string_value(json_array_get(files, opened))) + 2);
+		if (!f) {
+			rc = TN_ENOMEM;
+			break;
+		}
+		sprintf(f, "%s/%s", dir, json_string_value(json_array_get(files, opened)));
+		rc = tn_st_open(&st[opened], f);
+		free(f);
+		if (rc)
+			break;
 	}
 	if (!rc)
-		m->be->upload(m->params, host, m->n_floats * sizeof(float));
-	free(host);
-	tn_st_close(&st);
+		rc = nf ? load_files(m, st, nf) : tn_fail(TN_EDATA, "%s: weight_map is empty", path);
+	for (size_t i = 0; i < opened; i++)
+		tn_st_close(&st[i]);
+	free(st);
+	json_decref(files);
+	free(path);
 	return rc;
 }
 
@@ -248,9 +350,8 @@ int tn_model_load(struct tn_model **out, const char *dir, const struct tn_backen
 		rc = tn_fail(TN_EDATA, "%s: vocab_size must be positive", path);
 	if (!rc)
 		rc = tn_model_new(out, &cfg, be);
-	snprintf(path, n, "%s/model.safetensors", dir);
 	if (!rc)
-		rc = tn_model_load_weights(*out, path);
+		rc = load_dir_weights(*out, dir);
 	if (rc) {
 		tn_model_free(*out);
 		*out = NULL;
@@ -356,17 +457,30 @@ static size_t acts_layout(const struct tn_model *m, struct tn_acts *a, int B, in
 	return used;
 }
 
-/* Make m->acts hold B x n rows (reusing the allocation when it is big enough). */
+/* Floats that B x n rows take, with or without the backward's scratch. */
+static int acts_need(const struct tn_model *m, int B, int n, int train, size_t *need)
+{
+	struct tn_acts probe = {0};
+	probe.l = tn_calloc((size_t)m->cfg.layers, sizeof(*probe.l));
+	if (!probe.l)
+		return TN_ENOMEM;
+	*need = acts_layout(m, &probe, B, n, train, NULL);
+	free(probe.l);
+	return TN_OK;
+}
+
+/* Make m->acts hold B x n rows, reusing the allocation when it is big
+ * enough (an allocation with backward scratch keeps its layout). */
 static int acts_ensure(struct tn_model *m, int B, int n, int train)
 {
-	struct tn_acts probe = {0}, *a = m->acts;
-	struct layer_acts *tmp = tn_calloc((size_t)m->cfg.layers, sizeof(*tmp));
-	if (!tmp)
-		return TN_ENOMEM;
-	probe.l = tmp;
-	size_t need = acts_layout(m, &probe, B, n, train, NULL);
-	free(tmp);
+	struct tn_acts *a = m->acts;
+	size_t need;
+	int rc = acts_need(m, B, n, train || (a && a->train), &need);
+	if (rc)
+		return rc;
 	if (!a || a->cap < need || (train && !a->train)) {
+		if ((rc = acts_need(m, B, n, train, &need)))
+			return rc;
 		acts_free(m);
 		a = tn_calloc(1, sizeof(*a));
 		if (!a)
@@ -384,6 +498,7 @@ static int acts_ensure(struct tn_model *m, int B, int n, int train)
 	}
 	a->B = B;
 	a->n = n;
+	a->n_valid = -1; /* until a forward with targets: no losses, no backward */
 	acts_layout(m, a, B, n, a->train, a->mem);
 	return TN_OK;
 }
@@ -507,7 +622,7 @@ int tn_model_forward(struct tn_model *m, const int32_t *tok, const int32_t *tgt,
 int tn_model_losses(const struct tn_model *m, float *out)
 {
 	const struct tn_acts *a = m->acts;
-	if (!a || !a->train)
+	if (!a || a->n_valid < 0)
 		return tn_fail(TN_EUSAGE, "no forward pass with targets to take losses from");
 	m->be->download(out, a->loss, (size_t)a->B * a->n * sizeof(float));
 	return TN_OK;
@@ -605,7 +720,7 @@ int tn_model_backward(struct tn_model *m, float scale)
 {
 	struct tn_acts *a = m->acts;
 	const struct tn_config *c = &m->cfg;
-	if (!a || !a->train || !m->grads)
+	if (!a || a->n_valid < 0 || !m->grads)
 		return tn_fail(TN_EUSAGE, "backward needs a forward with targets and zeroed gradients");
 	int BT = a->B * a->n;
 	float dscale = a->n_valid ? scale / (float)a->n_valid : 0.0f;

@@ -51,12 +51,13 @@ int tn_model_new(struct tn_model **m, const struct tn_config *cfg, const struct 
 void tn_model_free(struct tn_model *m);
 /* The HF initialisation (MODEL.md 3.2): N(0, init_std^2) matrices and
  * embedding, padding row zero, LRPE theta from its formula. */
-void tn_model_init(struct tn_model *m, uint64_t seed);
+int tn_model_init(struct tn_model *m, uint64_t seed);
 /* Weights from a safetensors file with HF names; every tensor of the table
  * must be there with its shape (theta may be absent: its formula is used),
  * and no other tensor but lm_head.weight (the tied head, ignored). */
 int tn_model_load_weights(struct tn_model *m, const char *path);
-/* config.json + model.safetensors of an HF-layout directory. */
+/* config.json + model.safetensors (or the shards named by
+ * model.safetensors.index.json) of an HF-layout directory. */
 int tn_model_load(struct tn_model **m, const char *dir, const struct tn_backend *be);
 int tn_model_save_weights(const struct tn_model *m, const char *path, enum tn_dtype dtype);
 

@@ -12,6 +12,11 @@
 
 #include "config.h"
 
+/* Loops over fewer elements than this run on one thread: waking a team
+ * costs more than the work, and idle OpenMP workers compete with
+ * OpenBLAS's threads for the cores. */
+#define TN_OMP_MIN 65536
+
 /* out[BT,OC] (= or += when accumulate) inp[BT,C] W[OC,C]^T */
 void matmul_forward(float *out, const float *inp, const float *w, int BT, int C, int OC,
 		    int accumulate);

@@ -15,7 +15,7 @@ double sumsq_forward(const float *x, size_t n)
 	double part[256], total = 0;
 	for (size_t b0 = 0; b0 < nb; b0 += 256) {
 		size_t cnt = nb - b0 < 256 ? nb - b0 : 256;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (cnt * SUMSQ_BLOCK > TN_OMP_MIN)
 		for (size_t b = 0; b < cnt; b++) {
 			size_t lo = (b0 + b) * SUMSQ_BLOCK, hi = lo + SUMSQ_BLOCK;
 			double s = 0;
@@ -33,7 +33,7 @@ void adamw_update(float *p, const float *g, float *m, float *v, size_t n, float 
 		  float beta1, float beta2, float eps, float wd, float gscale, float bc1,
 		  float bc2)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > TN_OMP_MIN)
 	for (size_t i = 0; i < n; i++) {
 		float gi = g[i] * gscale;
 		m[i] = beta1 * m[i] + (1.0f - beta1) * gi;

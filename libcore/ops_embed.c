@@ -8,7 +8,7 @@
 void embedding_forward(float *out, const int32_t *tok, const float *emb, int BT, int C,
 		       float scale)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)BT * C > TN_OMP_MIN)
 	for (int t = 0; t < BT; t++)
 		for (int j = 0; j < C; j++)
 			out[(size_t)t * C + j] = scale * emb[(size_t)tok[t] * C + j];

@@ -16,7 +16,7 @@ void lrpe_forward(float *out, const float *inp, const float *theta, const int32_
 		  int B, int n, int H, int hd)
 {
 	int dk = theta ? 2 * hd : hd, E = H * hd;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * n * E > TN_OMP_MIN)
 	for (int b = 0; b < B; b++)
 		for (int t = 0; t < n; t++) {
 			const float *x = inp + ((size_t)b * n + t) * E;
@@ -41,7 +41,7 @@ void lrpe_backward(float *dinp, float *dtheta, const float *dout, const float *i
 		   const float *theta, const int32_t *pos, int B, int n, int H, int hd)
 {
 	int dk = theta ? 2 * hd : hd, E = H * hd;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * n * E > TN_OMP_MIN)
 	for (int b = 0; b < B; b++)
 		for (int t = 0; t < n; t++) {
 			float *dx = dinp + ((size_t)b * n + t) * E;
@@ -81,7 +81,7 @@ void lrpe_backward(float *dinp, float *dtheta, const float *dout, const float *i
 void heads_merge(float *out, const float *inp, int B, int n, int H, int hd)
 {
 	int E = H * hd;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * n * E > TN_OMP_MIN)
 	for (int b = 0; b < B; b++)
 		for (int t = 0; t < n; t++)
 			for (int h = 0; h < H; h++)

@@ -9,7 +9,7 @@
 
 void srmsnorm_forward(float *out, float *rstd, const float *inp, int N, int C)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * C > TN_OMP_MIN)
 	for (int i = 0; i < N; i++) {
 		const float *x = inp + (size_t)i * C;
 		double ss = 0;
@@ -25,7 +25,7 @@ void srmsnorm_forward(float *out, float *rstd, const float *inp, int N, int C)
 void srmsnorm_backward(float *dinp, const float *dout, const float *out, const float *rstd,
 		       int N, int C)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * C > TN_OMP_MIN)
 	for (int i = 0; i < N; i++) {
 		const float *dy = dout + (size_t)i * C, *y = out + (size_t)i * C;
 		double dot = 0;

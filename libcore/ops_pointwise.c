@@ -9,7 +9,7 @@ static float silu(float x) { return x / (1.0f + expf(-x)); }
 
 void act_forward(float *out, const float *inp, size_t n, enum tn_act act)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > TN_OMP_MIN)
 	for (size_t i = 0; i < n; i++) {
 		float x = inp[i];
 		out[i] = act == TN_ACT_SILU ? silu(x) : act == TN_ACT_RELU ? (x > 0 ? x : 0) : x;
@@ -18,7 +18,7 @@ void act_forward(float *out, const float *inp, size_t n, enum tn_act act)
 
 void act_backward(float *dinp, const float *dout, const float *inp, size_t n, enum tn_act act)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > TN_OMP_MIN)
 	for (size_t i = 0; i < n; i++) {
 		float x = inp[i], g;
 		if (act == TN_ACT_SILU) {
@@ -33,7 +33,7 @@ void act_backward(float *dinp, const float *dout, const float *inp, size_t n, en
 
 void gate_forward(float *out, const float *a, const float *b, size_t n)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > TN_OMP_MIN)
 	for (size_t i = 0; i < n; i++)
 		out[i] = a[i] * b[i];
 }
@@ -41,7 +41,7 @@ void gate_forward(float *out, const float *a, const float *b, size_t n)
 void gate_backward(float *da, float *db, const float *dout, const float *a, const float *b,
 		   size_t n)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > TN_OMP_MIN)
 	for (size_t i = 0; i < n; i++) {
 		da[i] = dout[i] * b[i];
 		db[i] = dout[i] * a[i];
@@ -50,7 +50,7 @@ void gate_backward(float *da, float *db, const float *dout, const float *a, cons
 
 void residual_forward(float *out, const float *a, const float *b, size_t n)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > TN_OMP_MIN)
 	for (size_t i = 0; i < n; i++)
 		out[i] = a[i] + b[i];
 }

@@ -17,15 +17,16 @@ size_t tn_xent_scratch(int V)
 static void fold_chunk(const float *lg, int rows, int vc, int v0, const int32_t *target,
 		       double *m, double *s, float *tlogit)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)rows * vc > TN_OMP_MIN)
 	for (int i = 0; i < rows; i++) {
 		const float *l = lg + (size_t)i * vc;
 		float cm = l[0];
 		for (int j = 1; j < vc; j++)
 			cm = l[j] > cm ? l[j] : cm;
 		double nm = cm > m[i] ? cm : m[i], acc = 0;
+		float fm = (float)nm;
 		for (int j = 0; j < vc; j++)
-			acc += exp((double)l[j] - nm);
+			acc += expf(l[j] - fm);
 		s[i] = s[i] * exp(m[i] - nm) + acc;
 		m[i] = nm;
 		if (target[i] >= v0 && target[i] < v0 + vc)
@@ -63,7 +64,7 @@ void crossentropy_forward(float *loss, float *lse, const float *x, const float *
 static void chunk_grad(float *lg, int rows, int vc, int v0, const int32_t *target,
 		       const float *lse, float scale)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)rows * vc > TN_OMP_MIN)
 	for (int i = 0; i < rows; i++) {
 		float *l = lg + (size_t)i * vc;
 		if (target[i] < 0) {

@@ -2,10 +2,12 @@
  * The clipping factor is folded into the update (gradients are never
  * rewritten), so a skipped step leaves the gradients as they were. */
 #include "optim.h"
+#include "collective.h"
 #include "util.h"
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 void tn_optim_defaults(struct tn_optim_opts *o)
 {
@@ -23,6 +25,7 @@ int tn_optim_new(struct tn_optim **out, const struct tn_model *m, const struct t
 	if (!opt)
 		return TN_ENOMEM;
 	opt->o = *o;
+	opt->hi = opt->shard = m->n_floats;
 	opt->m = m->be->alloc(m->n_floats * sizeof(float));
 	opt->v = opt->m ? m->be->alloc(m->n_floats * sizeof(float)) : NULL;
 	if (!opt->v) {
@@ -41,7 +44,127 @@ void tn_optim_free(struct tn_optim *opt, const struct tn_model *m)
 		m->be->free(opt->m);
 	if (opt->v)
 		m->be->free(opt->v);
+	free(opt->pad);
 	free(opt);
+}
+
+static int ranks(const struct tn_optim *opt) { return opt->comm ? tn_comm_size(opt->comm) : 1; }
+
+/* Moments narrowed from the whole range to [lo, hi). */
+static int narrow(struct tn_optim *opt, const struct tn_model *m, size_t lo, size_t hi)
+{
+	float *nm = m->be->alloc((hi - lo) * sizeof(float) + 1);
+	float *nv = nm ? m->be->alloc((hi - lo) * sizeof(float) + 1) : NULL;
+	if (!nv) {
+		if (nm)
+			m->be->free(nm);
+		return TN_ENOMEM;
+	}
+	memcpy(nm, opt->m + lo, (hi - lo) * sizeof(float)); /* host memory: see distribute */
+	memcpy(nv, opt->v + lo, (hi - lo) * sizeof(float));
+	m->be->free(opt->m);
+	m->be->free(opt->v);
+	opt->m = nm;
+	opt->v = nv;
+	opt->lo = lo;
+	opt->hi = hi;
+	return TN_OK;
+}
+
+int tn_optim_distribute(struct tn_optim *opt, const struct tn_model *m, struct tn_comm *comm,
+			int zero)
+{
+	int w = tn_comm_size(comm), r = tn_comm_rank(comm);
+	if (zero < 0 || zero > 2)
+		return tn_fail(TN_EUSAGE, "ZeRO stage must be 0, 1 or 2, not %d", zero);
+	if (w > 1 && strcmp(m->be->name, "cpu") != 0)
+		return tn_fail(TN_EUSAGE, "several ranks need the cpu backend (MPI moves host memory)");
+	opt->comm = comm;
+	opt->zero = w > 1 ? zero : 0;
+	if (!opt->zero)
+		return TN_OK;
+	opt->shard = (m->n_floats + (size_t)w - 1) / (size_t)w;
+	opt->pad = tn_calloc((size_t)w * opt->shard, sizeof(float));
+	if (!opt->pad)
+		return TN_ENOMEM;
+	size_t lo = TN_MIN((size_t)r * opt->shard, m->n_floats);
+	return narrow(opt, m, lo, TN_MIN(lo + opt->shard, m->n_floats));
+}
+
+/* Every rank's [lo, hi) of src gathered into dst[0, n_floats). */
+static int gather(const struct tn_optim *opt, size_t n, const float *src, float *dst)
+{
+	float *mine = tn_calloc(opt->shard, sizeof(float));
+	if (!mine)
+		return TN_ENOMEM;
+	memcpy(mine, src, (opt->hi - opt->lo) * sizeof(float));
+	int rc = tn_comm_allgather(opt->comm, mine, opt->pad, opt->shard);
+	free(mine);
+	if (!rc)
+		memcpy(dst, opt->pad, n * sizeof(float));
+	return rc;
+}
+
+int tn_optim_whole(const struct tn_optim *opt, const struct tn_model *m, struct tn_optim *full)
+{
+	*full = *opt;
+	if (!opt->zero)
+		return TN_OK;
+	full->lo = 0;
+	full->hi = m->n_floats;
+	full->m = m->be->alloc(m->n_floats * sizeof(float));
+	full->v = full->m ? m->be->alloc(m->n_floats * sizeof(float)) : NULL;
+	int rc = full->v ? TN_OK : TN_ENOMEM;
+	if (!rc)
+		rc = gather(opt, m->n_floats, opt->m, full->m);
+	if (!rc)
+		rc = gather(opt, m->n_floats, opt->v, full->v);
+	if (rc)
+		tn_optim_release_whole(opt, m, full);
+	return rc;
+}
+
+void tn_optim_release_whole(const struct tn_optim *opt, const struct tn_model *m,
+			    struct tn_optim *full)
+{
+	if (opt->zero) {
+		if (full->m)
+			m->be->free(full->m);
+		if (full->v)
+			m->be->free(full->v);
+	}
+	full->m = full->v = NULL;
+}
+
+/* Sum the gradients over the ranks: in full (DP, ZeRO-1), or only this
+ * rank's shard (ZeRO-2). */
+static int reduce_grads(struct tn_optim *opt, struct tn_model *m)
+{
+	if (ranks(opt) == 1)
+		return TN_OK;
+	if (opt->zero < 2)
+		return tn_comm_allreduce(opt->comm, m->grads, m->n_floats);
+	memset(opt->pad, 0, (size_t)ranks(opt) * opt->shard * sizeof(float));
+	memcpy(opt->pad, m->grads, m->n_floats * sizeof(float));
+	float *mine = tn_malloc(opt->shard * sizeof(float));
+	int rc = mine ? tn_comm_reduce_scatter(opt->comm, opt->pad, mine, opt->shard) : TN_ENOMEM;
+	if (!rc)
+		memcpy(m->grads + opt->lo, mine, (opt->hi - opt->lo) * sizeof(float));
+	free(mine);
+	return rc;
+}
+
+/* The global gradient norm, over what this rank holds summed over ranks. */
+static int global_grad_norm(struct tn_optim *opt, const struct tn_model *m, double *norm)
+{
+	if (opt->zero < 2) {
+		*norm = tn_optim_grad_norm(m);
+		return TN_OK;
+	}
+	double ss = m->be->sumsq_forward(m->grads + opt->lo, opt->hi - opt->lo);
+	int rc = tn_comm_allreduce_f64(opt->comm, &ss, 1);
+	*norm = sqrt(ss);
+	return rc;
 }
 
 double tn_optim_lr(const struct tn_optim_opts *o, int64_t step)
@@ -63,7 +186,12 @@ double tn_optim_grad_norm(const struct tn_model *m)
 
 int tn_optim_step(struct tn_optim *opt, struct tn_model *m, double *grad_norm, double *lr)
 {
-	double norm = tn_optim_grad_norm(m);
+	double norm = 0;
+	int rc = reduce_grads(opt, m);
+	if (!rc)
+		rc = global_grad_norm(opt, m, &norm);
+	if (rc)
+		return rc;
 	*grad_norm = norm;
 	*lr = tn_optim_lr(&opt->o, opt->step);
 	if (!isfinite(norm))
@@ -75,12 +203,15 @@ int tn_optim_step(struct tn_optim *opt, struct tn_model *m, double *grad_norm, d
 	float bc2 = (float)(1.0 - pow(opt->o.beta2, (double)t));
 	for (size_t i = 0; i < m->n_param; i++) {
 		const struct tn_param *p = &m->param[i];
+		size_t a = TN_MAX(p->offset, opt->lo), b = TN_MIN(p->offset + p->numel, opt->hi);
+		if (a >= b)
+			continue; /* another rank's shard */
 		int decay = p->decay || (p->role == TN_P_EMB && opt->o.decay_embedding);
-		m->be->adamw_update(m->params + p->offset, m->grads + p->offset, opt->m + p->offset,
-				    opt->v + p->offset, p->numel, (float)*lr, (float)opt->o.beta1,
+		m->be->adamw_update(m->params + a, m->grads + a, opt->m + (a - opt->lo),
+				    opt->v + (a - opt->lo), b - a, (float)*lr, (float)opt->o.beta1,
 				    (float)opt->o.beta2, (float)opt->o.eps,
 				    decay ? (float)opt->o.weight_decay : 0.0f, gscale, bc1, bc2);
 	}
 	opt->step = t;
-	return TN_OK;
+	return opt->zero ? gather(opt, m->n_floats, m->params + opt->lo, m->params) : TN_OK;
 }

@@ -23,22 +23,45 @@ struct tn_optim_opts {
 	int decay_embedding;     /* also decay model.embed_tokens.weight */
 };
 
+struct tn_comm;
+
 struct tn_optim {
 	struct tn_optim_opts o;
-	float *m, *v;            /* backend memory, n_floats each */
+	float *m, *v;            /* backend memory, hi - lo floats each */
 	int64_t step;            /* updates done */
+	/* Data parallel: gradients are summed over the ranks of comm before the
+	 * update. With zero >= 1 (ZeRO-1) this rank keeps the moments of, and
+	 * updates, only [lo, hi) of the flat parameters, then all ranks gather
+	 * the parameters; with zero = 2 the gradients are reduce-scattered so
+	 * each rank receives only its shard. Unsharded: lo = 0, hi = n_floats. */
+	struct tn_comm *comm;
+	int zero;
+	size_t lo, hi, shard;    /* shard = ceil(n_floats / ranks) */
+	float *pad;              /* ranks * shard floats: gathers and scatters */
 };
 
 void tn_optim_defaults(struct tn_optim_opts *o);
 int tn_optim_new(struct tn_optim **opt, const struct tn_model *m, const struct tn_optim_opts *o);
 void tn_optim_free(struct tn_optim *opt, const struct tn_model *m);
+/* Spread the optimizer over the ranks of comm (zero: 0, 1 or 2, as above),
+ * keeping this rank's part of any moments already loaded. Host memory only
+ * (the CPU backend) when there is more than one rank. */
+int tn_optim_distribute(struct tn_optim *opt, const struct tn_model *m, struct tn_comm *comm,
+			int zero);
+/* Whole moments on every rank (collective), as a checkpoint stores them:
+ * full->m and full->v are new n_floats buffers unless opt is unsharded,
+ * when they are opt's own. Release with tn_optim_release_whole. */
+int tn_optim_whole(const struct tn_optim *opt, const struct tn_model *m, struct tn_optim *full);
+void tn_optim_release_whole(const struct tn_optim *opt, const struct tn_model *m,
+			    struct tn_optim *full);
 /* Learning rate of update number `step` (0-based). */
 double tn_optim_lr(const struct tn_optim_opts *o, int64_t step);
 /* Global norm of the model's gradients. */
 double tn_optim_grad_norm(const struct tn_model *m);
-/* Clip, update every parameter, advance the step; reports the gradient
- * norm before clipping and the rate used. A non-finite norm updates
- * nothing and is TN_EDATA. */
+/* Sum the gradients over the ranks (when distributed), clip, update every
+ * parameter (this rank's shard, then gather), advance the step; reports the
+ * gradient norm before clipping and the rate used. A non-finite norm
+ * updates nothing and is TN_EDATA. */
 int tn_optim_step(struct tn_optim *opt, struct tn_model *m, double *grad_norm, double *lr);
 
 #endif

@@ -7,6 +7,7 @@
 #include "eval.h"
 #include "io.h"
 #include "loader.h"
+#include "manifest.h"
 #include "model.h"
 #include "util.h"
 
@@ -37,6 +38,12 @@ struct run {
 	size_t n_pts, cap_pts;
 	char ckpt[64]; /* name of the newest checkpoint, "" if none */
 };
+
+/* Data parallel: ranks share one global batch of batch x ranks windows;
+ * the trainer state records the global batch and the global loader
+ * position, so a run resumes on any number of ranks. */
+static uint32_t ranks(const struct run *r) { return r->o->comm ? (uint32_t)tn_comm_size(r->o->comm) : 1; }
+static uint32_t rank(const struct run *r) { return r->o->comm ? (uint32_t)tn_comm_rank(r->o->comm) : 0; }
 
 void tn_train_defaults(struct tn_train_opts *o)
 {
@@ -177,71 +184,96 @@ static int write_plot(const struct run *r)
 /* ---- setup ---- */
 
 static int check_resume(const struct tn_train_opts *o, const struct tn_train_state *ts,
-			const char *dir)
+			const char *dir, const char *tokenizer, uint32_t world)
 {
-	if (ts->seq_len != o->seq_len || ts->batch != o->batch || ts->accum != o->accum ||
+	if (strcmp(ts->tokenizer, tokenizer))
+		return tn_fail(TN_EDATA, "%s: tokenizer fingerprint %s differs from the checkpoint's "
+			       "%s (%s)", o->data, tokenizer, ts->tokenizer, dir);
+	if (ts->seq_len != o->seq_len || ts->batch != o->batch * world || ts->accum != o->accum ||
 	    ts->seed != o->seed)
-		return tn_fail(TN_EUSAGE, "%s: trained with seq-len %u, batch %u, accum %u, seed %llu; "
-			       "a resume must keep them (given %u, %u, %u, %llu)", dir, ts->seq_len,
-			       ts->batch, ts->accum, (unsigned long long)ts->seed, o->seq_len,
-			       o->batch, o->accum, (unsigned long long)o->seed);
+		return tn_fail(TN_EUSAGE, "%s: trained with seq-len %u, global batch %u, accum %u, "
+			       "seed %llu; a resume must keep them (given %u, %u x %u ranks, %u, %llu)",
+			       dir, ts->seq_len, ts->batch, ts->accum, (unsigned long long)ts->seed,
+			       o->seq_len, o->batch, world, o->accum, (unsigned long long)o->seed);
+	if (ts->cursor.position % world)
+		return tn_fail(TN_EUSAGE, "%s: the data position %llu does not divide among %u ranks",
+			       dir, (unsigned long long)ts->cursor.position, world);
 	if (ts->step > o->steps)
 		return tn_fail(TN_EUSAGE, "%s: already at step %lld, past --steps %lld", dir,
 			       (long long)ts->step, (long long)o->steps);
 	return TN_OK;
 }
 
+/* The fingerprint of the data's tokenizer, from its manifest. */
+static int data_tokenizer(const char *dir, char hex[33])
+{
+	struct tn_manifest man = {0};
+	int rc = tn_manifest_read(dir, &man);
+	if (!rc)
+		tn_fingerprint_hex(man.info.fingerprint, hex);
+	tn_manifest_free(&man);
+	return rc;
+}
+
 static int setup_model(struct run *r, uint32_t data_vocab)
 {
+	char tokenizer[33];
+	int rc = data_tokenizer(r->o->data, tokenizer);
+	if (rc)
+		return rc;
 	const struct tn_train_opts *o = r->o;
+	const struct tn_backend *be = o->be ? o->be : &tn_backend_cpu;
 	struct tn_optim_opts oo = o->optim;
 	oo.steps = o->steps;
-	int rc;
 	if (o->resume) {
 		char *dir;
 		if ((rc = tn_ckpt_resolve(o->resume, &dir)))
 			return rc;
-		rc = tn_model_load(&r->m, dir, &tn_backend_cpu);
+		rc = tn_model_load(&r->m, dir, be);
 		if (!rc)
 			rc = tn_optim_new(&r->opt, r->m, &oo);
 		if (!rc)
 			rc = tn_ckpt_load_state(dir, r->m, r->opt, &r->ts);
 		if (!rc)
-			rc = check_resume(o, &r->ts, dir);
+			rc = check_resume(o, &r->ts, dir, tokenizer, ranks(r));
 		free(dir);
 	} else {
 		struct tn_config cfg = o->cfg;
 		if (!cfg.vocab_size)
 			cfg.vocab_size = (int)data_vocab;
-		rc = tn_model_new(&r->m, &cfg, &tn_backend_cpu);
+		rc = tn_model_new(&r->m, &cfg, be);
 		if (!rc)
-			tn_model_init(r->m, o->seed);
+			rc = tn_model_init(r->m, o->seed);
 		if (!rc)
 			rc = tn_optim_new(&r->opt, r->m, &oo);
-		r->ts = (struct tn_train_state){.seq_len = o->seq_len, .batch = o->batch,
+		r->ts = (struct tn_train_state){.seq_len = o->seq_len, .batch = o->batch * ranks(r),
 						.accum = o->accum, .seed = o->seed};
 		tn_rng_seed(&r->ts.rng, o->seed);
+		memcpy(r->ts.tokenizer, tokenizer, sizeof(tokenizer));
 	}
 	if (!rc && data_vocab > (uint32_t)r->m->cfg.vocab_size)
 		rc = tn_fail(TN_EDATA, "%s: the data's vocabulary of %u is larger than the model's %d",
 			     o->data, data_vocab, r->m->cfg.vocab_size);
+	if (!rc && o->comm)
+		rc = tn_optim_distribute(r->opt, r->m, o->comm, o->zero);
 	return rc;
 }
 
 static int setup(struct run *r)
 {
 	const struct tn_train_opts *o = r->o;
-	struct tn_loader_opts lo = {o->data, "train", o->seq_len, o->seed, 1, 0, 1};
+	struct tn_loader_opts lo = {o->data, "train", o->seq_len, o->seed, 1, rank(r), ranks(r)};
 	int rc = tn_loader_open(&r->train, &lo);
 	if (!rc)
 		rc = setup_model(r, tn_loader_vocab_size(r->train));
 	if (!rc && o->resume)
-		rc = tn_loader_set_cursor(r->train, r->ts.cursor);
+		rc = tn_loader_set_cursor(r->train, (struct tn_loader_cursor){
+			r->ts.cursor.epoch, r->ts.cursor.position / ranks(r)});
 	if (!rc && o->eval_every > 0) {
 		struct tn_loader_opts vo = {o->data, "val", o->seq_len, o->seed, 0, 0, 1};
 		rc = tn_loader_open(&r->val, &vo);
 	}
-	if (!rc && mkdir(o->out, 0777) != 0 && errno != EEXIST)
+	if (!rc && rank(r) == 0 && mkdir(o->out, 0777) != 0 && errno != EEXIST)
 		rc = tn_fail_errno("%s: cannot create", o->out);
 	if (!rc && o->resume)
 		rc = read_metrics(r, r->ts.step);
@@ -274,10 +306,11 @@ static void emit(const struct run *r, struct tn_train_log *l)
 	l->step = r->ts.step;
 	l->steps = r->o->steps;
 	l->tokens = r->ts.tokens;
-	if (r->o->log)
+	if (r->o->log && rank(r) == 0)
 		r->o->log(r->o->log_ctx, l);
 }
 
+/* Every rank takes part (the moments are gathered); rank 0 writes. */
 static int save(struct run *r)
 {
 	snprintf(r->ckpt, sizeof(r->ckpt), "step-%08lld", (long long)r->ts.step);
@@ -285,7 +318,17 @@ static int save(struct run *r)
 	if (!dir)
 		return TN_ENOMEM;
 	r->ts.cursor = tn_loader_get_cursor(r->train);
-	int rc = tn_ckpt_save(dir, r->m, r->opt, &r->ts, r->o->save_dtype);
+	r->ts.cursor.position *= ranks(r);
+	struct tn_optim whole;
+	int rc = tn_optim_whole(r->opt, r->m, &whole);
+	if (rc || rank(r) != 0) {
+		if (!rc)
+			tn_optim_release_whole(r->opt, r->m, &whole);
+		free(dir);
+		return rc;
+	}
+	rc = tn_ckpt_save(dir, r->m, &whole, &r->ts, r->o->save_dtype);
+	tn_optim_release_whole(r->opt, r->m, &whole);
 	if (!rc)
 		rc = write_metrics(r);
 	if (!rc)
@@ -319,8 +362,8 @@ static int micro_step(struct run *r, double *loss)
 		rc = tn_fail(TN_EDATA, "step %lld: the loss is %g; stopped (the last good checkpoint "
 			     "is %s/%s)", (long long)r->ts.step + 1, *loss, o->out,
 			     r->ckpt[0] ? r->ckpt : "(none yet)");
-	if (!rc)
-		rc = tn_model_backward(r->m, 1.0f / (float)o->accum);
+	if (!rc) /* the optimizer sums over ranks: each contributes its mean / ranks */
+		rc = tn_model_backward(r->m, 1.0f / (float)(o->accum * ranks(r)));
 	return rc;
 }
 
@@ -350,11 +393,15 @@ static int train_step(struct run *r, double *loss, double *lr, double *gnorm)
 		rc = micro_step(r, &l);
 		*loss += l / r->o->accum;
 	}
+	if (!rc && r->o->comm) {
+		rc = tn_comm_allreduce_f64(r->o->comm, loss, 1);
+		*loss /= ranks(r);
+	}
 	if (!rc)
 		rc = tn_optim_step(r->opt, r->m, gnorm, lr);
 	if (!rc) {
 		r->ts.step = r->opt->step;
-		r->ts.tokens += (uint64_t)r->o->batch * r->o->seq_len * r->o->accum;
+		r->ts.tokens += (uint64_t)r->o->batch * r->o->seq_len * r->o->accum * ranks(r);
 		rc = add_point(r, r->ts.step, *loss, 0);
 	}
 	return rc;
@@ -372,6 +419,8 @@ static int loop(struct run *r, struct tn_train_result *res)
 			break;
 		res->loss = loss;
 		saved = 0;
+		if (o->heartbeat)
+			o->heartbeat(o->log_ctx);
 		int64_t s = r->ts.step;
 		if (o->log_every > 0 && (s % o->log_every == 0 || s == o->steps)) {
 			double now = tn_now();
@@ -385,6 +434,11 @@ static int loop(struct run *r, struct tn_train_result *res)
 		if (o->eval_every > 0 && (s % o->eval_every == 0 || s == o->steps))
 			rc = evaluate(r, &res->val_loss);
 		int stop = o->stop && *o->stop;
+		if (!rc && o->comm && ranks(r) > 1) { /* all ranks stop at the same step */
+			double any = stop;
+			rc = tn_comm_allreduce_f64(o->comm, &any, 1);
+			stop = any > 0;
+		}
 		if (!rc && ((o->save_every > 0 && s % o->save_every == 0) || stop)) {
 			rc = save(r);
 			saved = 1;

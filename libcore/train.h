@@ -11,6 +11,8 @@
 #include <signal.h>
 #include <stdint.h>
 
+#include "backend.h"
+#include "collective.h"
 #include "config.h"
 #include "optim.h"
 #include "tensor.h"
@@ -26,10 +28,11 @@ struct tn_train_log {
 
 struct tn_train_opts {
 	struct tn_config cfg;        /* vocab_size 0: the data's */
+	const struct tn_backend *be; /* NULL: the CPU */
 	const char *data, *out;      /* shard directory; output directory */
 	const char *resume;          /* checkpoint (or output) directory, or NULL */
 	int64_t steps;               /* total updates, resumed ones included */
-	uint32_t seq_len, batch, accum; /* window length; windows per micro-batch; micro-batches per update */
+	uint32_t seq_len, batch, accum; /* window length; windows per micro-batch (per rank); micro-batches per update */
 	struct tn_optim_opts optim;  /* optim.steps is set from steps */
 	uint64_t seed;
 	int64_t log_every, eval_every, save_every; /* 0 = never (a final checkpoint is always written) */
@@ -37,6 +40,9 @@ struct tn_train_opts {
 	int keep;                    /* step checkpoints kept; 0 = all */
 	enum tn_dtype save_dtype;
 	const volatile sig_atomic_t *stop; /* set asynchronously: checkpoint and return */
+	struct tn_comm *comm;        /* data-parallel ranks (NULL: this process alone) */
+	void (*heartbeat)(void *ctx); /* after every step, on every rank (a watchdog) */
+	int zero;                    /* ZeRO stage with several ranks: 0, 1 or 2 */
 	void (*log)(void *ctx, const struct tn_train_log *r);
 	void *log_ctx;
 };

@@ -6,14 +6,15 @@
 BIN=${1:-bin}
 O=${O:-build/release}
 CC=${CC:-cc}
+CPPFLAGS=${CPPFLAGS:-}
 CUDA_HOME=${CUDA_HOME:-$(dirname "$(dirname "$(command -v nvcc)")")}
-LIBS=$(pkg-config --libs jansson 2>/dev/null || echo -ljansson)
+LIBS=${LIBS:-$(pkg-config --libs jansson 2>/dev/null || echo -ljansson)}
 status=0
 mkdir -p "$O/tests"
 for src in tests/cuda/test_*.c; do
 	exe=$O/tests/$(basename "$src" .c)
 	if ! $CC -std=c11 -O2 -g -Wall -Wextra -Werror -fopenmp -D_GNU_SOURCE -Ilibcore -Ikernels \
-		-I"$CUDA_HOME/include" "$src" "$O/libcore.a" $LIBS -L"$CUDA_HOME/lib64" \
+		-I"$CUDA_HOME/include" $CPPFLAGS "$src" "$O/libcore.a" $LIBS -L"$CUDA_HOME/lib64" \
 		-Wl,-rpath,"$CUDA_HOME/lib64" -lcudart -lstdc++ -lm -o "$exe"; then
 		status=1
 		continue

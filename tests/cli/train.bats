@@ -35,7 +35,7 @@ make_data() {
 	[ "$status" -eq 0 ] && [[ "$output" == '{"tokens":'* ]]
 }
 
-@test "10 steps + resume + 10 steps equals 20 steps, bit for bit" {
+@test "4 steps + resume + 4 steps equals 8 steps, bit for bit" {
 	make_data
 	TR --preset tiny --data D -o A --steps 8 --seq-len 16 --batch 2 --accum 2 \
 		--warmup 2 --save-every 4 --keep 0 -q
@@ -52,12 +52,14 @@ make_data() {
 
 @test "SIGINT finishes the step, writes a checkpoint and exits 0" {
 	make_data
-	"$TN_BIN/tn-train" --preset tiny --data D -o R --steps 100000 --seq-len 16 --batch 2 -q &
+	"$TN_BIN/tn-train" --preset tiny --data D -o R --steps 100000 --seq-len 16 --batch 2 \
+		--save-every 5 --keep 0 -q &
 	pid=$!
-	sleep 1
+	for i in $(seq 300); do [ -e R/latest ] && break; sleep 0.1; done
 	kill -INT $pid
 	wait $pid
-	[ -f R/latest/model.safetensors ]
+	last=$(ls -d R/step-* | tail -1)
+	[ "$(readlink R/latest)" = "$(basename "$last")" ]
 	grep -q '"step": [1-9]' R/latest/trainer_state.json
 }
 
@@ -85,6 +87,11 @@ make_data() {
 	run --separate-stderr TR --preset tiny --data D -o R --steps 3 --seq-len 16 --batch 2 --lr 1e30 --clip 0 --save-every 1 -q
 	one_line_error "the last good checkpoint is R/step-0000000"
 	[ -f R/latest/model.safetensors ]
+	for i in 1 2 3 4 5 6; do printf 'Call me Ishmael. Some years ago, never mind how long.\n'; done |
+		"$TN_BIN/tn-tokenize" encode -q \
+		-t "$BATS_TEST_DIRNAME/../../share/demo/spm8k.model" | "$TN_BIN/tn-shard" pack -o E -
+	run --separate-stderr TR --resume R --data E -o R --steps 3 --seq-len 16 --batch 2
+	one_line_error "E: tokenizer fingerprint"
 	mkdir M && cp R/latest/model.safetensors M/ && sed 's/"decoder_layers": 2/"decoder_layers": 3/' \
 		R/latest/config.json > M/config.json
 	run --separate-stderr EV ppl -m M --ids in.ids
@@ -95,4 +102,13 @@ make_data() {
 	one_line_error "nowhere: neither a checkpoint"
 	run --separate-stderr EV frobnicate
 	[ "$status" -eq 2 ]
+}
+
+@test "tn-bench train measures a few steps" {
+	run --separate-stderr "$TN_BIN/tn-bench" train --cpu --preset tiny --seq-len 16 --batch 2 \
+		--steps 1 --json
+	[ "$status" -eq 0 ]
+	[[ "$output" == '{"bench":"train","backend":"cpu","preset":"tiny",'*'"tokens_per_s":'* ]]
+	run --separate-stderr "$TN_BIN/tn-bench" train --preset nope
+	one_line_error "unknown preset 'nope'"
 }

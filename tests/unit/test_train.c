@@ -30,7 +30,7 @@ static struct tn_model *small_model(void)
 	c.glu_dim = 6;
 	struct tn_model *m;
 	assert_int_equal(tn_model_new(&m, &c, &tn_backend_cpu), TN_OK);
-	tn_model_init(m, 5);
+	assert_int_equal(tn_model_init(m, 5), TN_OK);
 	return m;
 }
 
@@ -111,7 +111,8 @@ static void checkpoint_round_trip(void **s)
 	}
 	opt->step = 12;
 	struct tn_train_state ts = {.step = 12, .tokens = 999, .cursor = {2, 34}, .seq_len = 16,
-				    .batch = 4, .accum = 2, .seed = 77}, ts2;
+				    .batch = 4, .accum = 2, .seed = 77,
+				    .tokenizer = "0123456789abcdef0123456789abcdef"}, ts2;
 	tn_rng_seed(&ts.rng, 123);
 	char dir[64];
 	snprintf(dir, sizeof(dir), "/tmp/tn-test-ckpt-%d", (int)getpid());
@@ -126,6 +127,7 @@ static void checkpoint_round_trip(void **s)
 	assert_true(ts2.step == ts.step && ts2.tokens == ts.tokens && ts2.seq_len == ts.seq_len &&
 		    ts2.batch == ts.batch && ts2.accum == ts.accum && ts2.seed == ts.seed);
 	assert_true(ts2.cursor.epoch == 2 && ts2.cursor.position == 34);
+	assert_string_equal(ts2.tokenizer, ts.tokenizer);
 	assert_memory_equal(ts2.rng.s, ts.rng.s, sizeof(ts.rng.s));
 	char *p = tn_ckpt_path(dir, "model.safetensors");
 	/* the tied head is not stored; a reader rejects a tensor it does not know */
@@ -154,6 +156,54 @@ static void checkpoint_round_trip(void **s)
 	tn_optim_free(opt, m);
 	tn_optim_free(opt2, m);
 	tn_model_free(back);
+	tn_model_free(m);
+}
+
+/* A checkpoint split over two files with an HF index loads like one file;
+ * a tensor in two shards is an error. */
+static void sharded_weights(void **s)
+{
+	(void)s;
+	struct tn_model *m = small_model(), *back;
+	char dir[64];
+	snprintf(dir, sizeof(dir), "/tmp/tn-test-shards-%d", (int)getpid());
+	assert_int_equal(tn_ckpt_save(dir, m, NULL, NULL, TN_F32), TN_OK);
+	char *single = tn_ckpt_path(dir, "model.safetensors");
+	assert_int_equal(unlink(single), 0);
+	struct tn_st_entry *e = calloc(m->n_param, sizeof(*e));
+	for (size_t i = 0; i < m->n_param; i++) {
+		const struct tn_param *p = &m->param[i];
+		e[i] = (struct tn_st_entry){p->name, TN_BF16, p->ndim, {0}, m->params + p->offset};
+		memcpy(e[i].shape, p->shape, sizeof(p->shape));
+	}
+	size_t half = m->n_param / 2;
+	char *a = tn_ckpt_path(dir, "model-00001-of-00002.safetensors");
+	char *b = tn_ckpt_path(dir, "model-00002-of-00002.safetensors");
+	assert_int_equal(tn_st_write(a, e, half), TN_OK);
+	assert_int_equal(tn_st_write(b, e + half, m->n_param - half), TN_OK);
+	char *index = tn_ckpt_path(dir, "model.safetensors.index.json");
+	FILE *f = fopen(index, "w");
+	fprintf(f, "{\"metadata\": {}, \"weight_map\": {");
+	for (size_t i = 0; i < m->n_param; i++)
+		fprintf(f, "%s\"%s\": \"model-0000%d-of-00002.safetensors\"", i ? ", " : "",
+			m->param[i].name, i < half ? 1 : 2);
+	fprintf(f, "}}\n");
+	fclose(f);
+	assert_int_equal(tn_model_load(&back, dir, &tn_backend_cpu), TN_OK);
+	for (size_t i = 0; i < m->n_floats; i++)
+		assert_float_equal(back->params[i], m->params[i], fabsf(m->params[i]) / 128);
+	tn_model_free(back);
+	assert_int_equal(tn_st_write(b, e + half - 1, m->n_param - half + 1), TN_OK);
+	assert_int_equal(tn_model_load(&back, dir, &tn_backend_cpu), TN_EDATA);
+	assert_non_null(strstr(tn_errmsg(), "is also in"));
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -r %s", dir);
+	assert_int_equal(system(cmd), 0);
+	free(single);
+	free(a);
+	free(b);
+	free(index);
+	free(e);
 	tn_model_free(m);
 }
 
@@ -187,6 +237,7 @@ int main(void)
 		cmocka_unit_test(schedule),
 		cmocka_unit_test(adamw_step),
 		cmocka_unit_test(checkpoint_round_trip),
+		cmocka_unit_test(sharded_weights),
 		cmocka_unit_test(ppl_windows),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,37 @@
+/* collective.h - the collectives that distributed training needs, over one
+ * process, MPI (host buffers; the CPU backend) or NCCL (device buffers; the
+ * CUDA backend). Every rank calls the same collectives in the same order.
+ * Reductions are sums; buffers are fp32 unless the name says f64. */
+#ifndef TN_COLLECTIVE_H
+#define TN_COLLECTIVE_H
+
+#include <stddef.h>
+
+enum tn_comm_kind {
+	TN_COMM_SINGLE, /* one process: every collective is a copy or nothing */
+	TN_COMM_MPI,    /* ranks started by mpirun (Open MPI) */
+};
+
+struct tn_comm;
+
+/* The communicator this process was started into: MPI when launched by
+ * mpirun (OMPI_COMM_WORLD_SIZE is set), else a single process. */
+int tn_comm_open(struct tn_comm **c);
+int tn_comm_rank(const struct tn_comm *c);
+int tn_comm_size(const struct tn_comm *c);
+enum tn_comm_kind tn_comm_kind(const struct tn_comm *c);
+
+/* buf[0..n) = the sum over ranks, in place. */
+int tn_comm_allreduce(struct tn_comm *c, float *buf, size_t n);
+int tn_comm_allreduce_f64(struct tn_comm *c, double *buf, size_t n);
+/* send[size * n] summed over ranks; this rank gets block `rank` in recv[n]. */
+int tn_comm_reduce_scatter(struct tn_comm *c, const float *send, float *recv, size_t n);
+/* Every rank's send[n] into recv[size * n], in rank order. */
+int tn_comm_allgather(struct tn_comm *c, const float *send, float *recv, size_t n);
+int tn_comm_broadcast(struct tn_comm *c, void *buf, size_t bytes, int root);
+int tn_comm_barrier(struct tn_comm *c);
+/* Stop every rank (after a failure on this one); does not return under MPI. */
+void tn_comm_abort(struct tn_comm *c, int status);
+void tn_comm_close(struct tn_comm *c);
+
+#endif

@@ -1,0 +1,86 @@
+/* test_collective.c - the collectives, as a single process (make check) and
+ * under mpirun with several ranks (tests/cli/collective.bats): sums,
+ * reduce-scatter, all-gather and broadcast give what their definitions say
+ * for every rank count. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "collective.h"
+#include "util.h"
+
+static struct tn_comm *comm;
+
+static void allreduce_sums(void **state)
+{
+	(void)state;
+	int r = tn_comm_rank(comm), w = tn_comm_size(comm);
+	float v[1000];
+	double d[3] = {r, 1, 0.5};
+	for (int i = 0; i < 1000; i++)
+		v[i] = (float)(r + 1) * (float)i;
+	assert_int_equal(tn_comm_allreduce(comm, v, 1000), TN_OK);
+	assert_int_equal(tn_comm_allreduce_f64(comm, d, 3), TN_OK);
+	float ranks = (float)(w * (w + 1) / 2);
+	for (int i = 0; i < 1000; i++)
+		assert_float_equal(v[i], ranks * (float)i, 1e-3f * (float)i);
+	assert_float_equal(d[0], w * (w - 1) / 2.0, 0);
+	assert_float_equal(d[1], w, 0);
+}
+
+static void scatter_and_gather(void **state)
+{
+	(void)state;
+	int r = tn_comm_rank(comm), w = tn_comm_size(comm);
+	size_t n = 5;
+	float *send = malloc(w * n * sizeof(float)), *mine = malloc(n * sizeof(float));
+	float *all = malloc(w * n * sizeof(float));
+	for (size_t i = 0; i < w * n; i++)
+		send[i] = (float)i;
+	assert_int_equal(tn_comm_reduce_scatter(comm, send, mine, n), TN_OK);
+	for (size_t i = 0; i < n; i++)
+		assert_float_equal(mine[i], (float)w * (float)(r * n + i), 0);
+	for (size_t i = 0; i < n; i++)
+		mine[i] = (float)(100 * r + (int)i);
+	assert_int_equal(tn_comm_allgather(comm, mine, all, n), TN_OK);
+	for (int q = 0; q < w; q++)
+		for (size_t i = 0; i < n; i++)
+			assert_float_equal(all[q * n + i], (float)(100 * q + (int)i), 0);
+	free(send);
+	free(mine);
+	free(all);
+}
+
+static void broadcast_from_last(void **state)
+{
+	(void)state;
+	int r = tn_comm_rank(comm), w = tn_comm_size(comm);
+	char msg[32];
+	snprintf(msg, sizeof msg, "rank %d", r);
+	assert_int_equal(tn_comm_broadcast(comm, msg, sizeof msg, w - 1), TN_OK);
+	char want[32];
+	snprintf(want, sizeof want, "rank %d", w - 1);
+	assert_string_equal(msg, want);
+	assert_int_equal(tn_comm_barrier(comm), TN_OK);
+}
+
+int main(void)
+{
+	if (tn_comm_open(&comm)) {
+		fprintf(stderr, "%s\n", tn_errmsg());
+		return 1;
+	}
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(allreduce_sums),
+		cmocka_unit_test(scatter_and_gather),
+		cmocka_unit_test(broadcast_from_last),
+	};
+	int failed = cmocka_run_group_tests_name("collective", tests, NULL, NULL);
+	tn_comm_close(comm);
+	return failed;
+}
