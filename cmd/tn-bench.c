@@ -1,5 +1,6 @@
 /* tn-bench - measure tn against the physical limits and its peers (see
  * tn-bench(1)). Dispatch only: each subcommand lives in libcore/bench_*.c. */
+#include "backend.h"
 #include "bench.h"
 #include "cli.h"
 #include "util.h"
@@ -16,6 +17,7 @@ static const struct {
 	{"shard", "tn-shard pack, cat and verify throughput", tn_bench_shard},
 	{"tokenize", "tn-tokenize encoding speed, one thread and all", tn_bench_tokenize},
 	{"attn", "Lightning Attention on the GPU: forward, backward, prefill, decode", tn_bench_attn},
+	{"train", "training steps of the model: tokens/s, GFLOP/s against sgemm", tn_bench_train},
 };
 
 static void usage(FILE *f)
@@ -33,6 +35,7 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+	tn_cpu_passive_wait(argv);
 	if (argc < 2)
 		return tn_cli_usage_error(prog, "missing COMMAND");
 	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {

@@ -16,9 +16,12 @@ static int cpu_status(void) { return TN_OK; }
 
 void tn_cpu_passive_wait(char **argv)
 {
-	if (getenv("OMP_WAIT_POLICY") || setenv("OMP_WAIT_POLICY", "PASSIVE", 1))
+	char self[4096];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (getenv("OMP_WAIT_POLICY") || n <= 0 || setenv("OMP_WAIT_POLICY", "PASSIVE", 1))
 		return;
-	execv("/proc/self/exe", argv);
+	self[n] = 0; /* the real path, so the process keeps its name */
+	execv(self, argv);
 }
 
 const struct tn_backend *tn_backend_find(const char *name)

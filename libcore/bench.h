@@ -7,5 +7,6 @@
 int tn_bench_shard(int argc, char **argv);
 int tn_bench_tokenize(int argc, char **argv);
 int tn_bench_attn(int argc, char **argv);
+int tn_bench_train(int argc, char **argv);
 
 #endif

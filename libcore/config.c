@@ -193,15 +193,21 @@ int tn_config_set(struct tn_config *c, const char *assignment)
 	const char *eq = strchr(assignment, '=');
 	if (!eq || eq == assignment)
 		return tn_fail(TN_EUSAGE, "--set '%s': expected key=value", assignment);
-	char key[64];
+	char key[66];
 	size_t kl = (size_t)(eq - assignment);
-	if (kl >= sizeof(key))
+	if (kl > 63)
 		return tn_fail(TN_EUSAGE, "--set '%s': key too long", assignment);
-	memcpy(key, assignment, kl);
-	key[kl] = 0;
-	const char *val = eq + 1;
+	key[0] = ',';
+	memcpy(key + 1, assignment, kl);
+	memcpy(key + 1 + kl, ",", 2); /* ",key," to look up in the list below */
+	if (!strstr(",vocab_size,decoder_embed_dim,hidden_dim,decoder_attention_heads,"
+		    "decoder_layers,glu_dim,pad_token_id,bos_token_id,eos_token_id,"
+		    "linear_use_lrpe_list,linear_act_fun,no_scale_embedding,init_std,", key))
+		return tn_fail(TN_EUSAGE, "--set: unknown key '%.*s'", (int)kl, assignment);
+	key[kl + 1] = 0;
+	const char *name = key + 1, *val = eq + 1;
 	json_t *v;
-	if (!strcmp(key, "linear_use_lrpe_list")) {
+	if (!strcmp(name, "linear_use_lrpe_list")) {
 		v = json_array();
 		for (const char *p = val; *p; p++)
 			if (*p == '0' || *p == '1')
@@ -212,13 +218,8 @@ int tn_config_set(struct tn_config *c, const char *assignment)
 		if (!v)
 			v = json_string(val);
 	}
-	int rc = set_key(c, key, v, "--set");
+	int rc = set_key(c, name, v, "--set");
 	json_decref(v);
-	if (!rc && !strstr(",vocab_size,decoder_embed_dim,hidden_dim,decoder_attention_heads,"
-			   "decoder_layers,glu_dim,pad_token_id,bos_token_id,eos_token_id,"
-			   "linear_use_lrpe_list,linear_act_fun,no_scale_embedding,init_std,",
-			   key))
-		rc = tn_fail(TN_EUSAGE, "--set: unknown key '%s'", key);
 	resolve(c);
 	return rc;
 }

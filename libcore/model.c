@@ -175,13 +175,13 @@ static void theta_formula(float *theta, int H, int hd)
 		theta[i] = (float)pow(10000.0, -2.0 * i / (double)(H * hd));
 }
 
-void tn_model_init(struct tn_model *m, uint64_t seed)
+int tn_model_init(struct tn_model *m, uint64_t seed)
 {
 	struct tn_rng r;
 	tn_rng_seed(&r, seed);
 	float *host = tn_malloc(m->n_floats * sizeof(float));
 	if (!host)
-		return;
+		return TN_ENOMEM;
 	int hd = tn_config_head_dim(&m->cfg);
 	for (size_t i = 0; i < m->n_param; i++) {
 		const struct tn_param *p = &m->param[i];
@@ -197,6 +197,7 @@ void tn_model_init(struct tn_model *m, uint64_t seed)
 	}
 	m->be->upload(m->params, host, m->n_floats * sizeof(float));
 	free(host);
+	return TN_OK;
 }
 
 /* ---- loading and saving ---- */
@@ -456,17 +457,30 @@ static size_t acts_layout(const struct tn_model *m, struct tn_acts *a, int B, in
 	return used;
 }
 
-/* Make m->acts hold B x n rows (reusing the allocation when it is big enough). */
+/* Floats that B x n rows take, with or without the backward's scratch. */
+static int acts_need(const struct tn_model *m, int B, int n, int train, size_t *need)
+{
+	struct tn_acts probe = {0};
+	probe.l = tn_calloc((size_t)m->cfg.layers, sizeof(*probe.l));
+	if (!probe.l)
+		return TN_ENOMEM;
+	*need = acts_layout(m, &probe, B, n, train, NULL);
+	free(probe.l);
+	return TN_OK;
+}
+
+/* Make m->acts hold B x n rows, reusing the allocation when it is big
+ * enough (an allocation with backward scratch keeps its layout). */
 static int acts_ensure(struct tn_model *m, int B, int n, int train)
 {
-	struct tn_acts probe = {0}, *a = m->acts;
-	struct layer_acts *tmp = tn_calloc((size_t)m->cfg.layers, sizeof(*tmp));
-	if (!tmp)
-		return TN_ENOMEM;
-	probe.l = tmp;
-	size_t need = acts_layout(m, &probe, B, n, train, NULL);
-	free(tmp);
+	struct tn_acts *a = m->acts;
+	size_t need;
+	int rc = acts_need(m, B, n, train || (a && a->train), &need);
+	if (rc)
+		return rc;
 	if (!a || a->cap < need || (train && !a->train)) {
+		if ((rc = acts_need(m, B, n, train, &need)))
+			return rc;
 		acts_free(m);
 		a = tn_calloc(1, sizeof(*a));
 		if (!a)
@@ -484,6 +498,7 @@ static int acts_ensure(struct tn_model *m, int B, int n, int train)
 	}
 	a->B = B;
 	a->n = n;
+	a->n_valid = -1; /* until a forward with targets: no losses, no backward */
 	acts_layout(m, a, B, n, a->train, a->mem);
 	return TN_OK;
 }
@@ -607,7 +622,7 @@ int tn_model_forward(struct tn_model *m, const int32_t *tok, const int32_t *tgt,
 int tn_model_losses(const struct tn_model *m, float *out)
 {
 	const struct tn_acts *a = m->acts;
-	if (!a || !a->train)
+	if (!a || a->n_valid < 0)
 		return tn_fail(TN_EUSAGE, "no forward pass with targets to take losses from");
 	m->be->download(out, a->loss, (size_t)a->B * a->n * sizeof(float));
 	return TN_OK;
@@ -705,7 +720,7 @@ int tn_model_backward(struct tn_model *m, float scale)
 {
 	struct tn_acts *a = m->acts;
 	const struct tn_config *c = &m->cfg;
-	if (!a || !a->train || !m->grads)
+	if (!a || a->n_valid < 0 || !m->grads)
 		return tn_fail(TN_EUSAGE, "backward needs a forward with targets and zeroed gradients");
 	int BT = a->B * a->n;
 	float dscale = a->n_valid ? scale / (float)a->n_valid : 0.0f;

@@ -51,7 +51,7 @@ int tn_model_new(struct tn_model **m, const struct tn_config *cfg, const struct 
 void tn_model_free(struct tn_model *m);
 /* The HF initialisation (MODEL.md 3.2): N(0, init_std^2) matrices and
  * embedding, padding row zero, LRPE theta from its formula. */
-void tn_model_init(struct tn_model *m, uint64_t seed);
+int tn_model_init(struct tn_model *m, uint64_t seed);
 /* Weights from a safetensors file with HF names; every tensor of the table
  * must be there with its shape (theta may be absent: its formula is used),
  * and no other tensor but lm_head.weight (the tied head, ignored). */

@@ -243,7 +243,7 @@ static int setup_model(struct run *r, uint32_t data_vocab)
 			cfg.vocab_size = (int)data_vocab;
 		rc = tn_model_new(&r->m, &cfg, be);
 		if (!rc)
-			tn_model_init(r->m, o->seed);
+			rc = tn_model_init(r->m, o->seed);
 		if (!rc)
 			rc = tn_optim_new(&r->opt, r->m, &oo);
 		r->ts = (struct tn_train_state){.seq_len = o->seq_len, .batch = o->batch * ranks(r),

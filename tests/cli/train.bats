@@ -101,3 +101,12 @@ make_data() {
 	run --separate-stderr EV frobnicate
 	[ "$status" -eq 2 ]
 }
+
+@test "tn-bench train measures a few steps" {
+	run --separate-stderr "$TN_BIN/tn-bench" train --cpu --preset tiny --seq-len 16 --batch 2 \
+		--steps 1 --json
+	[ "$status" -eq 0 ]
+	[[ "$output" == '{"bench":"train","backend":"cpu","preset":"tiny",'*'"tokens_per_s":'* ]]
+	run --separate-stderr "$TN_BIN/tn-bench" train --preset nope
+	one_line_error "unknown preset 'nope'"
+}

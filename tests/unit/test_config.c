@@ -128,6 +128,7 @@ static void set_and_round_trip(void **s)
 	assert_int_equal(tn_config_set(&c, "glu_dim=-1"), TN_OK);
 	assert_int_equal(c.glu_dim, c.d);
 	assert_int_equal(tn_config_set(&c, "no_such_key=1"), TN_EUSAGE);
+	assert_int_equal(tn_config_set(&c, "layers=3"), TN_EUSAGE); /* a part of a key is no key */
 	assert_int_equal(tn_config_set(&c, "decoder_layers"), TN_EUSAGE);
 	assert_int_equal(tn_config_set(&c, "decoder_layers=many"), TN_EDATA);
 	char path[64];

@@ -231,7 +231,7 @@ static struct tn_model *odd_model(int layers, enum tn_act act, uint64_t seed)
 	c.init_std = 0.5;
 	struct tn_model *m;
 	assert_int_equal(tn_model_new(&m, &c, backend()), TN_OK);
-	tn_model_init(m, seed);
+	assert_int_equal(tn_model_init(m, seed), TN_OK);
 	return m;
 }
 
@@ -337,6 +337,26 @@ static void check_decode_equals_parallel(int n, int n1)
 	tn_model_free(m);
 }
 
+/* Activations allocated for a backward, then reused for inference of a
+ * shape that needs less without the backward's scratch but more with it. */
+static void reuse_activations(void **s)
+{
+	(void)s;
+	struct tn_model *m = odd_model(2, TN_ACT_SILU, 5);
+	int32_t tok[18];
+	random_tokens(tok, 18, 13, 9);
+	loss_at(m, tok, tok, 2, 7);
+	struct tn_infer *st;
+	assert_int_equal(tn_infer_new(&st, m, 2), TN_OK);
+	float *lg = malloc(18 * 13 * sizeof(float));
+	assert_int_equal(tn_model_prefill(m, st, tok, 8, lg), TN_OK);
+	assert_int_equal(tn_model_zero_grad(m), TN_OK);
+	assert_int_equal(tn_model_backward(m, 1.0f), TN_EUSAGE);
+	free(lg);
+	tn_infer_free(st);
+	tn_model_free(m);
+}
+
 static void decode_parallel(void **s)
 {
 	(void)s;
@@ -356,6 +376,10 @@ static void bad_input(void **s)
 	int32_t tok[2] = {1, 13};
 	assert_int_equal(tn_model_forward(m, tok, NULL, 1, 2, NULL), TN_EDATA);
 	assert_non_null(strstr(tn_errmsg(), "token id 13 is outside"));
+	tok[1] = 12;
+	assert_int_equal(tn_model_forward(m, tok, NULL, 1, 2, NULL), TN_OK);
+	assert_int_equal(tn_model_zero_grad(m), TN_OK);
+	assert_int_equal(tn_model_backward(m, 1.0f), TN_EUSAGE); /* no targets, no backward */
 	char path[64];
 	snprintf(path, sizeof(path), "/tmp/tn-test-model-%d.safetensors", (int)getpid());
 	assert_int_equal(tn_model_save_weights(m, path, TN_BF16), TN_OK);
@@ -399,7 +423,8 @@ int main(void)
 		cmocka_unit_test(train_C),   cmocka_unit_test(infer_tvb), cmocka_unit_test(infer_A),
 		cmocka_unit_test(infer_B),   cmocka_unit_test(infer_C),
 		cmocka_unit_test(fd_silu),   cmocka_unit_test(fd_identity),
-		cmocka_unit_test(decode_parallel), cmocka_unit_test(bad_input),
+		cmocka_unit_test(decode_parallel), cmocka_unit_test(reuse_activations),
+		cmocka_unit_test(bad_input),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -30,7 +30,7 @@ static struct tn_model *small_model(void)
 	c.glu_dim = 6;
 	struct tn_model *m;
 	assert_int_equal(tn_model_new(&m, &c, &tn_backend_cpu), TN_OK);
-	tn_model_init(m, 5);
+	assert_int_equal(tn_model_init(m, 5), TN_OK);
 	return m;
 }
 

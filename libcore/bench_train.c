@@ -1,0 +1,180 @@
+/* bench_train.c - tn-bench train: training speed of the model (forward,
+ * backward and AdamW on random tokens) in tokens/s and in achieved GFLOP/s,
+ * against the machine's sgemm rate measured in the same run.
+ * Model FLOPs per token: 6 x the matmul weights (the tied head included)
+ * plus 3 x the attention core's forward (MODEL.md 5.8, chunk 64); the
+ * cross-entropy's recomputed logits are work done but not counted. */
+#include "backend.h"
+#include "bench.h"
+#include "cli.h"
+#include "config.h"
+#include "model.h"
+#include "optim.h"
+#include "util.h"
+
+#include <cblas.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *prog = "tn-bench train";
+
+struct train_bench {
+	const char *preset;
+	const struct tn_backend *be;
+	uint64_t seq_len, batch, steps, vocab;
+	int json;
+};
+
+static void usage(void)
+{
+	printf("Usage: tn-bench train [OPTION]...\n"
+	       "Time training steps (forward, backward, AdamW) on random tokens.\n\n"
+	       "  --preset NAME       model size (default small)\n"
+	       "  --vocab-size N      vocabulary of presets without one (default 8000)\n"
+	       "  --seq-len N         tokens per window (default 256)\n"
+	       "  --batch N           windows per step (default 8)\n"
+	       "  --steps N           timed steps after one warm-up step (default 3)\n"
+	       "  --cpu               the CPU backend (default)\n"
+	       "  --backend NAME      cpu or, where built, cuda\n"
+	       "  --json              one JSON object instead of the table\n"
+	       "  -h, --help          this help\n");
+}
+
+static int parse(int argc, char **argv, struct train_bench *o)
+{
+	static const struct option opts[] = {
+		{"preset", required_argument, NULL, 'p'}, {"vocab-size", required_argument, NULL, 'v'},
+		{"seq-len", required_argument, NULL, 'n'}, {"batch", required_argument, NULL, 'b'},
+		{"steps", required_argument, NULL, 's'},   {"cpu", no_argument, NULL, 'c'},
+		{"backend", required_argument, NULL, 'B'}, {"json", no_argument, NULL, 'j'},
+		{"help", no_argument, NULL, 'h'},	   {NULL, 0, NULL, 0}};
+	int c, rc = TN_OK;
+	while (!rc && (c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'p': o->preset = optarg; break;
+		case 'v': rc = tn_cli_u64(prog, "--vocab-size", optarg, &o->vocab, 0); break;
+		case 'n': rc = tn_cli_u64(prog, "--seq-len", optarg, &o->seq_len, 0); break;
+		case 'b': rc = tn_cli_u64(prog, "--batch", optarg, &o->batch, 0); break;
+		case 's': rc = tn_cli_u64(prog, "--steps", optarg, &o->steps, 0); break;
+		case 'c': o->be = &tn_backend_cpu; break;
+		case 'B':
+			if (!(o->be = tn_backend_find(optarg)))
+				return tn_cli_usage_error(prog, "--backend: %s", tn_errmsg());
+			break;
+		case 'j': o->json = 1; break;
+		case 'h': usage(); exit(0);
+		default: return tn_cli_usage_error(prog, "unknown option");
+		}
+	}
+	if (!rc && (!o->seq_len || !o->batch || !o->steps || o->seq_len * o->batch > (1u << 24) ||
+		    !o->vocab || o->vocab > INT32_MAX))
+		return tn_cli_usage_error(prog, "--seq-len, --batch, --steps and --vocab-size must be "
+					  "positive (and seq-len x batch at most 16M)");
+	return rc;
+}
+
+/* The machine's sgemm rate: best of five 1024^3 products, GFLOP/s. */
+static double sgemm_peak(void)
+{
+	const int n = 1024;
+	float *a = tn_calloc((size_t)3 * n * n, sizeof(float));
+	if (!a)
+		return 0;
+	double best = 1e30;
+	for (int r = 0; r < 5; r++) {
+		double t0 = tn_now();
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n,
+			    a + (size_t)n * n, n, 0.0f, a + 2 * (size_t)n * n, n);
+		best = TN_MIN(best, tn_now() - t0);
+	}
+	free(a);
+	return 2.0 * n * n * n / best / 1e9;
+}
+
+static double flops_per_token(const struct tn_config *c)
+{
+	double d = c->d, E = c->hidden_dim, g = c->glu_dim, hd = (double)c->d / c->heads;
+	double mm = (double)c->vocab_size * d, attn = 0;
+	for (int l = 0; l < c->layers; l++) {
+		double dk = (c->lrpe[l] ? 2 : 1) * hd;
+		mm += 4 * d * E + E * d + 3 * d * g;
+		attn += c->heads * (2.0 * 64 * (dk + hd) + 4 * dk * hd);
+	}
+	return 6 * mm + 3 * attn;
+}
+
+static int one_step(struct tn_model *m, struct tn_optim *opt, const int32_t *tok,
+		    const int32_t *tgt, int B, int n)
+{
+	double loss, gn, lr;
+	int rc = tn_model_zero_grad(m);
+	if (!rc)
+		rc = tn_model_forward(m, tok, tgt, B, n, &loss);
+	if (!rc)
+		rc = tn_model_backward(m, 1.0f);
+	if (!rc)
+		rc = tn_optim_step(opt, m, &gn, &lr);
+	if (!rc)
+		rc = m->be->status();
+	return rc;
+}
+
+static int run(const struct train_bench *o)
+{
+	struct tn_config c;
+	int rc = tn_config_preset(&c, o->preset);
+	if (rc)
+		return rc;
+	if (!c.vocab_size)
+		c.vocab_size = (int)o->vocab;
+	int B = (int)o->batch, n = (int)o->seq_len;
+	struct tn_model *m = NULL;
+	struct tn_optim *opt = NULL;
+	struct tn_optim_opts oo;
+	tn_optim_defaults(&oo);
+	int32_t *tok = tn_malloc((size_t)B * n * sizeof(int32_t) * 2);
+	if (!tok)
+		return TN_ENOMEM;
+	for (size_t i = 0; i < (size_t)B * n * 2; i++)
+		tok[i] = (int32_t)((i * 2654435761u) % (uint32_t)c.vocab_size);
+	rc = tn_model_new(&m, &c, o->be);
+	if (!rc)
+		rc = tn_model_init(m, 1);
+	if (!rc)
+		rc = tn_optim_new(&opt, m, &oo);
+	if (!rc)
+		rc = one_step(m, opt, tok, tok + (size_t)B * n, B, n);
+	double t0 = tn_now();
+	for (uint64_t s = 0; s < o->steps && !rc; s++)
+		rc = one_step(m, opt, tok, tok + (size_t)B * n, B, n);
+	double secs = tn_now() - t0, peak = sgemm_peak();
+	if (!rc) {
+		double tps = (double)o->steps * B * n / secs, gf = tps * flops_per_token(&c) / 1e9;
+		if (o->json)
+			printf("{\"bench\":\"train\",\"backend\":\"%s\",\"preset\":\"%s\",\"params\":%llu,"
+			       "\"seq_len\":%d,\"batch\":%d,\"tokens_per_s\":%.1f,\"gflops\":%.2f,"
+			       "\"sgemm_gflops\":%.2f}\n", o->be->name, o->preset,
+			       (unsigned long long)tn_config_params(&c), n, B, tps, gf, peak);
+		else
+			printf("train %-8s %6.2fM params  %s  seq %d x batch %d   %9.1f tok/s   "
+			       "%7.2f GFLOP/s   sgemm %7.2f GFLOP/s (%.0f%%)\n", o->preset,
+			       tn_config_params(&c) / 1e6, o->be->name, n, B, tps, gf, peak,
+			       100 * gf / peak);
+	}
+	tn_optim_free(opt, m);
+	tn_model_free(m);
+	free(tok);
+	return rc;
+}
+
+int tn_bench_train(int argc, char **argv)
+{
+	struct train_bench o = {"small", &tn_backend_cpu, 256, 8, 3, 8000, 0};
+	int rc = parse(argc, argv, &o);
+	if (rc)
+		return rc;
+	rc = run(&o);
+	return rc ? tn_cli_report(prog, rc) : 0;
+}
