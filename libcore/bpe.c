@@ -112,8 +112,6 @@ void tn_bpe_free(struct tn_bpe *b)
 	free(b);
 }
 
-uint32_t tn_bpe_size(const struct tn_bpe *b) { return b->n; }
-
 const uint8_t *tn_bpe_bytes(const struct tn_bpe *b, uint32_t id, size_t *len)
 {
 	if (id >= b->n || b->len[id] == UINT32_MAX)
@@ -307,14 +305,18 @@ static size_t merge_flat(const struct tn_bpe *b, uint32_t *ids, size_t n)
 	return n;
 }
 
+/* A candidate merge: the pair starting at symbol pos, of this rank. Only
+ * (rank, pos) is kept (8 bytes: long words need 3n entries); when popped,
+ * the pair now at pos is looked up again and merged if its rank is still
+ * this one. That is exact: every live pair has an entry of its own rank and
+ * position, so a popped entry that still matches is the least (rank, pos). */
 struct heap_ent {
-	uint32_t rank, pos, right;
-	uint32_t lsym, rsym, merged;
+	uint32_t rank, pos;
 };
 
-static inline int ent_less(const struct heap_ent *a, const struct heap_ent *c)
+static inline int ent_less(struct heap_ent a, struct heap_ent c)
 {
-	return a->rank < c->rank || (a->rank == c->rank && a->pos < c->pos);
+	return a.rank < c.rank || (a.rank == c.rank && a.pos < c.pos);
 }
 
 static void heap_push(struct heap_ent *h, size_t *n, struct heap_ent e)
@@ -322,7 +324,7 @@ static void heap_push(struct heap_ent *h, size_t *n, struct heap_ent e)
 	size_t i = (*n)++;
 	while (i > 0) {
 		size_t p = (i - 1) / 2;
-		if (!ent_less(&e, &h[p]))
+		if (!ent_less(e, h[p]))
 			break;
 		h[i] = h[p];
 		i = p;
@@ -338,9 +340,9 @@ static struct heap_ent heap_pop(struct heap_ent *h, size_t *n)
 		size_t c = 2 * i + 1;
 		if (c >= *n)
 			break;
-		if (c + 1 < *n && ent_less(&h[c + 1], &h[c]))
+		if (c + 1 < *n && ent_less(h[c + 1], h[c]))
 			c++;
-		if (!ent_less(&h[c], &last))
+		if (!ent_less(h[c], last))
 			break;
 		h[i] = h[c];
 		i = c;
@@ -356,8 +358,10 @@ static void heap_offer(const struct tn_bpe *b, struct heap_ent *h, size_t *hn,
 	uint32_t merged;
 	uint32_t rank = pair_rank(b, ids[l], ids[r], &merged);
 	if (rank != TN_BPE_NONE)
-		heap_push(h, hn, (struct heap_ent){ rank, l, r, ids[l], ids[r], merged });
+		heap_push(h, hn, (struct heap_ent){ rank, l });
 }
+
+#define DEAD (UINT32_MAX - 1) /* next[] of a symbol merged into its left */
 
 /* Long words: a linked list of symbols and a heap of candidate pairs whose
  * stale entries are skipped when popped. */
@@ -380,13 +384,14 @@ static size_t merge_heap(const struct tn_bpe *b, uint32_t *ids, size_t n)
 		heap_offer(b, h, &hn, ids, (uint32_t)i, (uint32_t)i + 1);
 	while (hn > 0) {
 		struct heap_ent e = heap_pop(h, &hn);
-		if (next[e.pos] != e.right || ids[e.pos] != e.lsym || ids[e.right] != e.rsym)
+		uint32_t right = next[e.pos], merged = TN_BPE_NONE;
+		if (right == UINT32_MAX || right == DEAD ||
+		    pair_rank(b, ids[e.pos], ids[right], &merged) != e.rank)
 			continue; /* stale: one side merged since */
-		ids[e.pos] = e.merged;
-		ids[e.right] = TN_BPE_NONE;
-		uint32_t nx = next[e.right];
+		ids[e.pos] = merged;
+		uint32_t nx = next[right];
 		next[e.pos] = nx;
-		next[e.right] = UINT32_MAX - 1; /* dead */
+		next[right] = DEAD;
 		if (nx != UINT32_MAX)
 			prev[nx] = e.pos;
 		if (prev[e.pos] != UINT32_MAX)

@@ -30,7 +30,6 @@ struct tn_bpe;
 /* An empty vocabulary of room for n tokens (ids 0..n-1, all unset). */
 int tn_bpe_new(struct tn_bpe **b, uint32_t n);
 void tn_bpe_free(struct tn_bpe *b);
-uint32_t tn_bpe_size(const struct tn_bpe *b);
 /* Set token id's bytes; fails (TN_EDATA) on a duplicate string. */
 int tn_bpe_set(struct tn_bpe *b, uint32_t id, const void *bytes, size_t len);
 /* Token bytes (NULL if the id is unset or out of range). */

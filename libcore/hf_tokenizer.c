@@ -190,18 +190,17 @@ static int load_added(struct hf *h, json_t *added)
 		const char *text = str_of(v, "content");
 		uint32_t id = (uint32_t)json_integer_value(json_object_get(v, "id"));
 		size_t len;
-		if (!tn_bpe_bytes(t->bpe, id, &len)) {
-			int rc = tn_bpe_set(t->bpe, id, text, strlen(text));
-			if (rc)
-				return tn_fail(rc, "%s: added token \"%s\": %s", h->path, text, tn_errmsg());
-		}
-		if (bool_of(v, "special", 0)) {
-			int rc = tn_tokenizer_add_special(t, text, id);
-			if (rc)
-				return rc;
-			if (!h->byte_level)
-				t->dec_flags[id] |= TN_DEC_CONTROL;
-		}
+		if (!bool_of(v, "special", 0))
+			return tn_fail(TN_EDATA, "%s: added token \"%s\" is not special; Hugging Face "
+				       "splits such tokens out of text, which tn does not do", h->path, text);
+		int rc = TN_OK;
+		if (!tn_bpe_bytes(t->bpe, id, &len) &&
+		    (rc = tn_bpe_set(t->bpe, id, text, strlen(text))))
+			return tn_fail(rc, "%s: added token \"%s\": %s", h->path, text, tn_errmsg());
+		if ((rc = tn_tokenizer_add_special(t, text, id)))
+			return rc;
+		if (!h->byte_level)
+			t->dec_flags[id] |= TN_DEC_CONTROL;
 	}
 	static const char *const eot[] = { "<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>" };
 	for (size_t k = 0; k < TN_ARRAY_LEN(eot) && t->eot_id == TN_BPE_NONE; k++)

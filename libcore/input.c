@@ -30,7 +30,6 @@ struct tn_input {
 	size_t len, cap, pos;
 	int have_buf;
 	uint64_t line;      /* JSONL: 1-based line of the next record */
-	uint64_t bytes;
 	char *doc;          /* JSONL: the current field's text */
 };
 
@@ -143,7 +142,7 @@ static int is_archive_name(const char *p)
 
 static int is_compressed_name(const char *p)
 {
-	static const char *const ext[] = { ".gz", ".xz", ".zst", ".bz2", ".lz4", ".lzma" };
+	static const char *const ext[] = { ".gz", ".xz", ".zst", ".bz2", ".lzma" };
 	for (size_t i = 0; i < TN_ARRAY_LEN(ext); i++)
 		if (ends_with(p, ext[i]))
 			return 1;
@@ -164,7 +163,6 @@ static int read_plain(struct tn_input *in, const char *path)
 	in->len = n;
 	in->cap = n;
 	in->pos = 0;
-	in->bytes += n;
 	in->have_buf = 1;
 	in->line = 1;
 	in->member = tn_strdup(path);
@@ -197,11 +195,18 @@ static int open_next_file(struct tn_input *in)
 	if (!in->ar || !in->ar_name)
 		return tn_fail(TN_ENOMEM, "out of memory");
 	in->ar_is_archive = is_archive_name(path);
-	archive_read_support_filter_all(in->ar);
-	if (in->ar_is_archive)
-		archive_read_support_format_all(in->ar);
-	else
+	/* only what tn documents: fewer formats, fewer libraries pulled in */
+	archive_read_support_filter_gzip(in->ar);
+	archive_read_support_filter_xz(in->ar);
+	archive_read_support_filter_lzma(in->ar);
+	archive_read_support_filter_zstd(in->ar);
+	archive_read_support_filter_bzip2(in->ar);
+	if (in->ar_is_archive) {
+		archive_read_support_format_tar(in->ar);
+		archive_read_support_format_zip(in->ar);
+	} else {
 		archive_read_support_format_raw(in->ar);
+	}
 	int r = strcmp(path, "-") == 0 ? archive_read_open_fd(in->ar, 0, 1 << 20)
 				       : archive_read_open_filename(in->ar, path, 1 << 20);
 	if (r != ARCHIVE_OK) {
@@ -230,7 +235,6 @@ static int read_member(struct tn_input *in)
 		if (r == 0)
 			break;
 		in->len += (size_t)r;
-		in->bytes += (uint64_t)r;
 	}
 	in->have_buf = 1;
 	in->line = 1;
@@ -361,8 +365,6 @@ int tn_input_next(struct tn_input *in, const uint8_t **doc, size_t *len, int *eo
 			return rc;
 	}
 }
-
-uint64_t tn_input_bytes(const struct tn_input *in) { return in->bytes; }
 
 void tn_input_free(struct tn_input *in)
 {

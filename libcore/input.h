@@ -32,8 +32,6 @@ int tn_input_open(struct tn_input **in, char *const *paths, size_t n,
 /* The next document; *doc stays valid until the next call. *eof = 1 and
  * no document at the end. */
 int tn_input_next(struct tn_input *in, const uint8_t **doc, size_t *len, int *eof);
-/* Bytes of input read so far (for progress). */
-uint64_t tn_input_bytes(const struct tn_input *in);
 void tn_input_free(struct tn_input *in);
 
 #endif

@@ -3,12 +3,18 @@
  * models: the merge order is the pieces' score order, highest first, and
  * every split of a piece into two pieces is a merge to it, which is
  * SentencePiece's own rule (merge the adjacent pair whose concatenation is
- * the best-scoring piece). The normalizer must be identity. */
+ * the best-scoring piece). The normalizer is a port of SentencePiece's:
+ * longest match in the model's precompiled character map (a darts-clone
+ * double array), then its whitespace rules. */
 #include "tokenizer.h"
 #include "util.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <utf8proc.h>
+
+#define SPACE_MARK "\xe2\x96\x81"
 
 enum { PIECE_NORMAL = 1, PIECE_UNKNOWN = 2, PIECE_CONTROL = 3, PIECE_USER = 4,
        PIECE_UNUSED = 5, PIECE_BYTE = 6 };
@@ -178,9 +184,6 @@ static int check_supported(const char *path, const struct model *m)
 		return tn_fail(TN_EDATA, "%s: SentencePiece model type %s is not supported "
 			       "(tn encodes BPE models)",
 			       path, m->model_type >= 1 && m->model_type <= 4 ? types[m->model_type] : "unknown");
-	if (m->charsmap.end > m->charsmap.p)
-		return tn_fail(TN_EDATA, "%s: normalizer '%s' (a precompiled character map) is "
-			       "not supported; tn reads identity-normalized models", path, m->name);
 	if (m->suffix_ws)
 		return tn_fail(TN_EDATA, "%s: treat_whitespace_as_suffix is not supported", path);
 	return TN_OK;
@@ -190,8 +193,11 @@ static int cmp_score(const void *a, const void *b, void *pieces)
 {
 	const struct piece *p = pieces;
 	uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
-	if (p[i].score != p[j].score)
-		return p[i].score > p[j].score ? -1 : 1;
+	/* a NaN score (a damaged file) sorts last, so the order stays total */
+	float si = p[i].score == p[i].score ? p[i].score : -INFINITY;
+	float sj = p[j].score == p[j].score ? p[j].score : -INFINITY;
+	if (si != sj)
+		return si > sj ? -1 : 1;
 	return i < j ? -1 : 1;
 }
 
@@ -235,8 +241,11 @@ static int setup_pieces(struct tn_tokenizer *t, const char *path, const struct m
 			rc = tn_fail(rc, "%s: %s", path, tn_errmsg());
 			break;
 		}
-		char text[64];
-		snprintf(text, sizeof text, "%.*s", (int)TN_MIN(pc->len, 63), (const char *)pc->s);
+		char *text = tn_malloc(pc->len + 1);
+		if (!text)
+			return TN_ENOMEM;
+		memcpy(text, pc->s, pc->len);
+		text[pc->len] = 0;
 		unsigned byte;
 		if (pc->type == PIECE_BYTE && pc->len == 6 && sscanf(text, "<0x%2X>", &byte) == 1) {
 			t->byte_piece[byte] = id;
@@ -249,11 +258,16 @@ static int setup_pieces(struct tn_tokenizer *t, const char *path, const struct m
 			rc = tn_tokenizer_add_special(t, text, id);
 		} else if (pc->type == PIECE_USER) {
 			char **u = tn_realloc(t->user_pieces, (t->n_user + 1) * sizeof *u);
-			if (!u || !(u[t->n_user] = tn_strdup(text)))
+			if (!u) {
+				free(text);
 				return TN_ENOMEM;
+			}
 			t->user_pieces = u;
-			t->n_user++;
+			u[t->n_user++] = text;
+			t->user_first[(uint8_t)text[0] >> 6] |= 1ull << ((uint8_t)text[0] & 63);
+			text = NULL; /* kept */
 		}
+		free(text);
 		/* a word may be cut before U+2581 only if no piece has one after
 		 * other text */
 		for (size_t i = 1; i + 3 <= pc->len && pc->type == PIECE_NORMAL; i++)
@@ -261,6 +275,156 @@ static int setup_pieces(struct tn_tokenizer *t, const char *path, const struct m
 			    (i < 3 || memcmp(pc->s + i - 3, "\xe2\x96\x81", 3) != 0))
 				t->ws_split_safe = 0;
 	}
+	return rc;
+}
+
+/* Blob: trie size (u32 LE), the double array (u32 units), then the
+ * replacement strings. */
+static int load_charsmap(struct tn_tokenizer *t, const char *path, const struct model *m)
+{
+	size_t n = (size_t)(m->charsmap.end - m->charsmap.p);
+	if (n == 0)
+		return TN_OK;
+	uint32_t tsize = n >= 4 ? tn_le32(m->charsmap.p) : 0;
+	if (n < 4 || tsize % 4 || tsize == 0 || tsize > n - 4)
+		return tn_fail(TN_EDATA, "%s: malformed precompiled character map", path);
+	t->trie_units = tsize / 4;
+	t->norm_len = n - 4 - tsize;
+	t->trie = tn_malloc(tsize);
+	t->norm_strings = tn_malloc(t->norm_len + 1);
+	if (!t->trie || !t->norm_strings)
+		return TN_ENOMEM;
+	for (size_t i = 0; i < t->trie_units; i++)
+		t->trie[i] = tn_le32(m->charsmap.p + 4 + 4 * i);
+	memcpy(t->norm_strings, m->charsmap.p + 4 + tsize, t->norm_len);
+	t->norm_strings[t->norm_len] = 0;
+	return TN_OK;
+}
+
+/* darts-clone: the longest key of the trie that prefixes p[0..n); its
+ * length (0: none) and value. */
+static size_t trie_longest(const struct tn_tokenizer *t, const uint8_t *p, size_t n,
+			   uint32_t *value)
+{
+	const uint32_t *a = t->trie;
+	size_t best = 0, pos = 0;
+	uint32_t unit = a[0];
+	pos ^= (unit >> 10) << ((unit & (1u << 9)) >> 6);
+	for (size_t i = 0; i < n; i++) {
+		pos ^= p[i];
+		if (pos >= t->trie_units)
+			break;
+		unit = a[pos];
+		if ((unit & ((1u << 31) | 0xff)) != p[i])
+			break;
+		pos ^= (unit >> 10) << ((unit & (1u << 9)) >> 6);
+		if (pos >= t->trie_units)
+			break;
+		if ((unit >> 8) & 1) {
+			best = i + 1;
+			*value = a[pos] & ((1u << 31) - 1);
+		}
+	}
+	return best;
+}
+
+/* One step of SentencePiece's NormalizePrefix: what the text at p becomes
+ * (*rep, *rlen) and how many bytes that consumes. */
+static size_t normalize_prefix(const struct tn_tokenizer *t, const uint8_t *p, size_t n,
+			       const uint8_t **rep, size_t *rlen)
+{
+	size_t u = tn_tokenizer_user_match(t, p, n);
+	if (u) { /* user-defined pieces are not normalized */
+		*rep = p;
+		*rlen = u;
+		return u;
+	}
+	if (!t->trie && p[0] < 0x80) {
+		*rep = p;
+		*rlen = 1;
+		return 1;
+	}
+	uint32_t v = 0;
+	size_t k = t->trie ? trie_longest(t, p, n, &v) : 0;
+	if (k > 0 && v < t->norm_len) {
+		*rep = (const uint8_t *)t->norm_strings + v;
+		*rlen = strlen(t->norm_strings + v);
+		return k;
+	}
+	utf8proc_int32_t cp;
+	utf8proc_ssize_t m = utf8proc_iterate(p, (utf8proc_ssize_t)n, &cp);
+	if (m <= 0) {
+		*rep = (const uint8_t *)"\xef\xbf\xbd";
+		*rlen = 3;
+		return 1;
+	}
+	*rep = p;
+	*rlen = (size_t)m;
+	return (size_t)m;
+}
+
+/* Room for n more bytes at *out + len. */
+static int reserve(uint8_t **out, size_t *cap, size_t len, size_t n)
+{
+	if (len + n <= *cap)
+		return TN_OK;
+	size_t c = (len + n) * 2 + 64;
+	uint8_t *b = tn_realloc(*out, c);
+	if (!b)
+		return TN_ENOMEM;
+	*out = b;
+	*cap = c;
+	return TN_OK;
+}
+
+int tn_spm_normalize(const struct tn_tokenizer *t, const uint8_t *in, size_t n,
+		     uint8_t **out, size_t *cap, size_t *len)
+{
+	const uint8_t *rep;
+	size_t rlen, k;
+	int squeeze = t->remove_extra_spaces, rc = TN_OK;
+	*len = 0;
+	while (squeeze && n > 0 && (k = normalize_prefix(t, in, n, &rep, &rlen)) &&
+	       rlen == 1 && rep[0] == ' ') {
+		in += k;
+		n -= k;
+	}
+	if (n == 0)
+		return TN_OK;
+	const char *sp = t->escape_spaces ? SPACE_MARK : " ";
+	size_t sl = strlen(sp);
+	if (t->add_dummy_prefix && !(rc = reserve(out, cap, *len, sl))) {
+		memcpy(*out, sp, sl);
+		*len = sl;
+	}
+	int prev_space = squeeze;
+	while (n > 0 && !rc) {
+		k = normalize_prefix(t, in, n, &rep, &rlen);
+		while (prev_space && rlen > 0 && rep[0] == ' ') {
+			rep++;
+			rlen--;
+		}
+		if ((rc = reserve(out, cap, *len, 3 * rlen)))
+			break;
+		uint8_t *o = *out + *len;
+		for (size_t i = 0; i < rlen; i++) {
+			if (rep[i] == ' ') {
+				memcpy(o, sp, sl);
+				o += sl;
+			} else {
+				*o++ = rep[i];
+			}
+		}
+		*len = (size_t)(o - *out);
+		if (rlen > 0)
+			prev_space = rep[rlen - 1] == ' ';
+		in += k;
+		n -= k;
+		if (!squeeze)
+			prev_space = 0;
+	}
+	while (squeeze && *len >= sl && memcmp(*out + *len - sl, sp, sl) == 0)
+		*len -= sl;
 	return rc;
 }
 
@@ -292,9 +456,12 @@ int tn_spm_load(struct tn_tokenizer *t, const char *path, const uint8_t *d, size
 	if (!rc)
 		rc = tn_bpe_merges_from_ranks(t->bpe, rank);
 	free(rank);
+	if (!rc)
+		rc = load_charsmap(t, path, &m);
 	if (!rc) {
+		t->spm_normalizer = 1;
 		t->byte_fallback = m.byte_fallback;
-		t->add_dummy_prefix = m.dummy;
+		t->add_dummy_prefix = m.dummy ? TN_DUMMY_ALWAYS : 0;
 		t->remove_extra_spaces = m.extra_ws;
 		t->escape_spaces = m.escape;
 		t->eot_id = tn_tokenizer_token_id(t, "</s>");

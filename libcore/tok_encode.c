@@ -84,7 +84,7 @@ static int grow(struct tn_tok_state *s, int which, size_t need)
 }
 
 /* Copy text into buf[which], each invalid UTF-8 byte replaced by U+FFFD
- * (SentencePiece's rule). */
+ * (SentencePiece's rule, kept for SentencePiece-style HF files). */
 static int sanitize(struct tn_tok_state *s, int which, const uint8_t *p, size_t n,
 		    size_t *out_len)
 {
@@ -173,31 +173,16 @@ static int unicode_map(struct tn_tok_state *s, int from, size_t n, enum tn_norm_
 	return rc;
 }
 
-/* SentencePiece: drop leading and trailing spaces, squeeze runs to one. */
-static int squeeze_spaces(struct tn_tok_state *s, int from, size_t n, size_t *out_len)
-{
-	if (grow(s, !from, n + 8))
-		return TN_ENOMEM;
-	const uint8_t *p = s->buf[from];
-	uint8_t *o = s->buf[!from];
-	size_t k = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (p[i] == ' ' && (k == 0 || o[k - 1] == ' '))
-			continue;
-		o[k++] = p[i];
-	}
-	if (k > 0 && o[k - 1] == ' ')
-		k--;
-	*out_len = k;
-	return TN_OK;
-}
-
 /* Normalize into one of the buffers; returns its index via *which. */
 static int normalize(struct tn_tok_state *s, const uint8_t *text, size_t len,
 		     int *which, size_t *n)
 {
 	const struct tn_tokenizer *t = s->t;
 	*n = 0;
+	if (t->spm_normalizer) {
+		*which = 0;
+		return tn_spm_normalize(t, text, len, &s->buf[0], &s->cap[0], n);
+	}
 	int cur = 0, rc = sanitize(s, 0, text, len, n);
 	for (size_t i = 0; i < t->n_norm && !rc; i++) {
 		const struct tn_norm_step *st = &t->norm[i];
@@ -211,17 +196,12 @@ static int normalize(struct tn_tok_state *s, const uint8_t *text, size_t len,
 			rc = unicode_map(s, cur, *n, st->op, n);
 		cur = !cur;
 	}
-	if (!rc && t->remove_extra_spaces) {
-		rc = squeeze_spaces(s, cur, *n, n);
-		cur = !cur;
-	}
 	if (!rc && t->escape_spaces) {
 		rc = replace_all(s, cur, *n, " ", SPACE_MARK, n);
 		cur = !cur;
 	}
 	int present = *n >= 3 && memcmp(s->buf[cur], SPACE_MARK, 3) == 0;
-	if (!rc && *n > 0 && (t->add_dummy_prefix == TN_DUMMY_ALWAYS ||
-			      (t->add_dummy_prefix == TN_DUMMY_IF_ABSENT && !present))) {
+	if (!rc && *n > 0 && t->add_dummy_prefix == TN_DUMMY_IF_ABSENT && !present) {
 		rc = prepend(s, cur, *n, SPACE_MARK, n);
 		cur = !cur;
 	}
@@ -259,17 +239,6 @@ static size_t utf8_len(uint8_t c)
 	return c < 0xc0 ? 1 : c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
 }
 
-static size_t user_match(const struct tn_tokenizer *t, const uint8_t *p, size_t n)
-{
-	size_t best = 0;
-	for (size_t i = 0; i < t->n_user; i++) {
-		size_t k = strlen(t->user_pieces[i]);
-		if (k > best && k <= n && memcmp(p, t->user_pieces[i], k) == 0)
-			best = k;
-	}
-	return best;
-}
-
 static int encode_word(struct tn_tok_state *s, const uint8_t *p, size_t n)
 {
 	const struct tn_tokenizer *t = s->t;
@@ -280,7 +249,7 @@ static int encode_word(struct tn_tok_state *s, const uint8_t *p, size_t n)
 	s->word.n = s->run.n = 0;
 	int rc = TN_OK;
 	for (size_t i = 0; i < n && !rc;) {
-		size_t k = t->n_user ? user_match(t, p + i, n - i) : 0;
+		size_t k = tn_tokenizer_user_match(t, p + i, n - i);
 		if (k) {
 			rc = flush_run(s);
 			if (!rc)
@@ -331,6 +300,38 @@ static int encode_spm(struct tn_tok_state *s, const uint8_t *p, size_t n)
 		}
 	}
 	return n > start ? encode_word(s, p + start, n - start) : TN_OK;
+}
+
+int tn_tokenizer_can_cut(const struct tn_tokenizer *t)
+{
+	return !t->byte_level && (t->split == TN_SPLIT_METASPACE || t->ws_split_safe);
+}
+
+int tn_tokenizer_normalize(struct tn_tok_state *s, const uint8_t *text, size_t len,
+			   const uint8_t **norm, size_t *n)
+{
+	int which;
+	int rc = normalize(s, text, len, &which, n);
+	*norm = s->buf[which];
+	return rc;
+}
+
+/* The word cuts of encode_spm, found from `from` on. */
+size_t tn_tokenizer_next_cut(const struct tn_tokenizer *t, const uint8_t *p, size_t n,
+			     size_t from)
+{
+	int cut_all = t->split == TN_SPLIT_METASPACE;
+	for (size_t i = from > 0 ? from : 1; i + 3 <= n; i++)
+		if (is_mark(p, i, n) && (cut_all || i < 3 || !is_mark(p, i - 3, n)))
+			return i;
+	return n;
+}
+
+int tn_tokenizer_encode_normalized(struct tn_tok_state *s, const uint8_t *norm, size_t n,
+				   struct tn_idvec *out)
+{
+	s->out = out;
+	return encode_spm(s, norm, n);
 }
 
 int tn_tokenizer_encode(struct tn_tok_state *s, const uint8_t *text, size_t len,

@@ -13,10 +13,12 @@
 #include <string.h>
 
 #define PART_BYTES (256u << 10)   /* target size of a part of a long document */
-#define DEFAULT_BATCH (32u << 20) /* text bytes per batch and thread */
+#define BATCH_PER_THREAD (16u << 20) /* text bytes per batch and thread */
+#define BATCH_MAX (256u << 20)        /* whatever the thread count */
 
 struct part {
 	size_t doc, off, len;
+	int normalized; /* off is in batch.norm, already normalized */
 	struct tn_idvec ids;
 	int rc;
 	char err[256];
@@ -29,18 +31,32 @@ struct batch {
 	size_t n_docs, docs_cap;
 	struct part *parts;
 	size_t n_parts, parts_cap;
+	uint8_t *norm; /* normalized long SentencePiece-style documents */
+	size_t norm_len, norm_cap;
 };
+
+/* Append n bytes to a growing buffer. */
+static int append_bytes(uint8_t **buf, size_t *len, size_t *cap, const uint8_t *p, size_t n)
+{
+	if (*len + n > *cap) {
+		size_t c = (*len + n) * 2;
+		uint8_t *nb = tn_realloc(*buf, c);
+		if (!nb)
+			return TN_ENOMEM;
+		*buf = nb;
+		*cap = c;
+	}
+	if (n > 0)
+		memcpy(*buf + *len, p, n);
+	*len += n;
+	return TN_OK;
+}
 
 static int batch_add_doc(struct batch *b, const uint8_t *p, size_t n)
 {
-	if (b->len + n > b->cap) {
-		size_t c = (b->len + n) * 2;
-		uint8_t *t = tn_realloc(b->text, c);
-		if (!t)
-			return TN_ENOMEM;
-		b->text = t;
-		b->cap = c;
-	}
+	size_t at = b->len;
+	if (append_bytes(&b->text, &b->len, &b->cap, p, n))
+		return TN_ENOMEM;
 	if (b->n_docs == b->docs_cap) {
 		size_t c = b->docs_cap ? 2 * b->docs_cap : 256;
 		size_t *o = tn_realloc(b->doc_off, c * sizeof *o);
@@ -53,15 +69,12 @@ static int batch_add_doc(struct batch *b, const uint8_t *p, size_t n)
 		b->doc_len = l;
 		b->docs_cap = c;
 	}
-	if (n > 0)
-		memcpy(b->text + b->len, p, n);
-	b->doc_off[b->n_docs] = b->len;
+	b->doc_off[b->n_docs] = at;
 	b->doc_len[b->n_docs++] = n;
-	b->len += n;
 	return TN_OK;
 }
 
-static int batch_add_part(struct batch *b, size_t doc, size_t off, size_t len)
+static int batch_add_part(struct batch *b, size_t doc, size_t off, size_t len, int normalized)
 {
 	if (b->n_parts == b->parts_cap) {
 		size_t c = b->parts_cap ? 2 * b->parts_cap : 256;
@@ -76,6 +89,7 @@ static int batch_add_part(struct batch *b, size_t doc, size_t off, size_t len)
 	p->doc = doc;
 	p->off = off;
 	p->len = len;
+	p->normalized = normalized;
 	p->ids.n = 0;
 	p->rc = 0;
 	return TN_OK;
@@ -108,15 +122,40 @@ static int can_cut(const struct tn_tokenizer *t)
 	return !strcmp(pat, TN_PAT_GPT2) || !strcmp(pat, TN_PAT_CL100K) || !strcmp(pat, TN_PAT_O200K);
 }
 
-static int add_doc_parts(struct batch *b, const struct tn_tokenizer *t, size_t doc)
+/* A long SentencePiece-style document: normalized whole (one thread),
+ * then cut between words. */
+static int add_normalized_parts(struct batch *b, struct tn_tok_state *s,
+				const struct tn_tokenizer *t, size_t doc)
+{
+	const uint8_t *norm;
+	size_t n;
+	int rc = tn_tokenizer_normalize(s, b->text + b->doc_off[doc], b->doc_len[doc], &norm, &n);
+	if (rc)
+		return rc;
+	size_t base = b->norm_len;
+	if (append_bytes(&b->norm, &b->norm_len, &b->norm_cap, norm, n))
+		return TN_ENOMEM;
+	for (size_t at = 0; at < n && !rc;) {
+		size_t cut = at + PART_BYTES < n ? tn_tokenizer_next_cut(t, b->norm + base, n,
+									 at + PART_BYTES) : n;
+		rc = batch_add_part(b, doc, base + at, cut - at, 1);
+		at = cut;
+	}
+	return rc;
+}
+
+static int add_doc_parts(struct batch *b, const struct tn_tokenizer *t, size_t doc,
+			 struct tn_tok_state *s)
 {
 	const uint8_t *p = b->text + b->doc_off[doc];
 	size_t len = b->doc_len[doc], at = 0;
-	if (!can_cut(t) || len < 2 * PART_BYTES)
-		return batch_add_part(b, doc, 0, len);
+	if (len < 2 * PART_BYTES || (!can_cut(t) && !tn_tokenizer_can_cut(t)))
+		return batch_add_part(b, doc, 0, len, 0);
+	if (!t->byte_level)
+		return add_normalized_parts(b, s, t, doc);
 	while (at < len) {
 		size_t cut = at + PART_BYTES < len ? tn_tokenize_next_cut(p, len, at + PART_BYTES) : len;
-		int rc = batch_add_part(b, doc, at, cut - at);
+		int rc = batch_add_part(b, doc, at, cut - at, 0);
 		if (rc)
 			return rc;
 		at = cut;
@@ -132,6 +171,7 @@ static void batch_free(struct batch *b)
 	for (size_t i = 0; i < b->parts_cap; i++)
 		tn_idvec_free(&b->parts[i].ids);
 	free(b->parts);
+	free(b->norm);
 }
 
 struct states {
@@ -167,7 +207,9 @@ static int encode_parts(struct batch *b, struct states *st)
 	for (long i = 0; i < n; i++) {
 		struct part *p = &b->parts[i];
 		struct tn_tok_state *s = st->s[omp_get_thread_num()];
-		p->rc = tn_tokenizer_encode(s, b->text + b->doc_off[p->doc] + p->off, p->len, &p->ids);
+		p->rc = p->normalized
+			? tn_tokenizer_encode_normalized(s, b->norm + p->off, p->len, &p->ids)
+			: tn_tokenizer_encode(s, b->text + b->doc_off[p->doc] + p->off, p->len, &p->ids);
 		if (p->rc)
 			snprintf(p->err, sizeof p->err, "%s", tn_errmsg());
 	}
@@ -243,11 +285,12 @@ static int run(const struct tn_tokenizer *t, struct tn_input *in, struct sink *k
 	       const struct tn_tokenize_opts *o, struct states *sts,
 	       struct tn_tokenize_stats *st, struct tn_progress *progress)
 {
-	uint64_t limit = o->batch_bytes ? o->batch_bytes : (uint64_t)DEFAULT_BATCH * (uint64_t)sts->n;
+	uint64_t limit = o->batch_bytes ? o->batch_bytes
+					: TN_MIN((uint64_t)BATCH_PER_THREAD * (uint64_t)sts->n, BATCH_MAX);
 	struct batch b = { 0 };
 	int rc = TN_OK, eof = 0;
 	while (!rc && !eof) {
-		b.len = b.n_docs = b.n_parts = 0;
+		b.len = b.n_docs = b.n_parts = b.norm_len = 0;
 		while (!rc && b.len < limit) {
 			const uint8_t *doc;
 			size_t len;
@@ -256,7 +299,7 @@ static int run(const struct tn_tokenizer *t, struct tn_input *in, struct sink *k
 			rc = batch_add_doc(&b, doc, len);
 		}
 		for (size_t d = 0; d < b.n_docs && !rc; d++)
-			rc = add_doc_parts(&b, t, d);
+			rc = add_doc_parts(&b, t, d, sts->s[0]);
 		if (!rc)
 			rc = encode_parts(&b, sts);
 		if (!rc)
@@ -404,7 +447,7 @@ static int encode_in_memory(const struct tn_tokenizer *t, const uint8_t *text,
 	for (size_t d = 0; d < n && !rc; d++)
 		rc = batch_add_doc(b, text + off[d], len[d]);
 	for (size_t d = 0; d < n && !rc; d++)
-		rc = add_doc_parts(b, t, d);
+		rc = add_doc_parts(b, t, d, sts.s[0]);
 	if (!rc)
 		rc = encode_parts(b, &sts);
 	states_free(&sts);

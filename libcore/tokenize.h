@@ -4,10 +4,12 @@
  *
  * Documents are gathered into batches of bounded size (bytes), a batch is
  * encoded in parallel, then written in order, so output is the same for any
- * thread count and memory stays bounded. A long document of a byte-level
- * tokenizer is cut into parts at places where every known pattern ends a
- * pre-token ("x\nY": after a lone LF between two non-space characters), so
- * even one huge document uses all threads and gives the same ids. */
+ * thread count and memory stays bounded. A long document is cut into parts
+ * that encode independently, so even one huge document uses all threads and
+ * gives the same ids: for a byte-level tokenizer where every known pattern
+ * ends a pre-token ("x\nY": after a lone LF between two non-space
+ * characters); for a SentencePiece-style one, after normalizing it whole,
+ * between two words. */
 #ifndef TN_TOKENIZE_H
 #define TN_TOKENIZE_H
 

@@ -102,6 +102,19 @@ uint32_t tn_tokenizer_token_id(const struct tn_tokenizer *t, const char *text)
 	return id;
 }
 
+size_t tn_tokenizer_user_match(const struct tn_tokenizer *t, const uint8_t *p, size_t n)
+{
+	if (t->n_user == 0 || n == 0 || !(t->user_first[p[0] >> 6] >> (p[0] & 63) & 1))
+		return 0;
+	size_t best = 0;
+	for (size_t i = 0; i < t->n_user; i++) {
+		size_t k = strlen(t->user_pieces[i]);
+		if (k > best && k <= n && memcmp(p, t->user_pieces[i], k) == 0)
+			best = k;
+	}
+	return best;
+}
+
 /* ---- decoding ---- */
 
 static int dec_put(struct tn_tokenizer *t, uint32_t id, const uint8_t *p, size_t n,
@@ -143,7 +156,9 @@ static int dec_piece(struct tn_tokenizer *t, uint32_t id, const uint8_t *p, size
 	return rc;
 }
 
-int tn_tokenizer_build_decoder(struct tn_tokenizer *t)
+/* The decode table, from the bpe bytes (byte-level) or from SentencePiece
+ * pieces (U+2581 -> ' ', <0xXX> -> the byte). */
+static int build_decoder(struct tn_tokenizer *t)
 {
 	uint32_t n = t->vocab_size;
 	t->dec_off = tn_calloc(n, sizeof *t->dec_off);
@@ -361,7 +376,7 @@ int tn_tokenizer_load(struct tn_tokenizer **out, const char *path, enum tn_tok_k
 	if (!rc) {
 		if (kind != TN_TOK_AUTO)
 			t->kind = kind;
-		rc = tn_tokenizer_build_decoder(t);
+		rc = build_decoder(t);
 	}
 	if (rc) {
 		tn_tokenizer_free(t);
@@ -386,6 +401,8 @@ void tn_tokenizer_free(struct tn_tokenizer *t)
 	for (size_t i = 0; i < t->n_user; i++)
 		free(t->user_pieces[i]);
 	free(t->user_pieces);
+	free(t->trie);
+	free(t->norm_strings);
 	free(t->dec_blob);
 	free(t->dec_off);
 	free(t->dec_len);

@@ -70,7 +70,13 @@ struct tn_tokenizer {
 	uint32_t unk_id;          /* TN_BPE_NONE if none */
 	char **user_pieces;       /* spm USER_DEFINED: matched whole */
 	size_t n_user;
+	uint64_t user_first[4];   /* bit set of the user pieces' first bytes */
 	int ws_split_safe;        /* no token has U+2581 after other text */
+	int spm_normalizer;       /* normalize as SentencePiece does (spm kind) */
+	uint32_t *trie;           /* spm precompiled charsmap: darts double array */
+	size_t trie_units;
+	char *norm_strings;       /* its replacement strings, NUL-terminated */
+	size_t norm_len;
 
 	/* decoding: what each id turns back into */
 	uint8_t *dec_blob;
@@ -108,6 +114,19 @@ void tn_tok_state_free(struct tn_tok_state *s);
 int tn_tokenizer_encode(struct tn_tok_state *s, const uint8_t *text, size_t len,
 			struct tn_idvec *out);
 
+/* SentencePiece-style texts in two steps, so that one long text can be
+ * spread over threads: normalize the whole text (*norm lives in s until its
+ * next use), cut the result where tn_tokenizer_next_cut says (no piece can
+ * span such a cut), encode the parts; their ids, concatenated, are the
+ * text's. tn_tokenizer_can_cut says whether the tokenizer allows it. */
+int tn_tokenizer_can_cut(const struct tn_tokenizer *t);
+int tn_tokenizer_normalize(struct tn_tok_state *s, const uint8_t *text, size_t len,
+			   const uint8_t **norm, size_t *n);
+size_t tn_tokenizer_next_cut(const struct tn_tokenizer *t, const uint8_t *norm, size_t n,
+			     size_t from);
+int tn_tokenizer_encode_normalized(struct tn_tok_state *s, const uint8_t *norm, size_t n,
+				   struct tn_idvec *out);
+
 /* Decoding keeps state across calls (a document may come in parts): */
 struct tn_detok {
 	const struct tn_tokenizer *t;
@@ -128,16 +147,20 @@ int tn_gpt2_load(struct tn_tokenizer *t, const char *dir);
 int tn_tiktoken_load(struct tn_tokenizer *t, const char *path, const uint8_t *data, size_t len);
 int tn_hf_load(struct tn_tokenizer *t, const char *path, const uint8_t *data, size_t len);
 int tn_spm_load(struct tn_tokenizer *t, const char *path, const uint8_t *data, size_t len);
+/* SentencePiece's normalizer (character map rules, whitespace trimming and
+ * squeezing, escaping, dummy prefix, U+FFFD for invalid bytes, user-defined
+ * pieces untouched): in[0..n) into *out (grown; *cap its size), *len. */
+int tn_spm_normalize(const struct tn_tokenizer *t, const uint8_t *in, size_t n,
+		     uint8_t **out, size_t *cap, size_t *len);
 
 /* Helpers the loaders share (tokenizer.c). */
+/* Length of the longest user-defined piece that prefixes p[0..n), or 0. */
+size_t tn_tokenizer_user_match(const struct tn_tokenizer *t, const uint8_t *p, size_t n);
 /* GPT-2's byte <-> printable-code-point table: unicode of byte b. */
 uint32_t tn_gpt2_byte_to_cp(uint8_t b);
 /* Decode a GPT-2 printable string into raw bytes; -1 if a character is
  * not in the table. out must hold len bytes. */
 long tn_gpt2_unprintable(const char *s, size_t len, uint8_t *out);
-/* Build the decode table from the bpe bytes (byte-level) or from spm pieces
- * (U+2581 -> ' ', <0xXX> -> the byte). */
-int tn_tokenizer_build_decoder(struct tn_tokenizer *t);
 int tn_tokenizer_add_special(struct tn_tokenizer *t, const char *text, uint32_t id);
 /* Fill byte_id[] from the single-byte tokens and mark the tokenizer
  * byte-level; fails if a byte has no token. */

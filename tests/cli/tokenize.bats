@@ -41,6 +41,47 @@ TOKS="gpt2:$TOK/gpt2:gpt2 r50k:$TOK/gpt2/r50k_base.tiktoken:gpt2 cl100k:$TOK/cl1
 	done
 }
 
+@test "SentencePiece with a precompiled character map (nmt_nfkc), user pieces" {
+	F="$BATS_TEST_DIRNAME/../data/tok"
+	for txt in cases multiline; do
+		K encode -t "$F/nfkc400.model" --ids "$REF/$txt.txt" | cmp - "$F/$txt.nfkc400.whole.ids"
+		K encode -t "$F/nfkc400.model" --ids --lines "$REF/$txt.txt" | cmp - "$F/$txt.nfkc400.lines.ids"
+	done
+	run K encode -t "$F/nfkc400.model" --ids <<<'ﬁ<sep>  Ａ'
+	[ "$output" = "$(K encode -t "$F/nfkc400.model" --ids <<<'fi<sep> A')" ]
+}
+
+@test "GPT-2 written as a Hugging Face tokenizer.json gives GPT-2's ids" {
+	python3 - "$TOK/gpt2" <<'PY'
+import json, sys
+d = sys.argv[1]
+enc = json.load(open(d + "/encoder.json"))
+merges = open(d + "/vocab.bpe", encoding="utf-8").read().split("\n")[1:-1]
+ws = "\\t\\n\\x0B\\f\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
+pat = ("'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" + ws + "\\p{L}\\p{N}]+|[" + ws +
+       "]+(?![^" + ws + "])|[" + ws + "]+")
+model = {"type": "BPE", "dropout": None, "unk_token": None, "vocab": enc, "merges": merges}
+added = [{"id": 50256, "content": "<|endoftext|>", "special": True}]
+bl = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}
+json.dump({"added_tokens": added, "normalizer": None, "pre_tokenizer": bl, "model": model},
+          open("bl.json", "w"))
+split = {"type": "Sequence", "pretokenizers": [
+    {"type": "Split", "pattern": {"Regex": pat}, "behavior": "Isolated", "invert": False},
+    dict(bl, use_regex=False)]}
+json.dump({"added_tokens": added, "normalizer": None, "pre_tokenizer": split, "model": model},
+          open("split.json", "w"))
+PY
+	for j in bl.json split.json; do
+		for txt in cases multiline mixed; do
+			K encode -t $j --ids "$REF/$txt.txt" | cmp - "$REF/$txt.gpt2.whole.ids"
+			K encode -t $j --ids --lines "$REF/$txt.txt" | cmp - "$REF/$txt.gpt2.lines.ids"
+		done
+		K encode -t $j "$REF/mixed.txt" | K decode -t $j | cmp - "$REF/mixed.txt"
+	done
+	run K info -t bl.json
+	[[ "$output" == *"kind: hf"* ]] && [[ "$output" == *"eot: 50256"* ]]
+}
+
 @test "the same ids on one thread and on many" {
 	K encode -t "$TOK/cl100k_base.tiktoken" --ids -j 1 "$REF/mixed.txt" >one
 	K encode -t "$TOK/cl100k_base.tiktoken" --ids -j 7 "$REF/mixed.txt" >many
@@ -146,6 +187,11 @@ with zipfile.ZipFile('d.zip', 'w', zipfile.ZIP_DEFLATED) as z:
 	printf 'not gzip at all' >bad.tar.gz
 	run --separate-stderr K encode -t "$TOK/gpt2" -o out.tok bad.tar.gz
 	one_line_error "bad.tar.gz"
+	[ ! -e out.tok ]
+	mkdir d && head -c 300000 "$REF/mixed.txt" >d/a.txt && cp "$REF/cases.txt" d/b.txt
+	tar czf d.tar.gz -C d a.txt b.txt && head -c 60000 d.tar.gz >cut.tar.gz
+	run --separate-stderr K encode -t "$TOK/gpt2" -o out.tok cut.tar.gz
+	one_line_error "cut.tar.gz:a.txt"
 	[ ! -e out.tok ]
 	printf '{"text": "ok"}\n{"txt": "no"}\n' >j.jsonl
 	run --separate-stderr K encode -t "$TOK/gpt2" --jsonl-field text -o out.tok j.jsonl

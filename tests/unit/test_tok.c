@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "bpe.h"
+#include "input.h"
 #include "io.h"
 #include "tokenize.h"
 #include "tokenizer.h"
@@ -309,6 +310,59 @@ static void bad_files(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/* Corrupted tokenizer files load or fail cleanly; what loads encodes. */
+static void corrupt_files(void **state)
+{
+	(void)state;
+	static const char *const files[][2] = {
+		{ "tests/data/tok/nfkc400.model", "x.model" },
+		{ NULL, "tokenizers/spm8k/tokenizer.json" },
+		{ NULL, "tokenizers/gpt2/r50k_base.tiktoken" },
+	};
+	char dir[] = "/tmp/tn-tok-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	uint8_t *text;
+	size_t tn;
+	read_text(data("reftok/cases.txt"), &text, &tn);
+	for (size_t f = 0; f < TN_ARRAY_LEN(files); f++) {
+		const char *src = files[f][0] ? files[f][0] : data(files[f][1]);
+		const char *base = strrchr(files[f][1], '/') ? strrchr(files[f][1], '/') + 1 : files[f][1];
+		uint8_t *d;
+		size_t n;
+		read_text(src, &d, &n);
+		char p[256];
+		snprintf(p, sizeof p, "%s/%s", dir, base);
+		for (int round = 0; round < 60; round++) {
+			uint8_t *c = malloc(n);
+			memcpy(c, d, n);
+			size_t len = round % 3 == 0 ? next_rand() % n : n;
+			for (int k = 0; k < 1 + round % 8; k++)
+				c[next_rand() % len] ^= (uint8_t)(1 + next_rand() % 255);
+			write_tmp(p, c, len);
+			struct tn_tokenizer *t = NULL;
+			if (tn_tokenizer_load(&t, p, TN_TOK_AUTO) == TN_OK) {
+				struct tn_tok_state *s;
+				struct tn_idvec v = { 0 };
+				assert_int_equal(tn_tok_state_new(&s, t), TN_OK);
+				int rc = tn_tokenizer_encode(s, text, tn, &v);
+				assert_true(rc == TN_OK || rc == TN_EDATA);
+				tn_idvec_free(&v);
+				tn_tok_state_free(s);
+				tn_tokenizer_free(t);
+			} else {
+				assert_null(t);
+				assert_true(strlen(tn_errmsg()) > 0);
+			}
+			free(c);
+		}
+		free(d);
+	}
+	free(text);
+	char cmd[300];
+	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 /* An id outside the vocabulary is an error, not garbage. */
 static void decode_out_of_range(void **state)
 {
@@ -326,6 +380,42 @@ static void decode_out_of_range(void **state)
 	tn_tokenizer_free(t);
 }
 
+/* Many small batches, several threads: still every line's ids in order. */
+static void batches_keep_order(void **state)
+{
+	(void)state;
+	struct tn_tokenizer *t;
+	assert_int_equal(tn_tokenizer_load(&t, data("tokenizers/gpt2"), TN_TOK_AUTO), TN_OK);
+	char *paths[] = { (char *)data("reftok/mixed.txt") };
+	struct tn_input_opts io = { TN_CUT_LINES, NULL };
+	struct tn_input *in;
+	assert_int_equal(tn_input_open(&in, paths, 1, &io), TN_OK);
+	char out_path[] = "/tmp/tn-tok-ids-XXXXXX";
+	int fd = mkstemp(out_path);
+	assert_true(fd >= 0);
+	close(fd);
+	struct tn_out out;
+	assert_int_equal(tn_out_open(&out, out_path), TN_OK);
+	struct tn_tokenize_opts o = { 3, 1, 0, 4096 };
+	struct tn_tokenize_stats st;
+	struct tn_progress pr = { 0 };
+	assert_int_equal(tn_tokenize_run(t, in, &out, &o, &st, &pr), TN_OK);
+	assert_int_equal(tn_out_commit(&out), TN_OK);
+	tn_out_abort(&out);
+	assert_int_equal(st.docs, 25153);
+	uint8_t *got, *want;
+	size_t gn, wn;
+	read_text(out_path, &got, &gn);
+	read_text(data("reftok/mixed.gpt2.lines.ids"), &want, &wn);
+	assert_int_equal(gn, wn);
+	assert_memory_equal(got, want, wn);
+	unlink(out_path);
+	free(got);
+	free(want);
+	tn_input_free(in);
+	tn_tokenizer_free(t);
+}
+
 int main(void)
 {
 	const char *env = getenv("TN_SHARED");
@@ -337,7 +427,9 @@ int main(void)
 		cmocka_unit_test(spm_invalid_utf8),
 		cmocka_unit_test(long_words_are_linear),
 		cmocka_unit_test(bad_files),
+		cmocka_unit_test(corrupt_files),
 		cmocka_unit_test(decode_out_of_range),
+		cmocka_unit_test(batches_keep_order),
 	};
 	return cmocka_run_group_tests_name("tok", tests, NULL, NULL);
 }
