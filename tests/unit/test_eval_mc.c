@@ -21,6 +21,7 @@
 #include "eval_mc.h"
 #include "io.h"
 #include "util.h"
+#include "tiny_model.h"
 
 static const char *shared_dir(void)
 {
@@ -132,22 +133,6 @@ static void bad_lines(void **s)
 	expect_bad("\n", "no items");
 }
 
-static struct tn_model *random_model(int V, int d, int H, int L, uint64_t seed)
-{
-	struct tn_config c;
-	assert_int_equal(tn_config_preset(&c, "tiny"), TN_OK);
-	c.vocab_size = V;
-	c.d = c.hidden_dim = d;
-	c.heads = H;
-	c.layers = L;
-	c.glu_dim = d + 6;
-	c.init_std = 0.3;
-	struct tn_model *m;
-	assert_int_equal(tn_model_new(&m, &c, &tn_backend_cpu), TN_OK);
-	assert_int_equal(tn_model_init(m, seed), TN_OK);
-	return m;
-}
-
 /* Log-likelihood of cont after ctx by the parallel form over ctx + cont[:-1]. */
 static double parallel_ll(struct tn_model *m, const int32_t *ctx, size_t nctx,
 			  const int32_t *cont, size_t ncont)
@@ -189,7 +174,7 @@ static void fill(int32_t *t, size_t n, int V, uint64_t seed)
 static void shared_equals_scratch(void **s)
 {
 	(void)s;
-	struct tn_model *m = random_model(29, 20, 5, 3, 17);
+	struct tn_model *m = tiny_model(29, 20, 5, 3, 0.3, 17);
 	const size_t nctx[] = {1, 7, 300}; /* 300 crosses the prefill block */
 	int32_t ctx[300], c0[5], c1[1], c2[3];
 	int32_t *cont[] = {c0, c1, c2, c2};
@@ -224,7 +209,7 @@ static const char *save_model(void)
 	char path[500];
 	snprintf(dir, sizeof(dir), "%s/model", tmpdir);
 	mkdir(dir, 0755);
-	struct tn_model *m = random_model(8000, 16, 2, 2, 23);
+	struct tn_model *m = tiny_model(8000, 16, 2, 2, 0.3, 23);
 	snprintf(path, sizeof(path), "%s/config.json", dir);
 	assert_int_equal(tn_config_save(&m->cfg, path, "float32"), TN_OK);
 	snprintf(path, sizeof(path), "%s/model.safetensors", dir);

@@ -16,27 +16,12 @@
 #include "generate.h"
 #include "safetensors.h"
 #include "util.h"
+#include "tiny_model.h"
 
 static const char *shared_dir(void)
 {
 	const char *s = getenv("TN_SHARED");
 	return s ? s : "../shared";
-}
-
-static struct tn_model *random_model(int V, int d, int H, int L, uint64_t seed)
-{
-	struct tn_config c;
-	assert_int_equal(tn_config_preset(&c, "tiny"), TN_OK);
-	c.vocab_size = V;
-	c.d = c.hidden_dim = d;
-	c.heads = H;
-	c.layers = L;
-	c.glu_dim = d + 2;
-	c.init_std = 0.5;
-	struct tn_model *m;
-	assert_int_equal(tn_model_new(&m, &c, &tn_backend_cpu), TN_OK);
-	assert_int_equal(tn_model_init(m, seed), TN_OK);
-	return m;
 }
 
 /* argmax of the last row of the parallel form over tok[0..n). */
@@ -82,12 +67,12 @@ static void greedy_odd_models(void **s)
 		x = x * 6364136223846793005ull + 1442695040888963407ull;
 		p[i] = (int32_t)((x >> 33) % 13);
 	}
-	struct tn_model *m = random_model(13, 12, 3, 2, 5);
+	struct tn_model *m = tiny_model(13, 12, 3, 2, 0.5, 5);
 	expect_greedy(m, p, 1, 6);
 	expect_greedy(m, p, 5, 6);
 	expect_greedy(m, p, 300, 4); /* the prompt crosses the 256-token prefill block */
 	tn_model_free(m);
-	m = random_model(37, 20, 5, 3, 9);
+	m = tiny_model(37, 20, 5, 3, 0.5, 9);
 	expect_greedy(m, p, 17, 8);
 	tn_model_free(m);
 }
@@ -211,7 +196,7 @@ static void stop_strings(void **s)
 	struct tn_tokenizer *tok;
 	if (tn_tokenizer_load(&tok, path, TN_TOK_AUTO))
 		fail_msg("%s", tn_errmsg());
-	struct tn_model *m = random_model(8000, 16, 2, 2, 3);
+	struct tn_model *m = tiny_model(8000, 16, 2, 2, 0.5, 3);
 	struct tn_gen_opts o;
 	tn_gen_defaults(&o);
 	o.max_tokens = 24;
