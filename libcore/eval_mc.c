@@ -399,7 +399,9 @@ static void mc_print(const struct mc_args *a, const char *path, const struct tn_
 		if (!lam)
 			printf(",\"acc_norm\":%.9g,\"acc_norm_stderr\":%.9g", r->acc_norm,
 			       r->acc_norm_se);
-		printf(",\"seconds\":%.3f}\n", r->seconds);
+		printf(",\"ctx_tokens\":%llu,\"cont_tokens\":%llu,\"seconds\":%.3f}\n",
+		       (unsigned long long)r->ctx_tokens, (unsigned long long)r->cont_tokens,
+		       r->seconds);
 		return;
 	}
 	printf("%-24s %-9s %6zu  %-8s %9.4f  ± %.4f\n", name, tn_task_kind_name(r->kind), r->n,
