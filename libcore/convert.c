@@ -17,6 +17,7 @@
 #include "config.h"
 #include "model.h"
 #include "safetensors.h"
+#include "torch_pickle.h"
 #include "util.h"
 
 static int exists(const char *path)
@@ -59,36 +60,73 @@ static int index_files(const char *index, json_t **files)
 	return rc;
 }
 
-static int add_st(struct tn_src *s, const char *file)
+/* One more tensor of file; names must be unique across the files. */
+static int add_tensor(struct tn_src *s, const char *file, const char *name, enum tn_dtype dt,
+		      int ndim, const int64_t *shape, const uint8_t *data, size_t nbytes)
+{
+	if (tn_src_find(s, name))
+		return tn_fail(TN_EDATA, "%s: tensor %s is also in an earlier file", file, name);
+	struct tn_src_tensor *t = tn_realloc(s->t, (s->n + 1) * sizeof(*t));
+	if (!t)
+		return TN_ENOMEM;
+	s->t = t;
+	t = &s->t[s->n++];
+	t->name = name;
+	t->dtype = dt;
+	t->ndim = ndim;
+	memcpy(t->shape, shape, sizeof(t->shape));
+	t->data = data;
+	t->nbytes = nbytes;
+	t->file = file;
+	return TN_OK;
+}
+
+static int add_file(struct tn_src *s, const char *file, int torch)
 {
 	char *path = tn_ckpt_path(s->dir, file);
 	if (!path)
 		return TN_ENOMEM;
-	int rc = exists(path) ? tn_st_open(&s->st[s->n_st], path)
+	int rc = exists(path) ? TN_OK
 			      : tn_fail(TN_EDATA, "%s: missing shard (named by the index)", path);
-	free(path);
-	if (rc)
-		return rc;
-	const struct tn_st *st = &s->st[s->n_st++];
-	struct tn_src_tensor *t = tn_realloc(s->t, (s->n + st->n) * sizeof(*t));
-	if (!t)
-		return TN_ENOMEM;
-	s->t = t;
-	for (size_t i = 0; i < st->n; i++) {
-		const struct tn_st_tensor *x = &st->t[i];
-		if (tn_src_find(s, x->name))
-			return tn_fail(TN_EDATA, "%s: tensor %s is also in an earlier file", st->path,
-				       x->name);
-		struct tn_src_tensor *y = &s->t[s->n++];
-		y->name = x->name;
-		y->dtype = x->dtype;
-		y->ndim = x->ndim;
-		memcpy(y->shape, x->shape, sizeof(y->shape));
-		y->data = x->data;
-		y->nbytes = x->nbytes;
-		y->file = st->path;
+	if (!rc && torch && !(rc = tn_torch_open(&s->pt[s->n_pt], path))) {
+		const struct tn_torch *pt = s->pt[s->n_pt++];
+		for (size_t i = 0; !rc && i < pt->n; i++)
+			rc = add_tensor(s, pt->path, pt->t[i].name, pt->t[i].dtype, pt->t[i].ndim,
+					pt->t[i].shape, pt->t[i].data, pt->t[i].nbytes);
+	} else if (!rc && !torch && !(rc = tn_st_open(&s->st[s->n_st], path))) {
+		const struct tn_st *st = &s->st[s->n_st++];
+		for (size_t i = 0; !rc && i < st->n; i++)
+			rc = add_tensor(s, st->path, st->t[i].name, st->t[i].dtype, st->t[i].ndim,
+					st->t[i].shape, st->t[i].data, st->t[i].nbytes);
 	}
-	return TN_OK;
+	free(path);
+	return rc;
+}
+
+/* The weight files of dir: one file, or those an index names; *torch when .bin. */
+static int weight_files(const char *dir, json_t **files, int *torch)
+{
+	static const char *const single[] = {"model.safetensors", "pytorch_model.bin"};
+	int rc = TN_OK;
+	*files = NULL;
+	for (int k = 0; k < 2 && !*files && !rc; k++) {
+		char *one = tn_ckpt_path(dir, single[k]), *idx = NULL;
+		if (one && asprintf(&idx, "%s.index.json", one) < 0)
+			idx = NULL;
+		if (!one || !idx)
+			rc = tn_fail(TN_ENOMEM, "out of memory");
+		else if (exists(one))
+			*files = json_pack("[s]", single[k]);
+		else if (exists(idx))
+			rc = index_files(idx, files);
+		*torch = k == 1;
+		free(one);
+		free(idx);
+	}
+	if (!rc && !*files)
+		rc = tn_fail(TN_EDATA, "%s: no model.safetensors, pytorch_model.bin or their "
+			     ".index.json", dir);
+	return rc;
 }
 
 int tn_src_open(struct tn_src *s, const char *dir)
@@ -96,25 +134,15 @@ int tn_src_open(struct tn_src *s, const char *dir)
 	memset(s, 0, sizeof(*s));
 	if (!(s->dir = strdup(dir)))
 		return tn_fail(TN_ENOMEM, "out of memory");
-	char *one = tn_ckpt_path(dir, "model.safetensors");
-	char *idx = tn_ckpt_path(dir, "model.safetensors.index.json");
 	json_t *files = NULL;
-	int rc = one && idx ? TN_OK : TN_ENOMEM;
-	if (!rc && exists(one))
-		files = json_pack("[s]", "model.safetensors");
-	else if (!rc && exists(idx))
-		rc = index_files(idx, &files);
-	else if (!rc)
-		rc = tn_fail(TN_EDATA, "%s: no model.safetensors nor model.safetensors.index.json",
-			     dir);
+	int torch = 0, rc = weight_files(dir, &files, &torch);
 	size_t nf = files ? json_array_size(files) : 0;
-	if (!rc && !(s->st = tn_calloc(nf + 1, sizeof(*s->st))))
+	if (!rc && !(torch ? (void *)(s->pt = tn_calloc(nf + 1, sizeof(*s->pt)))
+			   : (void *)(s->st = tn_calloc(nf + 1, sizeof(*s->st)))))
 		rc = TN_ENOMEM;
 	for (size_t i = 0; !rc && i < nf; i++)
-		rc = add_st(s, json_string_value(json_array_get(files, i)));
+		rc = add_file(s, json_string_value(json_array_get(files, i)), torch);
 	json_decref(files);
-	free(one);
-	free(idx);
 	if (rc)
 		tn_src_close(s);
 	return rc;
@@ -124,7 +152,10 @@ void tn_src_close(struct tn_src *s)
 {
 	for (size_t i = 0; i < s->n_st; i++)
 		tn_st_close(&s->st[i]);
+	for (size_t i = 0; i < s->n_pt; i++)
+		tn_torch_free(s->pt[i]);
 	free(s->st);
+	free(s->pt);
 	free(s->t);
 	free(s->dir);
 	memset(s, 0, sizeof(*s));

@@ -15,7 +15,9 @@
 #include "io.h"
 #include "tensor.h"
 
-/* The tensors of a checkpoint directory, whatever its weight files. */
+/* The tensors of a checkpoint directory, whatever its weight files (the
+ * first of model.safetensors, model.safetensors.index.json,
+ * pytorch_model.bin, pytorch_model.bin.index.json that exists). */
 struct tn_src_tensor {
 	const char *name;
 	enum tn_dtype dtype;
@@ -32,6 +34,8 @@ struct tn_src {
 	size_t n;
 	struct tn_st *st;      /* opened safetensors files */
 	size_t n_st;
+	struct tn_torch **pt;  /* opened PyTorch files */
+	size_t n_pt;
 };
 
 int tn_src_open(struct tn_src *s, const char *dir);

@@ -85,3 +85,42 @@ one_tensor() {
 	run "$TN_BIN/tn-convert" --help
 	[[ "$output" == *--shard-size* ]]
 }
+
+# A directory with tvb's config and a PyTorch file (tests/cli/data/torch, made
+# by make_torch_bin.py in torch.save's layout).
+bin_dir() {
+	mkdir "$1" && cp "$TN_SHARED/golden/tvb/config.json" "$1/"
+	cp "$BATS_TEST_DIRNAME/data/torch/$2" "$1/${3:-pytorch_model.bin}"
+}
+
+@test "pytorch_model.bin converts to the same tensors as its safetensors twin" {
+	bin_dir p tvb.bin
+	"$TN_BIN/tn-convert" info p | grep -q '^lm_head.weight	F32	\[11, 8\]'
+	"$TN_BIN/tn-convert" -q p from_bin
+	"$TN_BIN/tn-convert" -q "$TN_SHARED/golden/tvb" from_st
+	cmp from_bin/model.safetensors from_st/model.safetensors
+	bin_dir pb tvb-bf16.bin
+	"$TN_BIN/tn-convert" -q pb bf_bin
+	"$TN_BIN/tn-convert" -q --dtype bf16 "$TN_SHARED/golden/tvb" bf_st
+	cmp bf_bin/model.safetensors bf_st/model.safetensors
+	# a shard named by pytorch_model.bin.index.json
+	bin_dir ps tvb.bin part-1.bin
+	echo '{"weight_map": {"model.embed_tokens.weight": "part-1.bin"}}' >ps/pytorch_model.bin.index.json
+	"$TN_BIN/tn-convert" -q ps from_shard
+	cmp from_shard/model.safetensors from_st/model.safetensors
+}
+
+@test "a pickle that calls anything, an unknown opcode, a truncated archive: refused" {
+	bin_dir e evil.bin
+	run --separate-stderr "$TN_BIN/tn-convert" e out
+	one_line_error "system is not one a tensor state dict uses (refused; nothing is executed)"
+	bin_dir f float.bin
+	run --separate-stderr "$TN_BIN/tn-convert" f out
+	one_line_error "opcode 0x47 is not one state dicts use"
+	mkdir t && cp "$TN_SHARED/golden/tvb/config.json" t/
+	head -c 3000 "$BATS_TEST_DIRNAME/data/torch/tvb.bin" >t/pytorch_model.bin
+	run --separate-stderr "$TN_BIN/tn-convert" t out
+	[ "$status" -eq 1 ]
+	[[ "$stderr" == *"t/pytorch_model.bin"* ]]
+	[ ! -e out ] && [ ! -e out.tmp ]
+}
