@@ -34,8 +34,8 @@ ifeq ($(CUDA),1)
 ifneq ($(KERN_SRC),)
 CUDA_HOME   ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
 KERN_OBJ     = $(KERN_SRC:%.cu=$(O)/%.o)
-ALL_CPPFLAGS += -DTN_CUDA=1 -I$(CUDA_HOME)/include
-LDLIBS_ALL  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
+ALL_CPPFLAGS += -DTN_CUDA=1 -Ikernels -I$(CUDA_HOME)/include
+LDLIBS_ALL  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lnccl -lcublasLt -lcublas -lcudart -lstdc++
 endif
 endif
 
@@ -110,7 +110,7 @@ check: $(PROGS) $(TESTS) $(O)/tests/enospc.so $(O)/tests/replay
 		bats --print-output-on-failure tests/cli
 
 # GPU tests: run on the GPU machine.
-test-cuda: all
+test-cuda: all $(O)/tests/test_model
 	@sh tests/run-cuda.sh $(BIN)
 
 demo:

@@ -382,13 +382,15 @@ int main(int argc, char **argv)
 		return tn_cli_report(prog, tn_launch_mpirun((int)a.nproc, argc, argv));
 	}
 	struct tn_comm *comm;
-	if ((rc = tn_comm_open(&comm))) {
+	int on_gpu = a.t.be && strcmp(a.t.be->name, "cpu") != 0;
+	if ((rc = tn_comm_open(&comm, on_gpu))) {
 		free(a.sets);
 		return tn_cli_report(prog, rc);
 	}
 	int rank = tn_comm_rank(comm);
-	if (tn_comm_size(comm) > 1) {
+	if (tn_comm_kind(comm) != TN_COMM_SINGLE)
 		a.t.comm = comm;
+	if (tn_comm_size(comm) > 1) {
 		a.t.heartbeat = heartbeat;
 		watchdog_seconds = a.timeout ? (unsigned)a.timeout : 600;
 		struct sigaction al = {0};

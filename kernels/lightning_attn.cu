@@ -20,10 +20,9 @@
 
 #include "lightning_attn_cuda.h"
 
-/* util.h is C only (implicit void * conversions); its error reporting and the
- * two classes used here, declared for C++. */
-extern "C" int tn_fail(int status, const char *fmt, ...);
-enum { TN_OK = 0, TN_EDATA = 1, TN_EIO = 3 };
+extern "C" {
+#include "util.h"
+}
 
 typedef __nv_bfloat16 bf16;
 

@@ -18,20 +18,11 @@
 static const char *const ckpt_files[] = {"config.json", "model.safetensors",
 					 "optimizer.safetensors", "trainer_state.json"};
 
-char *tn_ckpt_path(const char *dir, const char *name)
-{
-	size_t n = strlen(dir) + strlen(name) + 2;
-	char *p = tn_malloc(n);
-	if (p)
-		snprintf(p, n, "%s/%s", dir, name);
-	return p;
-}
-
 /* Remove a checkpoint directory: its known files, then the (empty) directory. */
 static int remove_ckpt(const char *dir)
 {
 	for (size_t i = 0; i < TN_ARRAY_LEN(ckpt_files); i++) {
-		char *p = tn_ckpt_path(dir, ckpt_files[i]);
+		char *p = tn_path_join(dir, ckpt_files[i]);
 		if (!p)
 			return TN_ENOMEM;
 		int bad = unlink(p) != 0 && errno != ENOENT;
@@ -91,7 +82,7 @@ static int write_files(const char *tmp, const struct tn_model *m, const struct t
 {
 	char *p[4];
 	for (int i = 0; i < 4; i++)
-		p[i] = tn_ckpt_path(tmp, ckpt_files[i]);
+		p[i] = tn_path_join(tmp, ckpt_files[i]);
 	int rc = p[0] && p[1] && p[2] && p[3] ? TN_OK : TN_ENOMEM;
 	if (!rc)
 		rc = tn_config_save(&m->cfg, p[0], dtype == TN_BF16 ? "bfloat16"
@@ -222,7 +213,7 @@ static int parse_state(json_t *o, struct tn_train_state *ts, const char *path)
 int tn_ckpt_load_state(const char *dir, const struct tn_model *m, struct tn_optim *opt,
 		       struct tn_train_state *ts)
 {
-	char *mp = tn_ckpt_path(dir, "optimizer.safetensors"), *sp = tn_ckpt_path(dir, "trainer_state.json");
+	char *mp = tn_path_join(dir, "optimizer.safetensors"), *sp = tn_path_join(dir, "trainer_state.json");
 	int rc = mp && sp ? TN_OK : TN_ENOMEM;
 	json_error_t err;
 	json_t *o = rc ? NULL : json_load_file(sp, 0, &err);
@@ -245,7 +236,7 @@ int tn_ckpt_load_state(const char *dir, const struct tn_model *m, struct tn_opti
 
 int tn_ckpt_resolve(const char *path, char **dir)
 {
-	char *cfg = tn_ckpt_path(path, "config.json"), *latest = tn_ckpt_path(path, "latest");
+	char *cfg = tn_path_join(path, "config.json"), *latest = tn_path_join(path, "latest");
 	int rc = cfg && latest ? TN_OK : TN_ENOMEM;
 	*dir = NULL;
 	if (!rc && access(cfg, F_OK) == 0)
@@ -304,7 +295,7 @@ static int list_steps(const char *dir, char ***names, size_t *n)
 
 static int link_latest(const char *out_dir, const char *name)
 {
-	char *link = tn_ckpt_path(out_dir, "latest"), *tmp = tn_ckpt_path(out_dir, "latest.tmp");
+	char *link = tn_path_join(out_dir, "latest"), *tmp = tn_path_join(out_dir, "latest.tmp");
 	int rc = link && tmp ? TN_OK : TN_ENOMEM;
 	if (!rc) {
 		unlink(tmp);
@@ -327,7 +318,7 @@ int tn_ckpt_publish(const char *out_dir, const char *name, int keep)
 		rc = list_steps(out_dir, &names, &n);
 	for (size_t i = 0; i < n; i++) {
 		if (!rc && keep > 0 && i + (size_t)keep < n && strcmp(names[i], name)) {
-			char *p = tn_ckpt_path(out_dir, names[i]);
+			char *p = tn_path_join(out_dir, names[i]);
 			rc = p ? remove_ckpt(p) : TN_ENOMEM;
 			free(p);
 		}

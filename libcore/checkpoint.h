@@ -39,8 +39,6 @@ int tn_ckpt_load_state(const char *dir, const struct tn_model *m, struct tn_opti
 /* The checkpoint a path names: the path itself when it holds config.json,
  * else its "latest" link (a tn-train output directory). Caller frees. */
 int tn_ckpt_resolve(const char *path, char **dir);
-/* "dir/name", allocated (NULL and TN_ENOMEM set on failure). */
-char *tn_ckpt_path(const char *dir, const char *name);
 /* In a tn-train output directory: point "latest" at name, then remove the
  * oldest step-* checkpoints beyond the newest `keep` (0 = keep all). */
 int tn_ckpt_publish(const char *out_dir, const char *name, int keep);

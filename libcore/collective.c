@@ -9,9 +9,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef TN_CUDA
+#include "collective_nccl.h"
+#endif
+
 struct tn_comm {
 	enum tn_comm_kind kind;
 	int rank, size;
+	int mpi;              /* MPI is initialised */
+#ifdef TN_CUDA
+	struct tn_nccl *nccl;
+#endif
 };
 
 static int mpi_check(int err, const char *what)
@@ -24,13 +32,36 @@ static int mpi_check(int err, const char *what)
 	return tn_fail(TN_EIO, "MPI %s failed: %.*s", what, len, msg);
 }
 
-int tn_comm_open(struct tn_comm **cp)
+static int open_nccl(struct tn_comm *c)
+{
+#ifdef TN_CUDA
+	const char *local = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+	unsigned char id[TN_NCCL_ID_BYTES] = {0};
+	int rc = tn_nccl_select_device(local ? atoi(local) : 0);
+	if (!rc && c->rank == 0)
+		rc = tn_nccl_make_id(id);
+	if (!rc && c->mpi) /* every rank must call: a failed rank 0 aborts below */
+		rc = mpi_check(MPI_Bcast(id, TN_NCCL_ID_BYTES, MPI_BYTE, 0, MPI_COMM_WORLD),
+			       "broadcast of the NCCL id");
+	if (!rc)
+		rc = tn_nccl_open(&c->nccl, c->rank, c->size, id);
+	if (!rc)
+		c->kind = TN_COMM_NCCL;
+	return rc;
+#else
+	(void)c;
+	return tn_fail(TN_EUSAGE, "NCCL needs a build with CUDA (nvcc)");
+#endif
+}
+
+int tn_comm_open(struct tn_comm **cp, int device_buffers)
 {
 	struct tn_comm *c = tn_calloc(1, sizeof *c);
 	if (!c)
 		return TN_ENOMEM;
 	c->kind = TN_COMM_SINGLE;
 	c->size = 1;
+	const char *force = getenv("TN_COMM");
 	if (getenv("OMPI_COMM_WORLD_SIZE")) {
 		int provided, rc = mpi_check(MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided),
 					     "init");
@@ -46,6 +77,14 @@ int tn_comm_open(struct tn_comm **cp)
 			return rc;
 		}
 		c->kind = TN_COMM_MPI;
+		c->mpi = 1;
+	}
+	if ((device_buffers && c->size > 1) || (force && !strcmp(force, "nccl"))) {
+		int rc = open_nccl(c);
+		if (rc) {
+			tn_comm_close(c);
+			return rc;
+		}
 	}
 	*cp = c;
 	return TN_OK;
@@ -60,6 +99,10 @@ enum tn_comm_kind tn_comm_kind(const struct tn_comm *c) { return c->kind; }
 
 int tn_comm_allreduce(struct tn_comm *c, float *buf, size_t n)
 {
+#ifdef TN_CUDA
+	if (c->kind == TN_COMM_NCCL)
+		return tn_nccl_allreduce(c->nccl, buf, n);
+#endif
 	for (size_t at = 0; c->kind == TN_COMM_MPI && at < n; at += PIECE) {
 		int rc = mpi_check(MPI_Allreduce(MPI_IN_PLACE, buf + at, (int)TN_MIN(PIECE, n - at),
 						 MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "allreduce");
@@ -71,6 +114,10 @@ int tn_comm_allreduce(struct tn_comm *c, float *buf, size_t n)
 
 int tn_comm_allreduce_f64(struct tn_comm *c, double *buf, size_t n)
 {
+#ifdef TN_CUDA
+	if (c->kind == TN_COMM_NCCL)
+		return tn_nccl_allreduce_host_f64(c->nccl, buf, n);
+#endif
 	if (c->kind != TN_COMM_MPI || n == 0)
 		return TN_OK;
 	return mpi_check(MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM,
@@ -79,6 +126,10 @@ int tn_comm_allreduce_f64(struct tn_comm *c, double *buf, size_t n)
 
 int tn_comm_reduce_scatter(struct tn_comm *c, const float *send, float *recv, size_t n)
 {
+#ifdef TN_CUDA
+	if (c->kind == TN_COMM_NCCL)
+		return tn_nccl_reduce_scatter(c->nccl, send, recv, n);
+#endif
 	if (c->kind != TN_COMM_MPI) {
 		memmove(recv, send, n * sizeof *recv);
 		return TN_OK;
@@ -91,6 +142,10 @@ int tn_comm_reduce_scatter(struct tn_comm *c, const float *send, float *recv, si
 
 int tn_comm_allgather(struct tn_comm *c, const float *send, float *recv, size_t n)
 {
+#ifdef TN_CUDA
+	if (c->kind == TN_COMM_NCCL)
+		return tn_nccl_allgather(c->nccl, send, recv, n);
+#endif
 	if (c->kind != TN_COMM_MPI) {
 		memmove(recv, send, n * sizeof *recv);
 		return TN_OK;
@@ -103,6 +158,10 @@ int tn_comm_allgather(struct tn_comm *c, const float *send, float *recv, size_t 
 
 int tn_comm_broadcast(struct tn_comm *c, void *buf, size_t bytes, int root)
 {
+#ifdef TN_CUDA
+	if (c->kind == TN_COMM_NCCL)
+		return tn_nccl_broadcast(c->nccl, buf, bytes, root);
+#endif
 	for (size_t at = 0; c->kind == TN_COMM_MPI && at < bytes; at += PIECE) {
 		int rc = mpi_check(MPI_Bcast((char *)buf + at, (int)TN_MIN(PIECE, bytes - at), MPI_BYTE,
 					     root, MPI_COMM_WORLD), "broadcast");
@@ -114,12 +173,12 @@ int tn_comm_broadcast(struct tn_comm *c, void *buf, size_t bytes, int root)
 
 int tn_comm_barrier(struct tn_comm *c)
 {
-	return c->kind == TN_COMM_MPI ? mpi_check(MPI_Barrier(MPI_COMM_WORLD), "barrier") : TN_OK;
+	return c->mpi ? mpi_check(MPI_Barrier(MPI_COMM_WORLD), "barrier") : TN_OK;
 }
 
 void tn_comm_abort(struct tn_comm *c, int status)
 {
-	if (c && c->kind == TN_COMM_MPI)
+	if (c && c->mpi)
 		MPI_Abort(MPI_COMM_WORLD, status);
 }
 
@@ -127,7 +186,10 @@ void tn_comm_close(struct tn_comm *c)
 {
 	if (!c)
 		return;
-	if (c->kind == TN_COMM_MPI)
+#ifdef TN_CUDA
+	tn_nccl_close(c->nccl);
+#endif
+	if (c->mpi)
 		MPI_Finalize();
 	free(c);
 }

@@ -1,7 +1,8 @@
 /* collective.h - the collectives that distributed training needs, over one
  * process, MPI (host buffers; the CPU backend) or NCCL (device buffers; the
  * CUDA backend). Every rank calls the same collectives in the same order.
- * Reductions are sums; buffers are fp32 unless the name says f64. */
+ * Reductions are sums; buffers are fp32 and live where the backend keeps its
+ * memory, except that the f64 all-reduce always takes host memory. */
 #ifndef TN_COLLECTIVE_H
 #define TN_COLLECTIVE_H
 
@@ -10,13 +11,18 @@
 enum tn_comm_kind {
 	TN_COMM_SINGLE, /* one process: every collective is a copy or nothing */
 	TN_COMM_MPI,    /* ranks started by mpirun (Open MPI) */
+	TN_COMM_NCCL,   /* NCCL over the GPUs; MPI (if any) only starts it */
 };
 
 struct tn_comm;
 
-/* The communicator this process was started into: MPI when launched by
- * mpirun (OMPI_COMM_WORLD_SIZE is set), else a single process. */
-int tn_comm_open(struct tn_comm **c);
+/* The communicator this process was started into: with device_buffers
+ * (the CUDA backend) NCCL when there are several ranks, else MPI when
+ * launched by mpirun (OMPI_COMM_WORLD_SIZE is set), else a single process.
+ * TN_COMM=nccl in the environment asks for NCCL even for one rank (a check
+ * of the NCCL path). NCCL ranks pick GPU (local rank mod GPUs); rank 0's
+ * unique id reaches the others through MPI. */
+int tn_comm_open(struct tn_comm **c, int device_buffers);
 int tn_comm_rank(const struct tn_comm *c);
 int tn_comm_size(const struct tn_comm *c);
 enum tn_comm_kind tn_comm_kind(const struct tn_comm *c);

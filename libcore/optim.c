@@ -49,6 +49,11 @@ void tn_optim_free(struct tn_optim *opt, const struct tn_model *m)
 }
 
 static int ranks(const struct tn_optim *opt) { return opt->comm ? tn_comm_size(opt->comm) : 1; }
+/* Gradients go through the communicator: several ranks, or NCCL checked alone. */
+static int communicating(const struct tn_optim *opt)
+{
+	return opt->comm && tn_comm_kind(opt->comm) != TN_COMM_SINGLE;
+}
 
 /* Moments narrowed from the whole range to [lo, hi). */
 static int narrow(struct tn_optim *opt, const struct tn_model *m, size_t lo, size_t hi)
@@ -77,8 +82,11 @@ int tn_optim_distribute(struct tn_optim *opt, const struct tn_model *m, struct t
 	int w = tn_comm_size(comm), r = tn_comm_rank(comm);
 	if (zero < 0 || zero > 2)
 		return tn_fail(TN_EUSAGE, "ZeRO stage must be 0, 1 or 2, not %d", zero);
-	if (w > 1 && strcmp(m->be->name, "cpu") != 0)
-		return tn_fail(TN_EUSAGE, "several ranks need the cpu backend (MPI moves host memory)");
+	int nccl = tn_comm_kind(comm) == TN_COMM_NCCL;
+	if (w > 1 && strcmp(m->be->name, "cpu") != 0 && !nccl)
+		return tn_fail(TN_EUSAGE, "several ranks on the GPU need NCCL");
+	if (nccl && zero)
+		return tn_fail(TN_EUSAGE, "ZeRO over NCCL is not implemented yet: use --zero 0");
 	opt->comm = comm;
 	opt->zero = w > 1 ? zero : 0;
 	if (!opt->zero)
@@ -140,7 +148,7 @@ void tn_optim_release_whole(const struct tn_optim *opt, const struct tn_model *m
  * rank's shard (ZeRO-2). */
 static int reduce_grads(struct tn_optim *opt, struct tn_model *m)
 {
-	if (ranks(opt) == 1)
+	if (!communicating(opt))
 		return TN_OK;
 	if (opt->zero < 2)
 		return tn_comm_allreduce(opt->comm, m->grads, m->n_floats);

@@ -77,7 +77,7 @@ static int add_point(struct run *r, int64_t step, double loss, int val)
 
 static int write_metrics(const struct run *r)
 {
-	char *path = tn_ckpt_path(r->o->out, "metrics.jsonl");
+	char *path = tn_path_join(r->o->out, "metrics.jsonl");
 	struct tn_out out;
 	int rc = path ? tn_out_open(&out, path) : TN_ENOMEM;
 	for (size_t i = 0; !rc && i < r->n_pts; i++) {
@@ -98,7 +98,7 @@ static int write_metrics(const struct run *r)
 /* Keep the lines of an earlier run's metrics.jsonl up to step `upto`. */
 static int read_metrics(struct run *r, int64_t upto)
 {
-	char *path = tn_ckpt_path(r->o->out, "metrics.jsonl");
+	char *path = tn_path_join(r->o->out, "metrics.jsonl");
 	if (!path)
 		return TN_ENOMEM;
 	FILE *f = fopen(path, "r");
@@ -143,7 +143,7 @@ static int write_plot(const struct run *r)
 		lo = isfinite(lo) ? lo - 1 : 0;
 		hi = lo + 2;
 	}
-	char *path = tn_ckpt_path(r->o->out, "loss.svg");
+	char *path = tn_path_join(r->o->out, "loss.svg");
 	struct tn_out o;
 	int rc = path ? tn_out_open(&o, path) : TN_ENOMEM;
 	if (!rc)
@@ -314,7 +314,7 @@ static void emit(const struct run *r, struct tn_train_log *l)
 static int save(struct run *r)
 {
 	snprintf(r->ckpt, sizeof(r->ckpt), "step-%08lld", (long long)r->ts.step);
-	char *dir = tn_ckpt_path(r->o->out, r->ckpt);
+	char *dir = tn_path_join(r->o->out, r->ckpt);
 	if (!dir)
 		return TN_ENOMEM;
 	r->ts.cursor = tn_loader_get_cursor(r->train);

@@ -2,7 +2,8 @@
 # run-cuda.sh - the GPU tests, run on the GPU machine by `make test-cuda`:
 # builds each tests/cuda/test_*.c against $O/libcore.a (built with CUDA) and
 # runs it, then its --small cases under compute-sanitizer memcheck and
-# racecheck, then a short `tn-bench attn` from $1 (the bin folder).
+# racecheck; then the model's golden tests (test_model) on the CUDA backend,
+# and a short `tn-bench attn` from $1 (the bin folder).
 BIN=${1:-bin}
 O=${O:-build/release}
 CC=${CC:-cc}
@@ -31,6 +32,9 @@ for src in tests/cuda/test_*.c; do
 		fi
 	done
 done
+if [ -x "$O/tests/test_model" ]; then
+	TN_BACKEND=cuda "$O/tests/test_model" || status=1
+fi
 if [ -x "$BIN/tn-bench" ]; then
 	"$BIN/tn-bench" attn --dims 64 --n 1k --tokens 4k --reps 3 || status=1
 fi

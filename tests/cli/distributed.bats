@@ -57,16 +57,17 @@ PY
 
 @test "a rank that dies stops the others" {
 	command -v mpirun >/dev/null || skip "Open MPI not installed"
-	train --preset tiny --nproc 2 -o long --steps 100000 --batch 2 --timeout 20 &
+	out="$BATS_TEST_TMPDIR/long" # a unique path: only this run's processes match it
+	train --preset tiny --nproc 2 -o "$out" --steps 100000 --batch 2 --timeout 20 &
 	pid=$!
-	for i in $(seq 100); do [ "$(pgrep -f 'tn-train --data' | wc -l)" -ge 3 ] && break; sleep 0.1; done
+	for i in $(seq 100); do [ "$(pgrep -f -- "-o $out" | wc -l)" -ge 3 ] && break; sleep 0.1; done
 	sleep 1
-	victim=$(pgrep -f 'tn-train --data' | tail -1)
+	victim=$(pgrep -f -- "-o $out" | tail -1)
 	kill -9 "$victim"
 	start=$SECONDS
 	run wait "$pid"
 	[ "$status" -ne 0 ]
 	[ $((SECONDS - start)) -lt 30 ]
-	for i in $(seq 50); do [ -z "$(pgrep -f 'tn-train --data')" ] && break; sleep 0.1; done
-	[ -z "$(pgrep -f 'tn-train --data')" ]
+	for i in $(seq 50); do [ -z "$(pgrep -f -- "-o $out")" ] && break; sleep 0.1; done
+	[ -z "$(pgrep -f -- "-o $out")" ]
 }

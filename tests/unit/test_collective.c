@@ -71,7 +71,7 @@ static void broadcast_from_last(void **state)
 
 int main(void)
 {
-	if (tn_comm_open(&comm)) {
+	if (tn_comm_open(&comm, 0)) {
 		fprintf(stderr, "%s\n", tn_errmsg());
 		return 1;
 	}

@@ -129,7 +129,7 @@ static void checkpoint_round_trip(void **s)
 	assert_true(ts2.cursor.epoch == 2 && ts2.cursor.position == 34);
 	assert_string_equal(ts2.tokenizer, ts.tokenizer);
 	assert_memory_equal(ts2.rng.s, ts.rng.s, sizeof(ts.rng.s));
-	char *p = tn_ckpt_path(dir, "model.safetensors");
+	char *p = tn_path_join(dir, "model.safetensors");
 	/* the tied head is not stored; a reader rejects a tensor it does not know */
 	struct tn_st st;
 	assert_int_equal(tn_st_open(&st, p), TN_OK);
@@ -140,7 +140,7 @@ static void checkpoint_round_trip(void **s)
 	assert_int_equal(tn_model_load_weights(back, p), TN_EDATA);
 	assert_non_null(strstr(tn_errmsg(), "'model.layers.9.extra' is not part of this model"));
 	free(p);
-	p = tn_ckpt_path(dir, "optimizer.safetensors");
+	p = tn_path_join(dir, "optimizer.safetensors");
 	assert_int_equal(tn_st_write(p, &extra, 1), TN_OK);
 	assert_int_equal(tn_ckpt_load_state(dir, back, opt2, &ts2), TN_EDATA);
 	assert_non_null(strstr(tn_errmsg(), "1 tensors, expected"));
@@ -168,7 +168,7 @@ static void sharded_weights(void **s)
 	char dir[64];
 	snprintf(dir, sizeof(dir), "/tmp/tn-test-shards-%d", (int)getpid());
 	assert_int_equal(tn_ckpt_save(dir, m, NULL, NULL, TN_F32), TN_OK);
-	char *single = tn_ckpt_path(dir, "model.safetensors");
+	char *single = tn_path_join(dir, "model.safetensors");
 	assert_int_equal(unlink(single), 0);
 	struct tn_st_entry *e = calloc(m->n_param, sizeof(*e));
 	for (size_t i = 0; i < m->n_param; i++) {
@@ -177,11 +177,11 @@ static void sharded_weights(void **s)
 		memcpy(e[i].shape, p->shape, sizeof(p->shape));
 	}
 	size_t half = m->n_param / 2;
-	char *a = tn_ckpt_path(dir, "model-00001-of-00002.safetensors");
-	char *b = tn_ckpt_path(dir, "model-00002-of-00002.safetensors");
+	char *a = tn_path_join(dir, "model-00001-of-00002.safetensors");
+	char *b = tn_path_join(dir, "model-00002-of-00002.safetensors");
 	assert_int_equal(tn_st_write(a, e, half), TN_OK);
 	assert_int_equal(tn_st_write(b, e + half, m->n_param - half), TN_OK);
-	char *index = tn_ckpt_path(dir, "model.safetensors.index.json");
+	char *index = tn_path_join(dir, "model.safetensors.index.json");
 	FILE *f = fopen(index, "w");
 	fprintf(f, "{\"metadata\": {}, \"weight_map\": {");
 	for (size_t i = 0; i < m->n_param; i++)

@@ -1,0 +1,32 @@
+/* collective_nccl.h - the NCCL side of libcore/collective.c: collectives
+ * over device buffers on the tn CUDA stream. The caller supplies rank,
+ * size and the unique id (rank 0 makes it, the launcher shares it). */
+#ifndef TN_COLLECTIVE_NCCL_H
+#define TN_COLLECTIVE_NCCL_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TN_NCCL_ID_BYTES 128
+
+struct tn_nccl;
+/* Pick this rank's GPU (local_rank modulo the devices), before any CUDA work. */
+int tn_nccl_select_device(int local_rank);
+int tn_nccl_make_id(unsigned char id[TN_NCCL_ID_BYTES]);
+int tn_nccl_open(struct tn_nccl **c, int rank, int size, const unsigned char id[TN_NCCL_ID_BYTES]);
+int tn_nccl_allreduce(struct tn_nccl *c, float *dev, size_t n);
+/* A host double array, summed through a device buffer. */
+int tn_nccl_allreduce_host_f64(struct tn_nccl *c, double *host, size_t n);
+int tn_nccl_reduce_scatter(struct tn_nccl *c, const float *send, float *recv, size_t n);
+int tn_nccl_allgather(struct tn_nccl *c, const float *send, float *recv, size_t n);
+int tn_nccl_broadcast(struct tn_nccl *c, void *dev, size_t bytes, int root);
+void tn_nccl_close(struct tn_nccl *c);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
