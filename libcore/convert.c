@@ -83,7 +83,7 @@ static int add_tensor(struct tn_src *s, const char *file, const char *name, enum
 
 static int add_file(struct tn_src *s, const char *file, int torch)
 {
-	char *path = tn_ckpt_path(s->dir, file);
+	char *path = tn_path_join(s->dir, file);
 	if (!path)
 		return TN_ENOMEM;
 	int rc = exists(path) ? TN_OK
@@ -110,7 +110,7 @@ static int weight_files(const char *dir, json_t **files, int *torch)
 	int rc = TN_OK;
 	*files = NULL;
 	for (int k = 0; k < 2 && !*files && !rc; k++) {
-		char *one = tn_ckpt_path(dir, single[k]), *idx = NULL;
+		char *one = tn_path_join(dir, single[k]), *idx = NULL;
 		if (one && asprintf(&idx, "%s.index.json", one) < 0)
 			idx = NULL;
 		if (!one || !idx)
@@ -309,7 +309,7 @@ static int write_shards(const char *tmp, struct tn_st_entry *e, size_t n, uint64
 	for (size_t s = 0; !rc && s < k; s++) {
 		char name[64], *path;
 		snprintf(name, sizeof(name), "model-%05zu-of-%05zu.safetensors", s + 1, k);
-		if (!(path = tn_ckpt_path(tmp, name)))
+		if (!(path = tn_path_join(tmp, name)))
 			rc = TN_ENOMEM;
 		if (!rc)
 			rc = tn_st_write(path, e + first[s], first[s + 1] - first[s]);
@@ -317,7 +317,7 @@ static int write_shards(const char *tmp, struct tn_st_entry *e, size_t n, uint64
 			json_object_set_new(map, e[i].name, json_string(name));
 		free(path);
 	}
-	char *path = rc ? NULL : tn_ckpt_path(tmp, "model.safetensors.index.json");
+	char *path = rc ? NULL : tn_path_join(tmp, "model.safetensors.index.json");
 	if (!rc)
 		rc = path ? tn_json_save(path, idx) : TN_ENOMEM;
 	else
@@ -332,7 +332,7 @@ static int write_dir(const struct tn_model *m, const char *tmp, const struct tn_
 {
 	if (mkdir(tmp, 0755))
 		return tn_fail_errno("%s", tmp);
-	char *cfg = tn_ckpt_path(tmp, "config.json"), *one = tn_ckpt_path(tmp, "model.safetensors");
+	char *cfg = tn_path_join(tmp, "config.json"), *one = tn_path_join(tmp, "model.safetensors");
 	size_t n;
 	struct tn_st_entry *e = entries(m, o, r->dtype, &n);
 	int rc = cfg && one && e ? TN_OK : TN_ENOMEM;
@@ -355,7 +355,7 @@ static void remove_tmp(const char *tmp, size_t shards)
 {
 	const char *names[] = {"config.json", "model.safetensors", "model.safetensors.index.json"};
 	for (size_t i = 0; i < TN_ARRAY_LEN(names); i++) {
-		char *p = tn_ckpt_path(tmp, names[i]);
+		char *p = tn_path_join(tmp, names[i]);
 		if (p)
 			unlink(p);
 		free(p);
@@ -363,7 +363,7 @@ static void remove_tmp(const char *tmp, size_t shards)
 	for (size_t s = 0; s < shards; s++) {
 		char name[64], *p;
 		snprintf(name, sizeof(name), "model-%05zu-of-%05zu.safetensors", s + 1, shards);
-		if ((p = tn_ckpt_path(tmp, name)))
+		if ((p = tn_path_join(tmp, name)))
 			unlink(p);
 		free(p);
 	}
@@ -374,7 +374,7 @@ static int load_source(struct tn_model **m, const struct tn_src *s, const char *
 		       struct tn_convert_report *r)
 {
 	struct tn_config cfg;
-	char *path = tn_ckpt_path(dir, "config.json");
+	char *path = tn_path_join(dir, "config.json");
 	int rc = path ? tn_config_load(&cfg, path) : TN_ENOMEM;
 	free(path);
 	if (!rc)
