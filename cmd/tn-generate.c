@@ -14,6 +14,7 @@
 
 #include <getopt.h>
 #include <jansson.h>
+#include <utf8proc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -217,6 +218,30 @@ static int emit_id(void *ctx, int32_t id, const char *text, size_t len)
 	return rc ? rc : tn_out_flush(&r->out);
 }
 
+/* A JSON string of s, invalid UTF-8 (a continuation cut mid-character)
+ * replaced by U+FFFD, as JSON must be valid UTF-8. */
+static json_t *json_text(const char *s, size_t len)
+{
+	json_t *j = json_stringn(s, len);
+	char *fixed = j ? NULL : tn_malloc(3 * len + 1);
+	size_t n = 0;
+	for (size_t at = 0; fixed && at < len;) {
+		utf8proc_int32_t cp;
+		utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)s + at,
+						      (utf8proc_ssize_t)(len - at), &cp);
+		if (k < 1) {
+			cp = 0xFFFD;
+			k = 1;
+		}
+		n += (size_t)utf8proc_encode_char(cp, (utf8proc_uint8_t *)fixed + n);
+		at += (size_t)k;
+	}
+	if (fixed)
+		j = json_stringn(fixed, n);
+	free(fixed);
+	return j;
+}
+
 static int json_line(struct run *r, const char *prompt, size_t plen, size_t np,
 		     const struct tn_gen_result *g)
 {
@@ -225,9 +250,9 @@ static int json_line(struct run *r, const char *prompt, size_t plen, size_t np,
 		json_array_append_new(ids, json_integer(g->ids[i]));
 	json_object_set_new(o, "prompt_tokens", json_integer((json_int_t)np));
 	if (prompt)
-		json_object_set_new(o, "prompt", json_stringn_nocheck(prompt, plen));
+		json_object_set_new(o, "prompt", json_text(prompt, plen));
 	if (g->text)
-		json_object_set_new(o, "text", json_stringn_nocheck(g->text, g->len));
+		json_object_set_new(o, "text", json_text(g->text, g->len));
 	json_object_set_new(o, "ids", ids);
 	json_object_set_new(o, "reason", json_string(g->reason));
 	char *s = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
