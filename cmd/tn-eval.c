@@ -5,6 +5,7 @@
 #include "backend.h"
 #include "cli.h"
 #include "eval.h"
+#include "eval_mc.h"
 #include "loader.h"
 #include "model.h"
 #include "source.h"
@@ -217,6 +218,8 @@ static int run(const struct args *a, struct tn_ppl *acc)
 int main(int argc, char **argv)
 {
 	tn_cpu_passive_wait(argv);
+	if (argc >= 2 && !strcmp(argv[1], "mc"))
+		return tn_eval_mc_main(argc - 1, argv + 1);
 	struct args a = {0};
 	int rc = parse_args(&a, argc, argv);
 	if (rc)

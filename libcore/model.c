@@ -804,6 +804,25 @@ int tn_infer_state(const struct tn_infer *st, int layer, float *out)
 
 int64_t tn_infer_pos(const struct tn_infer *st, int b) { return st->pos[b]; }
 
+int tn_infer_copy(struct tn_infer *dst, int db, const struct tn_infer *src, int sb)
+{
+	const struct tn_model *m = src->m;
+	size_t most = state_floats(m, 1, 0);
+	for (int l = 1; l < m->cfg.layers; l++)
+		most = TN_MAX(most, state_floats(m, 1, l));
+	float *tmp = tn_malloc(most * sizeof(float));
+	if (!tmp)
+		return TN_ENOMEM;
+	for (int l = 0; l < m->cfg.layers; l++) { /* through the host: no device-to-device op */
+		size_t n = state_floats(m, 1, l);
+		m->be->download(tmp, src->s[l] + (size_t)sb * n, n * sizeof(float));
+		m->be->upload(dst->s[l] + (size_t)db * n, tmp, n * sizeof(float));
+	}
+	free(tmp);
+	dst->pos[db] = src->pos[sb];
+	return TN_OK;
+}
+
 /* Rows of n tokens per sequence continuing each sequence's state; swaps
  * the states and advances the position counters. */
 static int infer_step(struct tn_model *m, struct tn_infer *st, const int32_t *tok, int n)

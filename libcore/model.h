@@ -84,6 +84,9 @@ void tn_infer_free(struct tn_infer *st);
 /* Host copy of layer l's state and the positions. */
 int tn_infer_state(const struct tn_infer *st, int layer, float *out);
 int64_t tn_infer_pos(const struct tn_infer *st, int b);
+/* Sequence sb of src (state and position) into slot db of dst, both of the
+ * same model: a shared prefix is computed once and continued many ways. */
+int tn_infer_copy(struct tn_infer *dst, int db, const struct tn_infer *src, int sb);
 
 #define TN_PREFILL_BLOCK 256
 /* n more tokens of each sequence (tok[b * n + t]), in blocks of

@@ -1,0 +1,26 @@
+/* tiny_model.h - small random models of odd sizes for the generation and
+ * evaluation tests (header-only: each test is its own program). Weights are
+ * the HF initialisation at a large std, so that logits are far from ties. */
+#ifndef TN_TEST_TINY_MODEL_H
+#define TN_TEST_TINY_MODEL_H
+
+#include "config.h"
+#include "model.h"
+
+static inline struct tn_model *tiny_model(int V, int d, int H, int L, double std, uint64_t seed)
+{
+	struct tn_config c;
+	assert_int_equal(tn_config_preset(&c, "tiny"), TN_OK);
+	c.vocab_size = V;
+	c.d = c.hidden_dim = d;
+	c.heads = H;
+	c.layers = L;
+	c.glu_dim = d + 6;
+	c.init_std = std;
+	struct tn_model *m;
+	assert_int_equal(tn_model_new(&m, &c, &tn_backend_cpu), TN_OK);
+	assert_int_equal(tn_model_init(m, seed), TN_OK);
+	return m;
+}
+
+#endif
