@@ -1,5 +1,6 @@
-/* tn-eval - evaluate a model (see tn-eval(1)); for now the `ppl` command:
- * perplexity of token streams, decimal-id lines or shard directories.
+/* tn-eval - evaluate a model (see tn-eval(1)): `ppl`, the perplexity of
+ * text, token streams, decimal-id lines or shard directories, and `mc`,
+ * multiple-choice and cloze tasks (libcore/eval_mc.c).
  * Options and plumbing only; the scoring is libcore/eval.c. */
 #include "checkpoint.h"
 #include "backend.h"
@@ -9,6 +10,7 @@
 #include "loader.h"
 #include "model.h"
 #include "source.h"
+#include "tokenizer.h"
 #include "util.h"
 
 #include <getopt.h>
@@ -22,23 +24,32 @@ static const char *prog = "tn-eval";
 
 static const char usage_text[] =
 	"Usage: tn-eval ppl -m MODEL [OPTION]... [FILE|DIR|-]...\n"
-	"Score token data with a model: tokens scored, mean negative log-likelihood,\n"
-	"perplexity and bits per token.\n"
+	"       tn-eval mc -m MODEL -t TOK --task FILE.jsonl [OPTION]...  (tn-eval mc --help)\n"
+	"Score data with a model: tokens scored, mean negative log-likelihood,\n"
+	"perplexity, bits per token and, for text, bits per byte.\n"
+	"\n"
+	"Commands:\n"
+	"  ppl                       perplexity (the options below)\n"
+	"  mc                        multiple-choice and cloze tasks in lm-evaluation-harness layouts\n"
 	"\n"
 	"Inputs: token streams (tn-tokens(5)), or with --ids decimal ids (one sequence per\n"
-	"line), each sequence scored at every position after its first; a shard directory\n"
-	"is scored in windows of --ctx tokens. No input or '-' reads standard input.\n"
+	"line), each sequence scored at every position after its first; with -t, text\n"
+	"files, each document starting after the tokenizer's end-of-text id so that every\n"
+	"token is scored; a shard directory is scored in windows of --ctx tokens. No input\n"
+	"or '-' reads standard input.\n"
 	"\n"
 	"Options:\n"
 	"  -m, --model DIR           checkpoint directory (config.json + model.safetensors),\n"
 	"                            or a tn-train output directory (its latest checkpoint)\n"
 	"      --ids                 inputs are decimal ids, one sequence per line\n"
+	"  -t, --tokenizer TOK       inputs are text, encoded with TOK (see tn-tokenize(1))\n"
+	"      --split-docs          with -t: documents are separated by <|endoftext|> lines\n"
 	"      --ctx N               windows of at most N tokens of context (default: whole\n"
 	"                            sequences; 512 for shard directories)\n"
 	"      --stride S            start a window every S tokens (default: --ctx)\n"
 	"      --split train|val     which split of a shard directory (default val)\n"
 	"      --batch N             windows per forward pass in shard directories (default 8)\n"
-	"      --json                one JSON line: tokens, nll, ppl, bits\n"
+	"      --json                one JSON line: tokens, nll, ppl, bits (and bytes, bpb)\n"
 	"      --backend NAME        cpu (default) or, where built, cuda\n"
 	"  -h, --help                show this help and exit\n"
 	"  -V, --version             show the version and exit\n"
@@ -46,11 +57,14 @@ static const char usage_text[] =
 	"Exit status: 0 success, 1 invalid data, 2 usage error, 3 system error.\n"
 	"See tn-eval(1) and tn-checkpoint(5).\n";
 
-enum { OPT_IDS = 256, OPT_CTX, OPT_STRIDE, OPT_SPLIT, OPT_BATCH, OPT_JSON, OPT_BACKEND };
+enum { OPT_IDS = 256, OPT_CTX, OPT_STRIDE, OPT_SPLIT, OPT_BATCH, OPT_JSON, OPT_BACKEND,
+       OPT_SPLIT_DOCS };
 
 static const struct option long_opts[] = {
 	{"model", required_argument, NULL, 'm'},
 	{"ids", no_argument, NULL, OPT_IDS},
+	{"tokenizer", required_argument, NULL, 't'},
+	{"split-docs", no_argument, NULL, OPT_SPLIT_DOCS},
 	{"ctx", required_argument, NULL, OPT_CTX},
 	{"stride", required_argument, NULL, OPT_STRIDE},
 	{"split", required_argument, NULL, OPT_SPLIT},
@@ -63,9 +77,9 @@ static const struct option long_opts[] = {
 };
 
 struct args {
-	const char *model, *split;
+	const char *model, *split, *tokenizer;
 	const struct tn_backend *be;
-	int ids, json;
+	int ids, json, split_docs;
 	uint64_t ctx, stride, batch;
 	char **paths;
 	int n_paths;
@@ -85,16 +99,18 @@ static int parse_args(struct args *a, int argc, char **argv)
 			tn_cli_version(prog);
 			exit(0);
 		}
-		return tn_cli_usage_error(prog, "missing command (ppl)");
+		return tn_cli_usage_error(prog, "missing command (ppl or mc)");
 	}
 	if (strcmp(argv[1], "ppl"))
-		return tn_cli_usage_error(prog, "unknown command '%s' (ppl)", argv[1]);
+		return tn_cli_usage_error(prog, "unknown command '%s' (ppl or mc)", argv[1]);
 	int c, rc = TN_OK;
 	opterr = 0;
 	optind = 2;
-	while (!rc && (c = getopt_long(argc, argv, "m:hV", long_opts, NULL)) != -1) {
+	while (!rc && (c = getopt_long(argc, argv, "m:t:hV", long_opts, NULL)) != -1) {
 		switch (c) {
 		case 'm': a->model = optarg; break;
+		case 't': a->tokenizer = optarg; break;
+		case OPT_SPLIT_DOCS: a->split_docs = 1; break;
 		case OPT_IDS: a->ids = 1; break;
 		case OPT_JSON: a->json = 1; break;
 		case OPT_SPLIT: a->split = optarg; break;
@@ -121,6 +137,10 @@ static int parse_args(struct args *a, int argc, char **argv)
 					  "--batch in 1..4096");
 	if (strcmp(a->split, "train") && strcmp(a->split, "val"))
 		return tn_cli_usage_error(prog, "--split must be train or val");
+	if (a->tokenizer && a->ids)
+		return tn_cli_usage_error(prog, "give -t (text) or --ids, not both");
+	if (a->split_docs && !a->tokenizer)
+		return tn_cli_usage_error(prog, "--split-docs goes with -t");
 	a->paths = argv + optind;
 	a->n_paths = argc - optind;
 	return TN_OK;
@@ -208,8 +228,19 @@ static int run(const struct args *a, struct tn_ppl *acc)
 		else
 			files[nf++] = a->paths[i];
 	}
-	if (!rc && (nf || !a->n_paths))
-		rc = nf ? score_files(m, a, files, nf, acc) : score_files(m, a, stdin_path, 1, acc);
+	char **inputs = nf ? files : stdin_path;
+	size_t n_inputs = nf ? nf : 1;
+	if (!rc && (nf || !a->n_paths) && a->tokenizer) {
+		struct tn_tokenizer *t;
+		rc = tn_tokenizer_load(&t, a->tokenizer, TN_TOK_AUTO);
+		if (!rc) {
+			rc = tn_eval_text(m, t, inputs, n_inputs, a->split_docs ? TN_CUT_EOT : TN_CUT_FILE,
+					  (int)a->ctx, (int)a->stride, acc);
+			tn_tokenizer_free(t);
+		}
+	} else if (!rc && (nf || !a->n_paths)) {
+		rc = score_files(m, a, inputs, n_inputs, acc);
+	}
 	free(files);
 	tn_model_free(m);
 	return rc;
@@ -231,13 +262,20 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s: no position to score (every sequence is shorter than 2)\n", prog);
 		return TN_EDATA;
 	}
+	char text_part[96] = "", json_part[96] = "";
+	if (acc.bytes) {
+		snprintf(text_part, sizeof text_part, "  bytes %llu  bits/byte %.4f",
+			 (unsigned long long)acc.bytes, tn_ppl_bits_per_byte(&acc));
+		snprintf(json_part, sizeof json_part, ",\"bytes\":%llu,\"bpb\":%.9g",
+			 (unsigned long long)acc.bytes, tn_ppl_bits_per_byte(&acc));
+	}
 	if (a.json)
-		printf("{\"tokens\":%llu,\"nll\":%.9g,\"ppl\":%.9g,\"bits\":%.9g}\n",
+		printf("{\"tokens\":%llu,\"nll\":%.9g,\"ppl\":%.9g,\"bits\":%.9g%s}\n",
 		       (unsigned long long)acc.tokens, tn_ppl_nll(&acc), tn_ppl_ppl(&acc),
-		       tn_ppl_bits(&acc));
+		       tn_ppl_bits(&acc), json_part);
 	else
-		printf("tokens %llu  nll %.6f  ppl %.4f  bits/token %.4f\n",
+		printf("tokens %llu  nll %.6f  ppl %.4f  bits/token %.4f%s\n",
 		       (unsigned long long)acc.tokens, tn_ppl_nll(&acc), tn_ppl_ppl(&acc),
-		       tn_ppl_bits(&acc));
+		       tn_ppl_bits(&acc), text_part);
 	return 0;
 }

@@ -1,6 +1,7 @@
 /* eval.c - perplexity over sequences (optionally in sliding windows) and
  * over loader windows, through tn_model_forward's per-position losses. */
 #include "eval.h"
+#include "tokenize.h"
 #include "util.h"
 
 #include <math.h>
@@ -9,6 +10,10 @@
 double tn_ppl_nll(const struct tn_ppl *p) { return p->tokens ? p->nll_sum / p->tokens : 0.0; }
 double tn_ppl_ppl(const struct tn_ppl *p) { return exp(tn_ppl_nll(p)); }
 double tn_ppl_bits(const struct tn_ppl *p) { return tn_ppl_nll(p) / M_LN2; }
+double tn_ppl_bits_per_byte(const struct tn_ppl *p)
+{
+	return p->bytes ? p->nll_sum / M_LN2 / (double)p->bytes : 0.0;
+}
 
 /* Forward B rows of n inputs with targets; add the losses of targeted rows. */
 static int score(struct tn_model *m, const int32_t *in, const int32_t *tgt, int B, int n,
@@ -57,6 +62,45 @@ int tn_eval_sequence(struct tn_model *m, const uint32_t *tok, size_t n, int ctx,
 	}
 	free(in);
 	free(tgt);
+	return rc;
+}
+
+int tn_eval_text(struct tn_model *m, const struct tn_tokenizer *t, char *const *paths, size_t n,
+		 enum tn_input_cut cut, int ctx, int stride, struct tn_ppl *acc)
+{
+	if (t->eot_id == TN_BPE_NONE)
+		return tn_fail(TN_EUSAGE, "%s: the tokenizer has no end-of-text token to start "
+			       "documents with", t->path);
+	if (t->vocab_size > (uint32_t)m->cfg.vocab_size)
+		return tn_fail(TN_EDATA, "%s: the tokenizer's vocabulary of %u is larger than the "
+			       "model's %d", t->path, t->vocab_size, m->cfg.vocab_size);
+	struct tn_input_opts io = {cut, NULL};
+	struct tn_input *in;
+	int rc = tn_input_open(&in, paths, n, &io);
+	if (rc)
+		return rc;
+	struct tn_idvec ids = {0};
+	for (int eof = 0; !rc;) {
+		const uint8_t *doc;
+		size_t len;
+		rc = tn_input_next(in, &doc, &len, &eof);
+		if (rc || eof)
+			break;
+		ids.n = 0;
+		rc = tn_idvec_push(&ids, t->eot_id);
+		struct tn_idvec text = {0};
+		if (!rc)
+			rc = tn_tokenize_text(t, doc, len, 1, &text);
+		if (!rc)
+			rc = tn_idvec_append(&ids, text.v, text.n);
+		tn_idvec_free(&text);
+		if (!rc)
+			rc = tn_eval_sequence(m, ids.v, ids.n, ctx, stride, acc);
+		if (!rc && ids.n > 1)
+			acc->bytes += len;
+	}
+	tn_idvec_free(&ids);
+	tn_input_free(in);
 	return rc;
 }
 
