@@ -34,4 +34,12 @@ rm -rf "$work/run"
 step "perplexity on the held-out chapter"
 "$bin/tn-eval" ppl -m "$work/run" "$work/data"
 
+step "generate: continue a prompt (recurrent decoding, constant time per token)"
+"$bin/tn-generate" -m "$work/run" -t "$tok" -p "Call me Ishmael." -n 40 \
+	--temperature 0.8 --top-p 0.95 --seed 1
+echo
+
+step "a HellaSwag-style task: pick the true next sentence of Moby-Dick (100 items, chance 25%)"
+"$bin/tn-eval" mc -m "$work/run" -t "$tok" --task "$share/demo/moby_next-100.jsonl"
+
 step "done: results in $work (the loss curve is $work/run/loss.svg)"
