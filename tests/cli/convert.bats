@@ -124,3 +124,21 @@ bin_dir() {
 	[[ "$stderr" == *"t/pytorch_model.bin"* ]]
 	[ ! -e out ] && [ ! -e out.tmp ]
 }
+
+# Written by torch 2.11 itself on the GPU machine (2026-11-29): random weights with
+# golden A's names and shapes (seed 20261129), saved by torch.save and, as their
+# twins, by safetensors.torch.save_file, in fp32 and bf16 (random*.torch.bin,
+# random*.safetensors): real files of both libraries, not our imitation.
+@test "pytorch_model.bin files written by torch equal their safetensors twins" {
+	D="$BATS_TEST_DIRNAME/data/torch"
+	for v in random random-bf16; do
+		mkdir -p "bin-$v" "st-$v"
+		cp "$TN_SHARED/golden/A/config.json" "bin-$v/"
+		cp "$TN_SHARED/golden/A/config.json" "st-$v/"
+		cp "$D/$v.torch.bin" "bin-$v/pytorch_model.bin"
+		cp "$D/$v.safetensors" "st-$v/model.safetensors"
+		"$TN_BIN/tn-convert" -q "bin-$v" "out-bin-$v"
+		"$TN_BIN/tn-convert" -q "st-$v" "out-st-$v"
+		cmp <("$TN_BIN/tn-convert" info "out-st-$v" | sort) <("$TN_BIN/tn-convert" info "out-bin-$v" | sort)
+	done
+}
