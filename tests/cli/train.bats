@@ -63,15 +63,32 @@ make_data() {
 	grep -q '"step": [1-9]' R/latest/trainer_state.json
 }
 
+# The token ids of golden model A's test sequences, one per line, read from
+# ../shared (the int32 "tokens" tensor of golden.safetensors).
+golden_a_ids() {
+	python3 - "$TN_SHARED/golden/A/golden.safetensors" > golden-A.ids <<'PY'
+import array, json, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+t = json.loads(b[8:8 + n])["tokens"]
+s, e = t["data_offsets"]
+ids = array.array("i", b[8 + n + s:8 + n + e])
+rows, cols = t["shape"]
+for r in range(rows):
+    print(" ".join(str(x) for x in ids[r * cols:(r + 1) * cols]))
+PY
+}
+
 @test "perplexity of golden model A equals the official loss" {
+	golden_a_ids
 	dir="$TN_SHARED/golden/A"
 	want=$(grep -o '^  "loss": [0-9.]*' "$dir/meta.json" | awk '{print $2}')
-	run --separate-stderr EV ppl -m "$dir" --ids --json "$BATS_TEST_DIRNAME/data/golden-A.ids"
+	run --separate-stderr EV ppl -m "$dir" --ids --json golden-A.ids
 	[ "$status" -eq 0 ]
 	[[ "$output" == '{"tokens":32,'* ]]
 	got=$(printf '%s' "$output" | sed 's/.*"nll":\([0-9.e+-]*\).*/\1/')
 	awk -v a="$got" -v b="$want" 'BEGIN { d = a - b; exit !(d < 1e-5 && d > -1e-5) }'
-	EV ppl -m "$dir" --ids < "$BATS_TEST_DIRNAME/data/golden-A.ids" | grep -q '^tokens 32  nll 7.3749'
+	EV ppl -m "$dir" --ids < golden-A.ids | grep -q '^tokens 32  nll 7.3749'
 }
 
 @test "bad input: one line, non-zero exit, nothing lost" {
@@ -96,7 +113,8 @@ make_data() {
 		R/latest/config.json > M/config.json
 	run --separate-stderr EV ppl -m M --ids in.ids
 	one_line_error "'model.layers.2.token_mixer.qkvu_proj.weight' is missing"
-	run --separate-stderr EV ppl -m R --ids "$BATS_TEST_DIRNAME/data/golden-A.ids"
+	golden_a_ids
+	run --separate-stderr EV ppl -m R --ids golden-A.ids
 	one_line_error "golden-A.ids: line 1, column 20: token id is not below the vocabulary size 48"
 	run --separate-stderr EV ppl -m nowhere in.ids
 	one_line_error "nowhere: neither a checkpoint"
