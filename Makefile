@@ -30,8 +30,10 @@ TEST_SRC = $(wildcard tests/unit/test_*.c)
 TESTS    = $(TEST_SRC:tests/unit/%.c=$(O)/tests/%)
 
 KERN_SRC = $(wildcard kernels/*.cu)
+CUDA_TEST_SRC = $(wildcard tests/cuda/test_*.c)
 ifeq ($(CUDA),1)
 ifneq ($(KERN_SRC),)
+CUDA_TESTS   = $(CUDA_TEST_SRC:tests/cuda/%.c=$(O)/tests/%)
 CUDA_HOME   ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
 KERN_OBJ     = $(KERN_SRC:%.cu=$(O)/%.o)
 ALL_CPPFLAGS += -DTN_CUDA=1 -Ikernels -I$(CUDA_HOME)/include
@@ -40,7 +42,9 @@ endif
 endif
 
 .PHONY: all deps test check test-unit test-cli test-cuda demo install clean fuzz bench
-all: $(PROGS)
+# With CUDA the GPU tests are built too (so CI compiles them); they run
+# only on a GPU machine, through test-cuda.
+all: $(PROGS) $(CUDA_TESTS)
 
 # Objects depend on the build's configuration, so switching CUDA or SAN
 # in one object directory rebuilds what was compiled the other way.
@@ -73,6 +77,10 @@ $(BIN)/%: $(O)/cmd/%.o $(LIB)
 $(O)/tests/%: $(O)/tests/unit/%.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS_ALL) $(shell pkg-config --libs cmocka) -o $@
+
+$(O)/tests/test_%: tests/cuda/test_%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CPPFLAGS) $(ALL_CFLAGS) $(LDFLAGS) $< $(LIB) $(LDLIBS_ALL) -o $@
 
 $(O)/tests/enospc.so: tests/fault/enospc.c
 	@mkdir -p $(dir $@)
@@ -110,8 +118,10 @@ check: $(PROGS) $(TESTS) $(O)/tests/enospc.so $(O)/tests/replay
 		bats --print-output-on-failure tests/cli
 
 # GPU tests: run on the GPU machine.
+# On a machine without the Debian -dev packages (the GPU machine), build
+# here and run `sh tests/run-cuda.sh` there with bin/ and build/ carried.
 test-cuda: all $(O)/tests/test_model
-	@sh tests/run-cuda.sh $(BIN)
+	@O=$(O) sh tests/run-cuda.sh $(BIN)
 
 demo:
 	@$(MAKE) --no-print-directory deps
