@@ -86,7 +86,7 @@ int tn_optim_distribute(struct tn_optim *opt, const struct tn_model *m, struct t
 	if (w > 1 && strcmp(m->be->name, "cpu") != 0 && !nccl)
 		return tn_fail(TN_EUSAGE, "several ranks on the GPU need NCCL");
 	if (nccl && zero)
-		return tn_fail(TN_EUSAGE, "ZeRO over NCCL is not implemented yet: use --zero 0");
+		return tn_fail(TN_EUSAGE, "with NCCL, --zero must be 0 (ZeRO keeps its shards in host memory)");
 	opt->comm = comm;
 	opt->zero = w > 1 ? zero : 0;
 	if (!opt->zero)
