@@ -10,17 +10,38 @@ __device__ static size_t head_row(int b, int h, int t, int H, int n, int dk)
 	return (((size_t)b * H + h) * n + t) * dk;
 }
 
+/* Where element i of the rows [B*n, H*hd] sits: row, channel e = h*hd + c,
+ * sequence b and position t. */
+struct elem {
+	size_t row;
+	int e, h, c, b, t;
+};
+
+__device__ static struct elem locate(size_t i, int n, int H, int hd)
+{
+	struct elem x;
+	int E = H * hd;
+	x.row = i / E;
+	x.e = (int)(i % E);
+	x.h = x.e / hd;
+	x.c = x.e % hd;
+	x.b = (int)(x.row / n);
+	x.t = (int)(x.row % n);
+	return x;
+}
+
 __global__ static void lrpe_fwd(float *out, const float *inp, const float *theta,
 				const int32_t *pos, int B, int n, int H, int hd)
 {
 	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-	int E = H * hd, dk = theta ? 2 * hd : hd;
-	if (i >= (size_t)B * n * E)
+	int dk = theta ? 2 * hd : hd;
+	if (i >= (size_t)B * n * H * hd)
 		return;
-	size_t row = i / E;
-	int e = (int)(i % E), h = e / hd, c = e % hd, b = (int)(row / n), t = (int)(row % n);
+	struct elem x = locate(i, n, H, hd);
+	int e = x.e, c = x.c, t = x.t;
+	size_t row = x.row;
 	float v = inp[i];
-	float *o = out + head_row(b, h, t, H, n, dk);
+	float *o = out + head_row(x.b, x.h, t, H, n, dk);
 	if (!theta) {
 		o[c] = v;
 		return;
@@ -34,12 +55,13 @@ __global__ static void lrpe_bwd(float *dinp, const float *dout, const float *the
 				const int32_t *pos, int B, int n, int H, int hd)
 {
 	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-	int E = H * hd, dk = theta ? 2 * hd : hd;
-	if (i >= (size_t)B * n * E)
+	int dk = theta ? 2 * hd : hd;
+	if (i >= (size_t)B * n * H * hd)
 		return;
-	size_t row = i / E;
-	int e = (int)(i % E), h = e / hd, c = e % hd, b = (int)(row / n), t = (int)(row % n);
-	const float *g = dout + head_row(b, h, t, H, n, dk);
+	struct elem x = locate(i, n, H, hd);
+	int e = x.e, c = x.c, t = x.t;
+	size_t row = x.row;
+	const float *g = dout + head_row(x.b, x.h, t, H, n, dk);
 	if (!theta) {
 		dinp[i] = g[c];
 		return;
@@ -69,12 +91,10 @@ __global__ static void lrpe_dtheta(float *dtheta, const float *dout, const float
 __global__ static void merge(float *out, const float *inp, int B, int n, int H, int hd)
 {
 	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-	int E = H * hd;
-	if (i >= (size_t)B * n * E)
+	if (i >= (size_t)B * n * H * hd)
 		return;
-	size_t row = i / E;
-	int e = (int)(i % E), h = e / hd, c = e % hd, b = (int)(row / n), t = (int)(row % n);
-	out[i] = inp[head_row(b, h, t, H, n, hd) + c];
+	struct elem x = locate(i, n, H, hd);
+	out[i] = inp[head_row(x.b, x.h, x.t, H, n, hd) + x.c];
 }
 
 void lrpe_forward_cuda(float *out, const float *inp, const float *theta, const int32_t *pos,
