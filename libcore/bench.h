@@ -4,9 +4,29 @@
 #ifndef TN_BENCH_H
 #define TN_BENCH_H
 
+#include <stdint.h>
+
+#include "backend.h"
+
 int tn_bench_shard(int argc, char **argv);
+int tn_bench_decode(int argc, char **argv);
 int tn_bench_tokenize(int argc, char **argv);
 int tn_bench_attn(int argc, char **argv);
 int tn_bench_train(int argc, char **argv);
+
+/* What every model benchmark (train, decode) is told: the preset and its
+ * vocabulary, the backend, and whether to print JSON; the getopt entries
+ * (short codes 'p', 'v', 'B', 'j') and their handler. */
+struct tn_bench_model {
+	const char *preset;
+	const struct tn_backend *be;
+	uint64_t vocab;
+	int json;
+};
+#define TN_BENCH_MODEL_OPTIONS \
+	{"preset", required_argument, NULL, 'p'}, {"vocab-size", required_argument, NULL, 'v'}, \
+	{"backend", required_argument, NULL, 'B'}, {"json", no_argument, NULL, 'j'}
+/* Apply option c: TN_OK, a usage error (reported), or 1 if c is not one of them. */
+int tn_bench_model_option(const char *prog, struct tn_bench_model *o, int c, const char *arg);
 
 #endif

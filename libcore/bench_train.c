@@ -21,10 +21,8 @@
 static const char *prog = "tn-bench train";
 
 struct train_bench {
-	const char *preset;
-	const struct tn_backend *be;
-	uint64_t seq_len, batch, steps, vocab;
-	int json;
+	struct tn_bench_model m;
+	uint64_t seq_len, batch, steps;
 };
 
 static void usage(void)
@@ -45,33 +43,27 @@ static void usage(void)
 static int parse(int argc, char **argv, struct train_bench *o)
 {
 	static const struct option opts[] = {
-		{"preset", required_argument, NULL, 'p'}, {"vocab-size", required_argument, NULL, 'v'},
+		TN_BENCH_MODEL_OPTIONS,
 		{"seq-len", required_argument, NULL, 'n'}, {"batch", required_argument, NULL, 'b'},
 		{"steps", required_argument, NULL, 's'},   {"cpu", no_argument, NULL, 'c'},
-		{"backend", required_argument, NULL, 'B'}, {"json", no_argument, NULL, 'j'},
 		{"help", no_argument, NULL, 'h'},	   {NULL, 0, NULL, 0}};
 	int c, rc = TN_OK;
+	opterr = 0; /* one error line, ours */
 	while (!rc && (c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
-		case 'p': o->preset = optarg; break;
-		case 'v': rc = tn_cli_u64(prog, "--vocab-size", optarg, &o->vocab, 0); break;
 		case 'n': rc = tn_cli_u64(prog, "--seq-len", optarg, &o->seq_len, 0); break;
 		case 'b': rc = tn_cli_u64(prog, "--batch", optarg, &o->batch, 0); break;
 		case 's': rc = tn_cli_u64(prog, "--steps", optarg, &o->steps, 0); break;
-		case 'c': o->be = &tn_backend_cpu; break;
-		case 'B':
-			if (!(o->be = tn_backend_find(optarg)))
-				return tn_cli_usage_error(prog, "--backend: %s", tn_errmsg());
-			break;
-		case 'j': o->json = 1; break;
+		case 'c': o->m.be = &tn_backend_cpu; break;
 		case 'h': usage(); exit(0);
-		default: return tn_cli_usage_error(prog, "unknown option");
+		default:
+			if ((rc = tn_bench_model_option(prog, &o->m, c, optarg)) == 1)
+				return tn_cli_usage_error(prog, "unknown option");
 		}
 	}
-	if (!rc && (!o->seq_len || !o->batch || !o->steps || o->seq_len * o->batch > (1u << 24) ||
-		    !o->vocab || o->vocab > INT32_MAX))
-		return tn_cli_usage_error(prog, "--seq-len, --batch, --steps and --vocab-size must be "
-					  "positive (and seq-len x batch at most 16M)");
+	if (!rc && (!o->seq_len || !o->batch || !o->steps || o->seq_len * o->batch > (1u << 24)))
+		return tn_cli_usage_error(prog, "--seq-len, --batch and --steps must be positive "
+					  "(and seq-len x batch at most 16M)");
 	return rc;
 }
 
@@ -124,11 +116,11 @@ static int one_step(struct tn_model *m, struct tn_optim *opt, const int32_t *tok
 static int run(const struct train_bench *o)
 {
 	struct tn_config c;
-	int rc = tn_config_preset(&c, o->preset);
+	int rc = tn_config_preset(&c, o->m.preset);
 	if (rc)
 		return rc;
 	if (!c.vocab_size)
-		c.vocab_size = (int)o->vocab;
+		c.vocab_size = (int)o->m.vocab;
 	int B = (int)o->batch, n = (int)o->seq_len;
 	struct tn_model *m = NULL;
 	struct tn_optim *opt = NULL;
@@ -139,7 +131,7 @@ static int run(const struct train_bench *o)
 		return TN_ENOMEM;
 	for (size_t i = 0; i < (size_t)B * n * 2; i++)
 		tok[i] = (int32_t)((i * 2654435761u) % (uint32_t)c.vocab_size);
-	rc = tn_model_new(&m, &c, o->be);
+	rc = tn_model_new(&m, &c, o->m.be);
 	if (!rc)
 		rc = tn_model_init(m, 1);
 	if (!rc)
@@ -152,15 +144,15 @@ static int run(const struct train_bench *o)
 	double secs = tn_now() - t0, peak = sgemm_peak();
 	if (!rc) {
 		double tps = (double)o->steps * B * n / secs, gf = tps * flops_per_token(&c) / 1e9;
-		if (o->json)
+		if (o->m.json)
 			printf("{\"bench\":\"train\",\"backend\":\"%s\",\"preset\":\"%s\",\"params\":%llu,"
 			       "\"seq_len\":%d,\"batch\":%d,\"tokens_per_s\":%.1f,\"gflops\":%.2f,"
-			       "\"sgemm_gflops\":%.2f}\n", o->be->name, o->preset,
+			       "\"sgemm_gflops\":%.2f}\n", o->m.be->name, o->m.preset,
 			       (unsigned long long)tn_config_params(&c), n, B, tps, gf, peak);
 		else
 			printf("train %-8s %6.2fM params  %s  seq %d x batch %d   %9.1f tok/s   "
-			       "%7.2f GFLOP/s   sgemm %7.2f GFLOP/s (%.0f%%)\n", o->preset,
-			       tn_config_params(&c) / 1e6, o->be->name, n, B, tps, gf, peak,
+			       "%7.2f GFLOP/s   sgemm %7.2f GFLOP/s (%.0f%%)\n", o->m.preset,
+			       tn_config_params(&c) / 1e6, o->m.be->name, n, B, tps, gf, peak,
 			       100 * gf / peak);
 	}
 	tn_optim_free(opt, m);
@@ -171,7 +163,7 @@ static int run(const struct train_bench *o)
 
 int tn_bench_train(int argc, char **argv)
 {
-	struct train_bench o = {"small", &tn_backend_cpu, 256, 8, 3, 8000, 0};
+	struct train_bench o = {{"small", &tn_backend_cpu, 8000, 0}, 256, 8, 3};
 	int rc = parse(argc, argv, &o);
 	if (rc)
 		return rc;

@@ -1,0 +1,174 @@
+/* bench_decode.c - tn-bench decode: generation speed of the recurrent form.
+ * For each context length and batch size, B sequences are prefilled with
+ * that many random tokens, then one token per sequence is decoded per step;
+ * reports decode tokens/s (all sequences), milliseconds per step, the
+ * prefill rate, and the inference state's bytes per sequence, which do not
+ * depend on the context (the point of linear attention). */
+#include "backend.h"
+#include "bench.h"
+#include "cli.h"
+#include "config.h"
+#include "model.h"
+#include "util.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *prog = "tn-bench decode";
+
+struct decode_bench {
+	struct tn_bench_model m;
+	const char *ctx_list, *batch_list;
+	uint64_t steps;
+};
+
+static void usage(void)
+{
+	printf("Usage: tn-bench decode [OPTION]...\n"
+	       "Time prefill and token-by-token decoding of random tokens, per context\n"
+	       "length and batch size.\n\n"
+	       "  --preset NAME       model size (default small)\n"
+	       "  --vocab-size N      vocabulary of presets without one (default 8000)\n"
+	       "  --ctx LIST          context lengths before decoding (default 512,4k)\n"
+	       "  --batch LIST        sequences decoded together (default 1,8)\n"
+	       "  --steps N           timed decode steps after one warm-up step (default 32)\n"
+	       "  --backend NAME      cpu (default) or, where built, cuda\n"
+	       "  --json              one JSON object per result instead of the table\n"
+	       "  -h, --help          this help\n");
+}
+
+static int parse(int argc, char **argv, struct decode_bench *o)
+{
+	static const struct option opts[] = {
+		TN_BENCH_MODEL_OPTIONS,
+		{"ctx", required_argument, NULL, 'c'},   {"batch", required_argument, NULL, 'b'},
+		{"steps", required_argument, NULL, 's'}, {"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0}};
+	int c, rc = TN_OK;
+	opterr = 0; /* one error line, ours */
+	while (!rc && (c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c': o->ctx_list = optarg; break;
+		case 'b': o->batch_list = optarg; break;
+		case 's': rc = tn_cli_u64(prog, "--steps", optarg, &o->steps, 0); break;
+		case 'h': usage(); exit(0);
+		default:
+			if ((rc = tn_bench_model_option(prog, &o->m, c, optarg)) == 1)
+				return tn_cli_usage_error(prog, "unknown option");
+		}
+	}
+	if (!rc && !o->steps)
+		return tn_cli_usage_error(prog, "--steps must be positive");
+	return rc;
+}
+
+/* The next count of a comma-separated list ("512,4k"); 0 at its end. */
+static int next_count(const char **list, uint64_t *v)
+{
+	char item[32];
+	size_t len = strcspn(*list, ",");
+	if (len == 0 || len >= sizeof item)
+		return -1;
+	memcpy(item, *list, len);
+	item[len] = 0;
+	*list += len + ((*list)[len] == ',');
+	return tn_parse_u64(item, v, 0) || *v == 0 ? -1 : 0;
+}
+
+static uint64_t state_bytes(const struct tn_config *c)
+{
+	uint64_t hd = (uint64_t)(c->d / c->heads), bytes = 0;
+	for (int l = 0; l < c->layers; l++)
+		bytes += (uint64_t)c->heads * (c->lrpe[l] ? 2 : 1) * hd * hd * sizeof(float);
+	return bytes;
+}
+
+static void random_tokens(int32_t *t, size_t n, int V, uint64_t *x)
+{
+	for (size_t i = 0; i < n; i++) {
+		*x = *x * 6364136223846793005ull + 1442695040888963407ull;
+		t[i] = (int32_t)((*x >> 33) % (uint64_t)V);
+	}
+}
+
+static int measure(struct tn_model *m, const struct decode_bench *o, int B, int ctx)
+{
+	const struct tn_config *c = &m->cfg;
+	struct tn_infer *st = NULL;
+	int32_t *tok = tn_malloc((size_t)B * ctx * sizeof(int32_t));
+	float *logits = tn_malloc((size_t)B * c->vocab_size * sizeof(float));
+	uint64_t x = 0x2545F4914F6CDD1Dull;
+	int rc = tok && logits ? tn_infer_new(&st, m, B) : TN_ENOMEM;
+	double t0 = tn_now(), prefill = 0, decode = 0;
+	if (!rc) {
+		random_tokens(tok, (size_t)B * ctx, c->vocab_size, &x);
+		rc = tn_model_prefill(m, st, tok, ctx, NULL);
+	}
+	if (!rc)
+		rc = m->be->status();
+	prefill = tn_now() - t0;
+	for (uint64_t s = 0; !rc && s <= o->steps; s++) {
+		random_tokens(tok, (size_t)B, c->vocab_size, &x);
+		if (s == 1)
+			t0 = tn_now(); /* step 0 warms up */
+		rc = tn_model_decode(m, st, tok, logits); /* logits come back: a real step */
+	}
+	decode = tn_now() - t0;
+	if (!rc) {
+		double tps = (double)B * o->steps / decode, ms = 1e3 * decode / o->steps;
+		double ptps = (double)B * ctx / prefill;
+		if (o->m.json)
+			printf("{\"bench\":\"decode\",\"preset\":\"%s\",\"backend\":\"%s\",\"batch\":%d,"
+			       "\"ctx\":%d,\"decode_tok_per_s\":%.1f,\"ms_per_step\":%.4f,"
+			       "\"prefill_tok_per_s\":%.1f,\"state_bytes_per_seq\":%llu}\n",
+			       o->m.preset, m->be->name, B, ctx, tps, ms, ptps,
+			       (unsigned long long)state_bytes(c));
+		else
+			printf("decode %-9s %-4s batch %4d  ctx %7d  %10.1f tok/s  %8.3f ms/step  "
+			       "prefill %10.1f tok/s  state %.2f MiB/seq\n",
+			       o->m.preset, m->be->name, B, ctx, tps, ms, ptps,
+			       (double)state_bytes(c) / (1 << 20));
+		fflush(stdout);
+	}
+	tn_infer_free(st);
+	free(tok);
+	free(logits);
+	return rc;
+}
+
+int tn_bench_decode(int argc, char **argv)
+{
+	struct decode_bench o = {{"small", &tn_backend_cpu, 8000, 0}, "512,4k", "1,8", 32};
+	int rc = parse(argc, argv, &o);
+	if (rc)
+		return rc;
+	struct tn_config c;
+	if ((rc = tn_config_preset(&c, o.m.preset)))
+		return tn_cli_report(prog, rc);
+	if (!c.vocab_size)
+		c.vocab_size = (int)o.m.vocab;
+	struct tn_model *m = NULL;
+	if ((rc = tn_model_new(&m, &c, o.m.be)))
+		return tn_cli_report(prog, rc);
+	tn_model_init(m, 1);
+	for (const char *bl = o.batch_list; !rc && *bl;) {
+		uint64_t B;
+		if (next_count(&bl, &B) || B > 65536) {
+			rc = tn_cli_usage_error(prog, "--batch: a list of counts, e.g. 1,8,64");
+			break;
+		}
+		for (const char *cl = o.ctx_list; !rc && *cl;) {
+			uint64_t ctx;
+			if (next_count(&cl, &ctx) || ctx > (1u << 24) || B * ctx > (1u << 26)) {
+				rc = tn_cli_usage_error(prog, "--ctx: a list of lengths (batch x ctx at most 64M)");
+				break;
+			}
+			if ((rc = measure(m, &o, (int)B, (int)ctx)))
+				rc = tn_cli_report(prog, rc);
+		}
+	}
+	tn_model_free(m);
+	return rc;
+}
