@@ -165,6 +165,19 @@ static void remove_work(const char *work)
 	rmdir(work);
 }
 
+/* Failures inside the work directory are reported under the name the file
+ * would have had in the output directory. */
+static void name_final_path(const char *work, const char *dir)
+{
+	char msg[1024];
+	const char *at = strstr(tn_errmsg(), work);
+	if (!at || at[strlen(work)] != '/')
+		return;
+	snprintf(msg, sizeof msg, "%.*s%s%s", (int)(at - tn_errmsg()), tn_errmsg(), dir,
+		 at + strlen(work));
+	tn_fail(TN_OK, "%s", msg);
+}
+
 static int publish(struct emitter *e, const char *dir)
 {
 	for (size_t i = 0; i < e->man.n_shards; i++) {
@@ -509,6 +522,8 @@ int tn_pack(struct tn_source *src, const struct tn_pack_opts *o,
 		remove_work(e.work);
 	if (rc && created)
 		rmdir(o->out_dir);
+	if (rc && e.work)
+		name_final_path(e.work, o->out_dir);
 	tn_progress_done(progress);
 	free(e.work);
 	free(buf);

@@ -197,6 +197,7 @@ PY
 		TN_ENOSPC_AFTER=$after LD_PRELOAD="$TN_ENOSPC" run --separate-stderr \
 			"$TN_BIN/tn-shard" pack --ids --vocab-size 10 --shard-tokens 10000 -o "D$after" in.ids
 		one_line_error "No space left on device"
+		[[ "$stderr" != *".partial"* ]] # named as it would have been in D$after
 		[ ! -e "D$after" ]
 		TN_ENOSPC_AFTER=$after LD_PRELOAD="$TN_ENOSPC" run --separate-stderr \
 			"$TN_BIN/tn-shard" pack --ids --vocab-size 10 --shuffle -o "S$after" in.ids
