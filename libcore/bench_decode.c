@@ -77,14 +77,6 @@ static int next_count(const char **list, uint64_t *v)
 	return tn_parse_u64(item, v, 0) || *v == 0 ? -1 : 0;
 }
 
-static uint64_t state_bytes(const struct tn_config *c)
-{
-	uint64_t hd = (uint64_t)(c->d / c->heads), bytes = 0;
-	for (int l = 0; l < c->layers; l++)
-		bytes += (uint64_t)c->heads * (c->lrpe[l] ? 2 : 1) * hd * hd * sizeof(float);
-	return bytes;
-}
-
 static void random_tokens(int32_t *t, size_t n, int V, uint64_t *x)
 {
 	for (size_t i = 0; i < n; i++) {
@@ -124,12 +116,12 @@ static int measure(struct tn_model *m, const struct decode_bench *o, int B, int 
 			       "\"ctx\":%d,\"decode_tok_per_s\":%.1f,\"ms_per_step\":%.4f,"
 			       "\"prefill_tok_per_s\":%.1f,\"state_bytes_per_seq\":%llu}\n",
 			       o->m.preset, m->be->name, B, ctx, tps, ms, ptps,
-			       (unsigned long long)state_bytes(c));
+			       (unsigned long long)tn_infer_bytes_per_sequence(m));
 		else
 			printf("decode %-9s %-4s batch %4d  ctx %7d  %10.1f tok/s  %8.3f ms/step  "
 			       "prefill %10.1f tok/s  state %.2f MiB/seq\n",
 			       o->m.preset, m->be->name, B, ctx, tps, ms, ptps,
-			       (double)state_bytes(c) / (1 << 20));
+			       (double)tn_infer_bytes_per_sequence(m) / (1 << 20));
 		fflush(stdout);
 	}
 	tn_infer_free(st);

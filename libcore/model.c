@@ -754,6 +754,14 @@ static size_t state_floats(const struct tn_model *m, int B, int l)
 	return (size_t)B * m->cfg.heads * layer_dk(m, l) * hd;
 }
 
+size_t tn_infer_bytes_per_sequence(const struct tn_model *m)
+{
+	size_t n = 0;
+	for (int l = 0; l < m->cfg.layers; l++)
+		n += state_floats(m, 1, l);
+	return n * sizeof(float);
+}
+
 int tn_infer_new(struct tn_infer **out, const struct tn_model *m, int B)
 {
 	int L = m->cfg.layers;

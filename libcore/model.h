@@ -83,6 +83,8 @@ int tn_infer_new(struct tn_infer **st, const struct tn_model *m, int B);
 void tn_infer_free(struct tn_infer *st);
 /* Host copy of layer l's state and the positions. */
 int tn_infer_state(const struct tn_infer *st, int layer, float *out);
+/* Bytes of inference state per sequence, all layers (fixed: no context term). */
+size_t tn_infer_bytes_per_sequence(const struct tn_model *m);
 int64_t tn_infer_pos(const struct tn_infer *st, int b);
 /* Sequence sb of src (state and position) into slot db of dst, both of the
  * same model: a shared prefix is computed once and continued many ways. */
