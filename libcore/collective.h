@@ -26,6 +26,10 @@ int tn_comm_open(struct tn_comm **c, int device_buffers);
 int tn_comm_rank(const struct tn_comm *c);
 int tn_comm_size(const struct tn_comm *c);
 enum tn_comm_kind tn_comm_kind(const struct tn_comm *c);
+/* The ranks of c with the same color, ranked by key (MPI_Comm_split,
+ * ncclCommSplit): the tensor- and data-parallel groups of a 2-D rank grid.
+ * Collective over c; close the result before c. */
+int tn_comm_split(struct tn_comm *c, int color, int key, struct tn_comm **sub);
 
 /* buf[0..n) = the sum over ranks, in place. */
 int tn_comm_allreduce(struct tn_comm *c, float *buf, size_t n);

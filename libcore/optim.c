@@ -162,9 +162,33 @@ static int reduce_grads(struct tn_optim *opt, struct tn_model *m)
 	return rc;
 }
 
-/* The global gradient norm, over what this rank holds summed over ranks. */
+/* Sum of squares of the gradients in [lo, hi) of a TP part, counting the
+ * replicated tensors on TP rank 0 only. */
+static double part_sumsq(const struct tn_model *m, size_t lo, size_t hi)
+{
+	double ss = 0;
+	for (size_t i = 0; i < m->n_param; i++) {
+		const struct tn_param *p = &m->param[i];
+		size_t a = TN_MAX(p->offset, lo), b = TN_MIN(p->offset + p->numel, hi);
+		if (a < b && (p->split != TN_TP_WHOLE || m->tp_rank == 0))
+			ss += m->be->sumsq_forward(m->grads + a, b - a);
+	}
+	return ss;
+}
+
+/* The global gradient norm, over what this rank holds summed over ranks:
+ * with TP over the TP group, and with ZeRO-2 over the DP group too. */
 static int global_grad_norm(struct tn_optim *opt, const struct tn_model *m, double *norm)
 {
+	if (m->tp) {
+		int z2 = opt->zero == 2;
+		double ss = part_sumsq(m, z2 ? opt->lo : 0, z2 ? opt->hi : m->n_floats);
+		int rc = tn_comm_allreduce_f64(m->tp, &ss, 1);
+		if (!rc && z2)
+			rc = tn_comm_allreduce_f64(opt->comm, &ss, 1);
+		*norm = sqrt(ss);
+		return rc;
+	}
 	if (opt->zero < 2) {
 		*norm = tn_optim_grad_norm(m);
 		return TN_OK;

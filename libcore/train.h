@@ -40,7 +40,9 @@ struct tn_train_opts {
 	int keep;                    /* step checkpoints kept; 0 = all */
 	enum tn_dtype save_dtype;
 	const volatile sig_atomic_t *stop; /* set asynchronously: checkpoint and return */
-	struct tn_comm *comm;        /* data-parallel ranks (NULL: this process alone) */
+	struct tn_comm *comm;        /* all ranks (NULL: this process alone) */
+	int tp;                      /* tensor-parallel degree: groups of tp consecutive ranks
+					share one model (0 or 1: none); data parallel across them */
 	void (*heartbeat)(void *ctx); /* after every step, on every rank (a watchdog) */
 	int zero;                    /* ZeRO stage with several ranks: 0, 1 or 2 */
 	void (*log)(void *ctx, const struct tn_train_log *r);
