@@ -71,6 +71,8 @@ static const char usage_text[] =
 	"                            heads and the SGLU width of one model (default 1)\n"
 	"      --zero 0|1|2          shard optimizer moments (1) and gradients too (2) over\n"
 	"                            the data-parallel ranks (default 0)\n"
+	"      --no-overlap          sum gradients after the backward pass, not layer by\n"
+	"                            layer during it\n"
 	"      --timeout SECONDS     stop all ranks if a step takes longer (default 600)\n"
 	"      --json                print a summary as one JSON line on stdout\n"
 	"  -q, --quiet               no progress lines\n"
@@ -86,7 +88,7 @@ enum {
 	OPT_SEQ_LEN, OPT_BATCH, OPT_BATCH_TOKENS, OPT_ACCUM, OPT_LR, OPT_MIN_LR, OPT_WARMUP,
 	OPT_SCHEDULE, OPT_WD, OPT_DECAY_EMB, OPT_BETA1, OPT_BETA2, OPT_CLIP, OPT_SEED,
 	OPT_LOG_EVERY, OPT_EVAL_EVERY, OPT_EVAL_WINDOWS, OPT_SAVE_EVERY, OPT_KEEP, OPT_SAVE_DTYPE,
-	OPT_THREADS, OPT_JSON, OPT_BACKEND, OPT_NPROC, OPT_TP, OPT_ZERO, OPT_TIMEOUT,
+	OPT_THREADS, OPT_JSON, OPT_BACKEND, OPT_NPROC, OPT_TP, OPT_ZERO, OPT_NO_OVERLAP, OPT_TIMEOUT,
 };
 
 static const struct option long_opts[] = {
@@ -123,6 +125,7 @@ static const struct option long_opts[] = {
 	{"nproc", required_argument, NULL, OPT_NPROC},
 	{"tp", required_argument, NULL, OPT_TP},
 	{"zero", required_argument, NULL, OPT_ZERO},
+	{"no-overlap", no_argument, NULL, OPT_NO_OVERLAP},
 	{"timeout", required_argument, NULL, OPT_TIMEOUT},
 	{"json", no_argument, NULL, OPT_JSON},
 	{"quiet", no_argument, NULL, 'q'},
@@ -225,6 +228,7 @@ static int parse_option(struct args *a, int c, const char *arg)
 	case OPT_DATA: a->t.data = arg; return TN_OK;
 	case 'o': a->t.out = arg; return TN_OK;
 	case OPT_DECAY_EMB: a->t.optim.decay_embedding = 1; return TN_OK;
+	case OPT_NO_OVERLAP: a->t.no_overlap = 1; return TN_OK;
 	case OPT_JSON: a->json = 1; return TN_OK;
 	case 'q': a->quiet = 1; return TN_OK;
 	case OPT_NPROC:

@@ -19,6 +19,8 @@ struct tn_comm {
 	int mpi;              /* MPI is initialised */
 	int sub;              /* made by tn_comm_split: frees its communicator, not MPI */
 	MPI_Comm mc;          /* MPI_COMM_WORLD or a split of it */
+	MPI_Request *req;     /* non-blocking all-reduces not yet waited for */
+	int n_req, cap_req;
 #ifdef TN_CUDA
 	struct tn_nccl *nccl;
 #endif
@@ -146,6 +148,48 @@ int tn_comm_allreduce(struct tn_comm *c, float *buf, size_t n)
 	return TN_OK;
 }
 
+/* Start one MPI_Iallreduce and poke the started ones (Open MPI progresses
+ * non-blocking collectives only inside MPI calls). */
+static int start_piece(struct tn_comm *c, float *buf, int n)
+{
+	if (c->n_req == c->cap_req) {
+		int cap = c->cap_req ? 2 * c->cap_req : 64;
+		MPI_Request *r = tn_realloc(c->req, (size_t)cap * sizeof(*r));
+		if (!r)
+			return TN_ENOMEM;
+		c->req = r;
+		c->cap_req = cap;
+	}
+	int rc = mpi_check(MPI_Iallreduce(MPI_IN_PLACE, buf, n, MPI_FLOAT, MPI_SUM, c->mc,
+					  &c->req[c->n_req]), "non-blocking allreduce");
+	if (rc)
+		return rc;
+	c->n_req++;
+	int done;
+	return mpi_check(MPI_Testall(c->n_req, c->req, &done, MPI_STATUSES_IGNORE),
+			 "test of non-blocking allreduces");
+}
+
+int tn_comm_iallreduce(struct tn_comm *c, float *buf, size_t n)
+{
+	if (c->kind != TN_COMM_MPI)
+		return tn_comm_allreduce(c, buf, n);
+	for (size_t at = 0; at < n; at += PIECE) {
+		int rc = start_piece(c, buf + at, (int)TN_MIN(PIECE, n - at));
+		if (rc)
+			return rc;
+	}
+	return TN_OK;
+}
+
+int tn_comm_wait(struct tn_comm *c)
+{
+	int n = c->n_req;
+	c->n_req = 0;
+	return n ? mpi_check(MPI_Waitall(n, c->req, MPI_STATUSES_IGNORE), "wait for allreduces")
+		 : TN_OK;
+}
+
 int tn_comm_allreduce_f64(struct tn_comm *c, double *buf, size_t n)
 {
 #ifdef TN_CUDA
@@ -223,6 +267,7 @@ void tn_comm_close(struct tn_comm *c)
 #ifdef TN_CUDA
 	tn_nccl_close(c->nccl);
 #endif
+	free(c->req);
 	if (c->sub && c->mpi)
 		MPI_Comm_free(&c->mc);
 	else if (c->mpi)

@@ -974,6 +974,19 @@ static int token_backward(struct tn_model *m, int l)
 	return TN_OK;
 }
 
+/* The gradients of layer l (or the embedding, l = -1): one range of the
+ * table, handed to the grad_ready hook. */
+static int bucket_ready(struct tn_model *m, int l)
+{
+	size_t lo = m->n_floats, hi = 0;
+	for (size_t i = 0; i < m->n_param; i++)
+		if (m->param[i].layer == l) {
+			lo = TN_MIN(lo, m->param[i].offset);
+			hi = TN_MAX(hi, m->param[i].offset + m->param[i].numel);
+		}
+	return m->grad_ready ? m->grad_ready(m->grad_ctx, lo, hi - lo) : TN_OK;
+}
+
 int tn_model_backward(struct tn_model *m, float scale)
 {
 	struct tn_acts *a = m->acts;
@@ -990,12 +1003,14 @@ int tn_model_backward(struct tn_model *m, float scale)
 		int rc = channel_backward(m, l);
 		if (!rc)
 			rc = token_backward(m, l);
+		if (!rc)
+			rc = bucket_ready(m, l);
 		if (rc)
 			return rc;
 	}
 	m->be->embedding_backward(m->gemb, a->dx, a->tok, BT, c->d,
 				  (float)tn_config_embed_scale(c), c->pad_id);
-	return TN_OK;
+	return bucket_ready(m, -1);
 }
 
 /* ---- inference: blocked prefill and recurrent decode ---- */

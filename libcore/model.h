@@ -66,6 +66,12 @@ struct tn_model {
 	int heads, hidden, glu;    /* this rank's share of H, E and g */
 	size_t whole_floats;       /* parameters of the whole model */
 	float *ones;               /* [hidden] ones: row sums and broadcasts (TP) */
+	/* If set, tn_model_backward calls this as soon as a bucket of gradients
+	 * is final: grads[offset, offset + n), each layer's from the last layer
+	 * down, then the embedding's (gradient reduction overlapped with the
+	 * rest of the backward). A failure stops the backward. */
+	int (*grad_ready)(void *ctx, size_t offset, size_t n);
+	void *grad_ctx;
 };
 
 /* A model of this config with zero weights (no gradients yet). */

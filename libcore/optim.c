@@ -144,10 +144,30 @@ void tn_optim_release_whole(const struct tn_optim *opt, const struct tn_model *m
 	full->m = full->v = NULL;
 }
 
+static int bucket_ready(void *ctx, size_t offset, size_t n)
+{
+	struct tn_optim *opt = ctx;
+	return tn_comm_iallreduce(opt->comm, opt->overlap->grads + offset, n);
+}
+
+void tn_optim_overlap(struct tn_optim *opt, struct tn_model *m)
+{
+	if (!communicating(opt) || opt->zero == 2)
+		return;
+	opt->overlap = m;
+	m->grad_ready = bucket_ready;
+	m->grad_ctx = opt;
+}
+
 /* Sum the gradients over the ranks: in full (DP, ZeRO-1), or only this
- * rank's shard (ZeRO-2). */
+ * rank's shard (ZeRO-2); or wait for the sums the backward started. */
 static int reduce_grads(struct tn_optim *opt, struct tn_model *m)
 {
+	if (opt->overlap) {
+		opt->overlap = NULL;
+		m->grad_ready = NULL;
+		return tn_comm_wait(opt->comm);
+	}
 	if (!communicating(opt))
 		return TN_OK;
 	if (opt->zero < 2)

@@ -451,8 +451,9 @@ static int save(struct run *r)
 	return rc;
 }
 
-/* One micro-batch: batch windows forward and backward; its mean loss. */
-static int micro_step(struct run *r, double *loss)
+/* One micro-batch: batch windows forward and backward; its mean loss.
+ * The last of an update sums its gradients over the ranks as they finish. */
+static int micro_step(struct run *r, int last, double *loss)
 {
 	const struct tn_train_opts *o = r->o;
 	size_t n = o->seq_len;
@@ -470,6 +471,8 @@ static int micro_step(struct run *r, double *loss)
 		rc = tn_fail(TN_EDATA, "step %lld: the loss is %g; stopped (the last good checkpoint "
 			     "is %s/%s)", (long long)r->ts.step + 1, *loss, o->out,
 			     r->ckpt[0] ? r->ckpt : "(none yet)");
+	if (!rc && last && !o->no_overlap)
+		tn_optim_overlap(r->opt, r->m);
 	if (!rc) /* the optimizer sums over ranks: each contributes its mean / ranks */
 		rc = tn_model_backward(r->m, 1.0f / (float)(o->accum * ranks(r)));
 	return rc;
@@ -498,7 +501,7 @@ static int train_step(struct run *r, double *loss, double *lr, double *gnorm)
 	*loss = 0;
 	for (uint32_t a = 0; a < r->o->accum && !rc; a++) {
 		double l;
-		rc = micro_step(r, &l);
+		rc = micro_step(r, a + 1 == r->o->accum, &l);
 		*loss += l / r->o->accum;
 	}
 	if (!rc && r->o->comm) { /* one reduction: the loss and whether to stop */

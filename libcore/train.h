@@ -45,6 +45,7 @@ struct tn_train_opts {
 					share one model (0 or 1: none); data parallel across them */
 	void (*heartbeat)(void *ctx); /* after every step, on every rank (a watchdog) */
 	int zero;                    /* ZeRO stage with several ranks: 0, 1 or 2 */
+	int no_overlap;              /* sum gradients after the backward, not during it */
 	void (*log)(void *ctx, const struct tn_train_log *r);
 	void *log_ctx;
 };

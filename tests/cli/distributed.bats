@@ -85,6 +85,9 @@ same_as() {
 	train --preset tiny --nproc 2 --tp 2 -o tp2 --steps 20 --batch 4
 	same_as one two0 two1 two2 tp2
 	[ -f two2/latest/optimizer.safetensors ]
+	# summing each layer's gradients as the backward finishes it changes no bit
+	train --preset tiny --nproc 2 --no-overlap -o after --steps 20 --batch 2
+	cmp two0/latest/model.safetensors after/latest/model.safetensors
 }
 
 @test "4 ranks with DP, ZeRO-1, ZeRO-2 and 2 x 2 DP x TP train 20 steps as 1 rank does" {
@@ -95,7 +98,8 @@ same_as() {
 	done
 	train --preset tiny --nproc 4 --tp 2 -o grid --steps 20 --batch 2
 	train --preset tiny --nproc 4 --tp 2 --zero 2 -o gridz --steps 20 --batch 2
-	same_as w1 w4z0 w4z1 w4z2 grid gridz
+	train --preset tiny --nproc 4 --tp 2 --no-overlap -o grids --steps 20 --batch 2
+	same_as w1 w4z0 w4z1 w4z2 grid gridz grids
 }
 
 @test "a 2-rank ZeRO-2 run resumes on 1 rank and on 3, as if it had not stopped" {
