@@ -240,25 +240,30 @@ int tn_model_tp_slice(const struct tn_model *m, const float *whole, float *part)
 	return TN_OK;
 }
 
+/* Tensor by tensor, so that only the ranks that want the whole hold it. */
 int tn_model_tp_gather(const struct tn_model *m, const float *part, float *whole)
 {
-	size_t n = m->n_floats, T = (size_t)m->tp_size;
+	size_t T = (size_t)m->tp_size, most = 0;
 	if (!m->tp) {
-		m->be->download(whole, part, n * sizeof(float));
+		if (whole)
+			m->be->download(whole, part, m->n_floats * sizeof(float));
 		return TN_OK;
 	}
-	float *all = m->be->alloc(T * n * sizeof(float));
-	float *host = all ? tn_malloc(T * n * sizeof(float)) : NULL;
-	int rc = host ? tn_comm_allgather(m->tp, part, all, n) : TN_ENOMEM;
-	if (!rc)
-		m->be->download(host, all, T * n * sizeof(float));
-	for (size_t q = 0; !rc && q < T; q++)
-		for (size_t i = 0; i < m->n_param; i++) {
-			const struct tn_param *p = &m->param[i];
-			if (p->split != TN_TP_WHOLE || q == 0) /* replicated: rank 0's copy */
+	for (size_t i = 0; i < m->n_param; i++)
+		most = TN_MAX(most, m->param[i].numel);
+	float *all = m->be->alloc(T * most * sizeof(float));
+	float *host = all ? tn_malloc(T * most * sizeof(float)) : NULL;
+	int rc = host ? TN_OK : TN_ENOMEM;
+	for (size_t i = 0; !rc && i < m->n_param; i++) {
+		const struct tn_param *p = &m->param[i];
+		if ((rc = tn_comm_allgather(m->tp, part + p->offset, all, p->numel)) || !whole)
+			continue;
+		m->be->download(host, all, T * p->numel * sizeof(float));
+		for (size_t q = 0; q < T; q++) /* replicated: rank 0's copy */
+			if (p->split != TN_TP_WHOLE || q == 0)
 				part_copy(p, (int)T, (int)q, whole + p->whole_offset,
-					  host + q * n + p->offset, 0);
-		}
+					  host + q * p->numel, 0);
+	}
 	free(host);
 	if (all)
 		m->be->free(all);

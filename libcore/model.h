@@ -85,7 +85,8 @@ int tn_model_tp_split(struct tn_model **part, const struct tn_model *whole,
  * buffer laid out like the whole model's table: weights or moments. */
 int tn_model_tp_slice(const struct tn_model *m, const float *whole, float *part);
 /* The inverse, collective over m's TP group: every part into the whole
- * (host, whole_floats); a model without TP just downloads. */
+ * (host, whole_floats), or only taking part where whole is NULL; a model
+ * without TP just downloads. */
 int tn_model_tp_gather(const struct tn_model *m, const float *part, float *whole);
 /* The HF initialisation (MODEL.md 3.2): N(0, init_std^2) matrices and
  * embedding, padding row zero, LRPE theta from its formula. */

@@ -376,49 +376,50 @@ static void emit(const struct run *r, struct tn_train_log *l)
 }
 
 /* With TP: the whole model and moments gathered from the parts (collective
- * over the TP group) into wm (host memory) and wopt. */
+ * over the TP group) into wm (host memory) and wopt, on world rank 0 only. */
 static int gather_whole(const struct run *r, const struct tn_optim *mine, struct tn_model **wm,
 			struct tn_optim *wopt)
 {
 	*wopt = *mine;
-	int rc = tn_model_new(wm, &r->m->cfg, &tn_backend_cpu);
-	size_t n = rc ? 0 : (*wm)->n_floats;
-	wopt->m = rc ? NULL : tn_malloc(n * sizeof(float));
-	wopt->v = wopt->m ? tn_malloc(n * sizeof(float)) : NULL;
-	if (!rc && !wopt->v)
-		rc = TN_ENOMEM;
-	if (!rc)
-		rc = tn_model_tp_gather(r->m, r->m->params, (*wm)->params);
+	wopt->m = wopt->v = NULL;
+	int rc = TN_OK, root = world_rank(r) == 0;
+	if (root) {
+		rc = tn_model_new(wm, &r->m->cfg, &tn_backend_cpu);
+		size_t n = rc ? 0 : (*wm)->n_floats;
+		wopt->m = rc ? NULL : tn_malloc(n * sizeof(float));
+		wopt->v = wopt->m ? tn_malloc(n * sizeof(float)) : NULL;
+		if (!rc && !wopt->v)
+			rc = TN_ENOMEM;
+		wopt->lo = 0;
+		wopt->hi = n;
+	}
+	if (!rc) /* a failed root leaves the others waiting; the caller aborts them */
+		rc = tn_model_tp_gather(r->m, r->m->params, root ? (*wm)->params : NULL);
 	if (!rc)
 		rc = tn_model_tp_gather(r->m, mine->m, wopt->m);
 	if (!rc)
 		rc = tn_model_tp_gather(r->m, mine->v, wopt->v);
-	wopt->lo = 0;
-	wopt->hi = n;
 	return rc;
 }
 
 /* The checkpoint of the whole model: the moments gathered over the DP
- * group, then (TP) the parts over the TP group; world rank 0 writes. */
+ * group, then (TP, in the first TP group) the parts over the TP group;
+ * world rank 0 writes. */
 static int write_ckpt(struct run *r, const char *dir)
 {
-	struct tn_optim whole, wopt;
+	struct tn_optim whole, wopt = {0};
 	struct tn_model *wm = NULL;
 	int rc = tn_optim_whole(r->opt, r->m, &whole);
 	if (rc)
 		return rc;
-	if (r->tp) {
-		wopt.m = wopt.v = NULL;
+	if (r->tp && rank(r) == 0)
 		rc = gather_whole(r, &whole, &wm, &wopt);
-	}
 	if (!rc && world_rank(r) == 0)
 		rc = tn_ckpt_save(dir, wm ? wm : r->m, wm ? &wopt : &whole, &r->ts,
 				  r->o->save_dtype);
-	if (r->tp) {
-		free(wopt.m);
-		free(wopt.v);
-		tn_model_free(wm);
-	}
+	free(wopt.m);
+	free(wopt.v);
+	tn_model_free(wm);
 	tn_optim_release_whole(r->opt, r->m, &whole);
 	return rc;
 }

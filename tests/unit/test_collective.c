@@ -69,6 +69,26 @@ static void broadcast_from_last(void **state)
 	assert_int_equal(tn_comm_barrier(comm), TN_OK);
 }
 
+/* Two non-blocking sums in flight at once, finished by one wait. */
+static void allreduce_started_then_waited(void **state)
+{
+	(void)state;
+	int r = tn_comm_rank(comm), w = tn_comm_size(comm);
+	float a[300], b[7];
+	for (int i = 0; i < 300; i++)
+		a[i] = (float)(r + i);
+	for (int i = 0; i < 7; i++)
+		b[i] = (float)(r * i);
+	assert_int_equal(tn_comm_iallreduce(comm, a, 300), TN_OK);
+	assert_int_equal(tn_comm_iallreduce(comm, b, 7), TN_OK);
+	assert_int_equal(tn_comm_wait(comm), TN_OK);
+	for (int i = 0; i < 300; i++)
+		assert_float_equal(a[i], (float)(w * (w - 1) / 2 + w * i), 0);
+	for (int i = 0; i < 7; i++)
+		assert_float_equal(b[i], (float)(w * (w - 1) / 2 * i), 0);
+	assert_int_equal(tn_comm_wait(comm), TN_OK); /* nothing left: a no-op */
+}
+
 /* Groups of even and odd ranks (the DP groups of a 2-way TP grid). */
 static void split_groups(void **state)
 {
@@ -102,6 +122,7 @@ int main(void)
 		cmocka_unit_test(allreduce_sums),
 		cmocka_unit_test(scatter_and_gather),
 		cmocka_unit_test(broadcast_from_last),
+		cmocka_unit_test(allreduce_started_then_waited),
 		cmocka_unit_test(split_groups),
 	};
 	int failed = cmocka_run_group_tests_name("collective", tests, NULL, NULL);
