@@ -152,8 +152,8 @@ static int bucket_ready(void *ctx, size_t offset, size_t n)
 
 void tn_optim_overlap(struct tn_optim *opt, struct tn_model *m)
 {
-	if (!communicating(opt) || opt->zero == 2)
-		return;
+	if (!communicating(opt) || opt->zero == 2 || tn_comm_kind(opt->comm) != TN_COMM_MPI)
+		return; /* NCCL: its all-reduce waits for the stream, which would stall the backward */
 	opt->overlap = m;
 	m->grad_ready = bucket_ready;
 	m->grad_ctx = opt;

@@ -59,7 +59,8 @@ void tn_optim_release_whole(const struct tn_optim *opt, const struct tn_model *m
  * tn_model_backward finishes them, overlapped with the rest of it; the
  * next tn_optim_step waits for the sums instead of making them. Call
  * before the backward of an update's last micro-batch. Without several
- * ranks, and with ZeRO-2 (whose shards cut across layers), it does nothing. */
+ * ranks, with ZeRO-2 (whose shards cut across layers) and with NCCL, it
+ * does nothing. */
 void tn_optim_overlap(struct tn_optim *opt, struct tn_model *m);
 /* Learning rate of update number `step` (0-based). */
 double tn_optim_lr(const struct tn_optim_opts *o, int64_t step);
