@@ -291,6 +291,9 @@ static int build_config(struct args *a)
 		rc = tn_config_set(&a->t.cfg, a->sets[i]);
 	if (!rc)
 		rc = tn_config_check(&a->t.cfg, a->preset ? a->preset : a->config);
+	if (!rc && a->tp > 1 && (a->t.cfg.heads % (int)a->tp || a->t.cfg.glu_dim % (int)a->tp))
+		return tn_cli_usage_error(prog, "--tp %d needs heads (%d) and glu_dim (%d) divisible "
+					  "by it", (int)a->tp, a->t.cfg.heads, a->t.cfg.glu_dim);
 	if (rc == TN_EUSAGE)
 		return tn_cli_usage_error(prog, "%s", tn_errmsg());
 	return rc ? tn_cli_report(prog, rc) : TN_OK;

@@ -274,6 +274,7 @@ int tn_model_tp_split(struct tn_model **out, const struct tn_model *whole,
 		      const struct tn_backend *be, struct tn_comm *tp)
 {
 	struct tn_model *m;
+	*out = NULL;
 	int rc = model_new(&m, &whole->cfg, be, tp);
 	if (rc)
 		return rc;

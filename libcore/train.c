@@ -71,27 +71,20 @@ static int setup_grid(struct run *r)
 	return rc;
 }
 
-/* The whole model (weights, moments) made into this rank's TP part. */
+/* The whole model (weights, and moments when wopt) made into this rank's
+ * TP part, r->m and r->opt (teardown frees what was made). */
 static int split_model(struct run *r, struct tn_model *whole, struct tn_optim *wopt,
 		       const struct tn_backend *be, const struct tn_optim_opts *oo)
 {
-	struct tn_model *part;
-	int rc = tn_model_tp_split(&part, whole, be, r->tp);
+	int rc = tn_model_tp_split(&r->m, whole, be, r->tp);
 	if (!rc)
-		rc = tn_optim_new(&r->opt, part, oo);
+		rc = tn_optim_new(&r->opt, r->m, oo);
 	if (!rc && wopt) {
-		rc = tn_model_tp_slice(part, wopt->m, r->opt->m);
+		rc = tn_model_tp_slice(r->m, wopt->m, r->opt->m);
 		if (!rc)
-			rc = tn_model_tp_slice(part, wopt->v, r->opt->v);
+			rc = tn_model_tp_slice(r->m, wopt->v, r->opt->v);
 		r->opt->step = wopt->step;
 	}
-	if (rc && part) {
-		tn_optim_free(r->opt, part);
-		r->opt = NULL;
-		tn_model_free(part);
-		return rc;
-	}
-	r->m = part;
 	return rc;
 }
 
@@ -296,7 +289,7 @@ static int setup_model(struct run *r, uint32_t data_vocab)
 		rc = tn_model_new(&r->m, &cfg, whole_be);
 		if (!rc)
 			rc = tn_model_init(r->m, o->seed);
-		if (!rc)
+		if (!rc && !r->tp) /* with TP, the part gets its own (zero) moments */
 			rc = tn_optim_new(&r->opt, r->m, &oo);
 		r->ts = (struct tn_train_state){.seq_len = o->seq_len, .batch = o->batch * ranks(r),
 						.accum = o->accum, .seed = o->seed};
@@ -306,7 +299,9 @@ static int setup_model(struct run *r, uint32_t data_vocab)
 	if (!rc && r->tp) {
 		struct tn_model *whole = r->m;
 		struct tn_optim *wopt = r->opt;
-		rc = split_model(r, whole, o->resume ? wopt : NULL, be, &oo);
+		r->m = NULL;
+		r->opt = NULL;
+		rc = split_model(r, whole, wopt, be, &oo);
 		tn_optim_free(wopt, whole);
 		tn_model_free(whole);
 	}

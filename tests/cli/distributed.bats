@@ -134,6 +134,8 @@ same_as() {
 	done
 	run --separate-stderr train --resume grid $heads --nproc 3 --tp 2 -o grid --steps 14
 	[ "$status" -eq 2 ]
+	run --separate-stderr train --preset tiny --nproc 4 --tp 4 -o bad --steps 2 # 2 heads
+	[ "$status" -eq 2 ] && [[ "$stderr" == *"heads (2) and glu_dim (128) divisible"* ]]
 }
 
 # Start a long run on 2 ranks, kill one rank: the other stops within the timeout.
