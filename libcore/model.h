@@ -99,7 +99,8 @@ int tn_infer_reset(struct tn_infer *st, int b);
 int tn_model_prefill(struct tn_model *m, struct tn_infer *st, const int32_t *tok, int n,
 		     float *logits);
 /* One token per sequence by the recurrence; logits [B, V] if wanted. On a
- * backend with graphs the step is captured once per state and replayed. */
+ * backend with graphs the step is captured once per state and replayed
+ * (unless the environment has TN_GRAPHS=0). */
 int tn_model_decode(struct tn_model *m, struct tn_infer *st, const int32_t *tok, float *logits);
 /* The same step, next[b] = the argmax of sequence b's logits (lowest id on
  * ties), found on the backend: only B ids come back to the host. */
