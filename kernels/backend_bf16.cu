@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "cuda_common.h"
+#include "graph_cuda.h"
 #include "lightning_attn_cuda.h"
 #include "ops_bf16.h"
 #include "ops_cuda.h"
@@ -178,6 +179,12 @@ extern "C" const struct tn_backend tn_backend_cuda_bf16 = {
 	.attn_forward = attn_forward,
 	.attn_backward = attn_backward,
 	.attn_decode = attn_decode_cuda, /* one token at a time: fp32 */
+	.copy = tn_cuda_copy,
+	.argmax_rows = tn_cuda_argmax_rows,
+	.graph_begin = tn_cuda_graph_begin,
+	.graph_end = tn_cuda_graph_end,
+	.graph_launch = tn_cuda_graph_launch,
+	.graph_free = tn_cuda_graph_free,
 	.status = tn_cuda_status,
 	.device_bytes = tn_cuda_device_bytes,
 };
