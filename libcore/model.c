@@ -1026,6 +1026,12 @@ struct tn_infer {
 	int B;
 	float **s, **t;  /* per layer: current state and the next one (swapped) */
 	int64_t *pos;
+	/* decode step: logits [B, V] and their argmax [B] (backend memory),
+	 * and its graph with the buffers it was captured over */
+	float *logits;
+	int32_t *next;
+	void *graph;
+	const void *graph_key[2];
 };
 
 static size_t state_floats(const struct tn_model *m, int B, int l)
@@ -1078,6 +1084,12 @@ void tn_infer_free(struct tn_infer *st)
 		if (st->t && st->t[l])
 			st->m->be->free(st->t[l]);
 	}
+	if (st->graph)
+		st->m->be->graph_free(st->graph);
+	if (st->logits)
+		st->m->be->free(st->logits);
+	if (st->next)
+		st->m->be->free(st->next);
 	free(st->s);
 	free(st->t);
 	free(st->pos);
@@ -1095,25 +1107,27 @@ int64_t tn_infer_pos(const struct tn_infer *st, int b) { return st->pos[b]; }
 int tn_infer_copy(struct tn_infer *dst, int db, const struct tn_infer *src, int sb)
 {
 	const struct tn_model *m = src->m;
-	size_t most = state_floats(m, 1, 0);
-	for (int l = 1; l < m->cfg.layers; l++)
-		most = TN_MAX(most, state_floats(m, 1, l));
-	float *tmp = tn_malloc(most * sizeof(float));
-	if (!tmp)
-		return TN_ENOMEM;
-	for (int l = 0; l < m->cfg.layers; l++) { /* through the host: no device-to-device op */
+	for (int l = 0; l < m->cfg.layers; l++) {
 		size_t n = state_floats(m, 1, l);
-		m->be->download(tmp, src->s[l] + (size_t)sb * n, n * sizeof(float));
-		m->be->upload(dst->s[l] + (size_t)db * n, tmp, n * sizeof(float));
+		m->be->copy(dst->s[l] + (size_t)db * n, src->s[l] + (size_t)sb * n, n * sizeof(float));
 	}
-	free(tmp);
 	dst->pos[db] = src->pos[sb];
 	return TN_OK;
 }
 
-/* Rows of n tokens per sequence continuing each sequence's state; swaps
- * the states and advances the position counters. */
-static int infer_step(struct tn_model *m, struct tn_infer *st, const int32_t *tok, int n)
+int tn_infer_reset(struct tn_infer *st, int b)
+{
+	const struct tn_model *m = st->m;
+	for (int l = 0; l < m->cfg.layers; l++) {
+		size_t n = state_floats(m, 1, l);
+		m->be->zero(st->s[l] + (size_t)b * n, n * sizeof(float));
+	}
+	st->pos[b] = 0;
+	return TN_OK;
+}
+
+/* Tokens and positions of n rows per sequence into the activations. */
+static int step_inputs(struct tn_model *m, struct tn_infer *st, const int32_t *tok, int n)
 {
 	int B = st->B, rc = check_tokens(m, tok, (size_t)B * n, "input position");
 	if (!rc)
@@ -1129,15 +1143,23 @@ static int infer_step(struct tn_model *m, struct tn_infer *st, const int32_t *to
 	m->be->upload(m->acts->tok, tok, (size_t)B * n * sizeof(int32_t));
 	m->be->upload(m->acts->pos, pos, (size_t)B * n * sizeof(int32_t));
 	free(pos);
-	if (n == 1) /* the decode op updates the state in place */
-		for (int l = 0; l < m->cfg.layers; l++)
-			m->be->upload(st->t[l], st->s[l], state_floats(m, B, l) * sizeof(float));
-	if ((rc = stack_forward(m, st->s, st->t)))
+	return TN_OK;
+}
+
+/* Rows of n tokens per sequence continuing each sequence's state; the
+ * decode op (n = 1) updates the state in place, blocks go to the other
+ * buffer and swap. Advances the position counters. */
+static int infer_step(struct tn_model *m, struct tn_infer *st, const int32_t *tok, int n)
+{
+	int rc = step_inputs(m, st, tok, n);
+	if (rc || (rc = stack_forward(m, st->s, n == 1 ? st->s : st->t)))
 		return rc;
-	float **tmp = st->s;
-	st->s = st->t;
-	st->t = tmp;
-	for (int b = 0; b < B; b++)
+	if (n > 1) {
+		float **tmp = st->s;
+		st->s = st->t;
+		st->t = tmp;
+	}
+	for (int b = 0; b < st->B; b++)
 		st->pos[b] += n;
 	return TN_OK;
 }
@@ -1161,10 +1183,86 @@ int tn_model_prefill(struct tn_model *m, struct tn_infer *st, const int32_t *tok
 	return rc;
 }
 
+/* The decode step after its inputs: layers, head into st->logits, argmax. */
+static int decode_body(struct tn_model *m, struct tn_infer *st)
+{
+	int rc = stack_forward(m, st->s, st->s);
+	if (rc)
+		return rc;
+	m->be->matmul_forward(st->logits, m->acts->hf, m->emb, st->B, m->cfg.d,
+			      m->cfg.vocab_size, 0);
+	m->be->argmax_rows(st->next, st->logits, st->B, m->cfg.vocab_size);
+	return TN_OK;
+}
+
+/* The decode step as a replayed graph. A graph holds the addresses it was
+ * captured over (activations, states), so it is captured again when they
+ * change, and only on the second step over the same buffers: the first
+ * runs directly, so whatever an op makes on first use exists before the
+ * capture. */
+static int decode_graph(struct tn_model *m, struct tn_infer *st)
+{
+	const struct tn_backend *be = m->be;
+	const void *key[2] = {m->acts->mem, st->s[0]};
+	if (memcmp(key, st->graph_key, sizeof(key))) {
+		if (st->graph)
+			be->graph_free(st->graph);
+		st->graph = NULL;
+		memcpy(st->graph_key, key, sizeof(key));
+		return decode_body(m, st);
+	}
+	if (!st->graph) {
+		int rc = be->graph_begin();
+		if (rc)
+			return rc;
+		rc = decode_body(m, st);
+		int end = be->graph_end(&st->graph);
+		if (rc || end)
+			return rc ? rc : end;
+	}
+	return be->graph_launch(st->graph);
+}
+
+/* One decode step; logits (host, [B, V]) and/or next (host, [B]) if wanted. */
+static int decode(struct tn_model *m, struct tn_infer *st, const int32_t *tok, float *logits,
+		  int32_t *next)
+{
+	const struct tn_backend *be = m->be;
+	const char *env = getenv("TN_GRAPHS"); /* "0": no graphs, to measure what they save */
+	int graphs = be->graph_begin && !(env && !strcmp(env, "0"));
+	int B = st->B, V = m->cfg.vocab_size, rc = step_inputs(m, st, tok, 1);
+	if (rc)
+		return rc;
+	if (!st->logits && (logits || next || graphs)) {
+		st->logits = be->alloc((size_t)B * V * sizeof(float));
+		st->next = st->logits ? be->alloc((size_t)B * sizeof(int32_t)) : NULL;
+		if (!st->next)
+			return TN_ENOMEM;
+	}
+	if (graphs)
+		rc = decode_graph(m, st);
+	else if (logits || next)
+		rc = decode_body(m, st);
+	else
+		rc = stack_forward(m, st->s, st->s);
+	if (rc)
+		return rc;
+	for (int b = 0; b < B; b++)
+		st->pos[b]++;
+	if (logits)
+		be->download(logits, st->logits, (size_t)B * V * sizeof(float));
+	if (next)
+		be->download(next, st->next, (size_t)B * sizeof(int32_t));
+	return be->status();
+}
+
 int tn_model_decode(struct tn_model *m, struct tn_infer *st, const int32_t *tok, float *logits)
 {
-	int rc = infer_step(m, st, tok, 1);
-	if (!rc && logits)
-		rc = logits_rows(m, 0, st->B, logits);
-	return rc;
+	return decode(m, st, tok, logits, NULL);
+}
+
+int tn_model_decode_greedy(struct tn_model *m, struct tn_infer *st, const int32_t *tok,
+			   int32_t *next)
+{
+	return decode(m, st, tok, NULL, next);
 }

@@ -128,13 +128,22 @@ int64_t tn_infer_pos(const struct tn_infer *st, int b);
 /* Sequence sb of src (state and position) into slot db of dst, both of the
  * same model: a shared prefix is computed once and continued many ways. */
 int tn_infer_copy(struct tn_infer *dst, int db, const struct tn_infer *src, int sb);
+/* Sequence b back to the start: zero state, position 0 (a slot for a new
+ * sequence in a batch). */
+int tn_infer_reset(struct tn_infer *st, int b);
 
 #define TN_PREFILL_BLOCK 256
 /* n more tokens of each sequence (tok[b * n + t]), in blocks of
  * TN_PREFILL_BLOCK, continuing from the state; logits [B, n, V] if wanted. */
 int tn_model_prefill(struct tn_model *m, struct tn_infer *st, const int32_t *tok, int n,
 		     float *logits);
-/* One token per sequence by the recurrence; logits [B, V] if wanted. */
+/* One token per sequence by the recurrence; logits [B, V] if wanted. On a
+ * backend with graphs the step is captured once per state and replayed
+ * (unless the environment has TN_GRAPHS=0). */
 int tn_model_decode(struct tn_model *m, struct tn_infer *st, const int32_t *tok, float *logits);
+/* The same step, next[b] = the argmax of sequence b's logits (lowest id on
+ * ties), found on the backend: only B ids come back to the host. */
+int tn_model_decode_greedy(struct tn_model *m, struct tn_infer *st, const int32_t *tok,
+			   int32_t *next);
 
 #endif
