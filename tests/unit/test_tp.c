@@ -62,7 +62,9 @@ static void split_equals_whole(void **state)
 	assert_true(fabs(got - want) <= 1e-6 * fabs(want));
 	float *g = malloc(whole->n_floats * sizeof(float));
 	assert_int_equal(tn_model_tp_gather(part, part->grads, g), TN_OK);
-	for (size_t i = 0; i < whole->n_param; i++) { /* each tensor to 1e-5 of its largest entry */
+	/* each tensor to 1e-5 of its largest entry; measured on 2 and 4 ranks: the matrices and
+	 * the embedding <= 9e-7, LRPE theta 2.4e-6 (partial sums added in another order) */
+	for (size_t i = 0; i < whole->n_param; i++) {
 		const struct tn_param *p = &whole->param[i];
 		float big = 0, gap = 0;
 		for (size_t j = 0; j < p->numel; j++) {
