@@ -1,7 +1,8 @@
 /* collective.c - tn_comm over MPI or a single process. MPI is initialised
  * only when mpirun started us, so the single-process tools never pay for
  * it. Errors are returned (MPI_ERRORS_RETURN), not fatal inside MPI; a rank
- * that dies makes mpirun stop the others. */
+ * that dies makes mpirun stop the others. A split (the TP and DP groups of
+ * training) is a tn_comm of its own over MPI_Comm_split / ncclCommSplit. */
 #include "collective.h"
 #include "util.h"
 

@@ -1,6 +1,8 @@
 /* optim.c - AdamW over the model's parameter table, clipping and schedule.
  * The clipping factor is folded into the update (gradients are never
- * rewritten), so a skipped step leaves the gradients as they were. */
+ * rewritten), so a skipped step leaves the gradients as they were. With a
+ * tensor-parallel model the tensors replicated on the TP ranks count once
+ * in the gradient norm. */
 #include "optim.h"
 #include "collective.h"
 #include "util.h"

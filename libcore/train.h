@@ -4,7 +4,9 @@
  * metrics log and an SVG loss curve in the output directory.
  * Decision: everything a run depends on (weights, moments, step, RNG, data
  * cursor) is in the checkpoint, and every reduction is ordered, so a
- * resumed run continues bit for bit like an uninterrupted one. */
+ * resumed run continues bit for bit like an uninterrupted one. Several
+ * ranks form a 2-D grid (tensor-parallel groups of consecutive ranks, data
+ * parallel across them); a checkpoint always holds the whole model. */
 #ifndef TN_TRAIN_H
 #define TN_TRAIN_H
 
