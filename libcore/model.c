@@ -700,11 +700,15 @@ static int tp_rowdot(struct tn_model *m, const float *a, const float *b, int BT,
 	return rc;
 }
 
-/* out[r, :] = host[r] on this rank's channels (an outer product with ones). */
-static void tp_rowfill(struct tn_model *m, float *out, const float *host, int BT)
+/* dst[r, :] = v[r] * x[r, :] on this rank's channels (v: one float per row,
+ * backend memory), the very product the norm makes: srmsnorm_backward
+ * with a zero output adds v[r] * x[r, j] to a zeroed dst. */
+static void tp_rowscale(struct tn_model *m, float *dst, const float *x, const float *v, int BT)
 {
-	m->be->upload(m->acts->rows, host, (size_t)BT * sizeof(float));
-	m->be->matmul_forward(out, m->acts->rows, m->ones, BT, 1, m->hidden, 0);
+	size_t bytes = (size_t)BT * m->hidden * sizeof(float);
+	m->be->zero(dst, bytes);
+	m->be->zero(m->acts->tp2, bytes);
+	m->be->srmsnorm_backward(dst, x, m->acts->tp2, v, BT, m->hidden);
 }
 
 /* SRMSNorm over all heads (MODEL.md 1.3 step 8) of rows whose channels are
@@ -718,8 +722,7 @@ static int tp_norm_forward(struct tn_model *m, float *out, float *rstd, const fl
 		h[r] = (float)(1.0 / sqrt((double)h[r] / m->cfg.hidden_dim + 1e-6));
 	if (!rc) {
 		m->be->upload(rstd, h, (size_t)BT * sizeof(float));
-		tp_rowfill(m, m->acts->tp2, h, BT);
-		m->be->gate_forward(out, inp, m->acts->tp2, (size_t)BT * m->hidden);
+		tp_rowscale(m, out, inp, rstd, BT);
 	}
 	free(h);
 	return rc;
@@ -729,20 +732,16 @@ static int tp_norm_forward(struct tn_model *m, float *out, float *rstd, const fl
 static int tp_norm_backward(struct tn_model *m, float *dinp, const float *dout, const float *out,
 			    const float *rstd, int BT)
 {
-	const struct tn_backend *be = m->be;
 	struct tn_acts *x = m->acts;
-	size_t n = (size_t)BT * m->hidden;
 	float *h = tn_malloc((size_t)BT * sizeof(float));
 	int rc = h ? tp_rowdot(m, out, dout, BT, h) : TN_ENOMEM;
 	if (!rc) {
 		for (int r = 0; r < BT; r++)
 			h[r] = -(float)((double)h[r] / m->cfg.hidden_dim);
-		tp_rowfill(m, x->tp1, h, BT);
-		be->gate_forward(x->tp2, out, x->tp1, n);
-		be->residual_forward(x->tp2, x->tp2, dout, n);
-		be->download(h, rstd, (size_t)BT * sizeof(float));
-		tp_rowfill(m, x->tp1, h, BT);
-		be->gate_forward(dinp, x->tp2, x->tp1, n);
+		m->be->upload(x->rows, h, (size_t)BT * sizeof(float));
+		tp_rowscale(m, x->tp1, out, x->rows, BT);
+		m->be->residual_forward(x->tp1, x->tp1, dout, (size_t)BT * m->hidden);
+		tp_rowscale(m, dinp, x->tp1, rstd, BT);
 	}
 	free(h);
 	return rc;
