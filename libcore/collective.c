@@ -20,7 +20,8 @@ struct tn_comm {
 	int mpi;              /* MPI is initialised */
 	int sub;              /* made by tn_comm_split: frees its communicator, not MPI */
 	MPI_Comm mc;          /* MPI_COMM_WORLD or a split of it */
-	MPI_Request *req;     /* non-blocking all-reduces not yet waited for */
+	MPI_Request *req;     /* non-blocking collectives not yet waited for */
+	int **counts;         /* per request: the counts array it reads (or NULL) */
 	int n_req, cap_req;
 #ifdef TN_CUDA
 	struct tn_nccl *nccl;
@@ -149,26 +150,35 @@ int tn_comm_allreduce(struct tn_comm *c, float *buf, size_t n)
 	return TN_OK;
 }
 
-/* Start one MPI_Iallreduce and poke the started ones (Open MPI progresses
- * non-blocking collectives only inside MPI calls). */
-static int start_piece(struct tn_comm *c, float *buf, int n)
+/* Room for one more request (and the counts array it keeps). */
+static int more_requests(struct tn_comm *c)
 {
-	if (c->n_req == c->cap_req) {
-		int cap = c->cap_req ? 2 * c->cap_req : 64;
-		MPI_Request *r = tn_realloc(c->req, (size_t)cap * sizeof(*r));
-		if (!r)
-			return TN_ENOMEM;
+	if (c->n_req < c->cap_req)
+		return TN_OK;
+	int cap = c->cap_req ? 2 * c->cap_req : 64;
+	MPI_Request *r = tn_realloc(c->req, (size_t)cap * sizeof(*r));
+	if (r)
 		c->req = r;
-		c->cap_req = cap;
-	}
-	int rc = mpi_check(MPI_Iallreduce(MPI_IN_PLACE, buf, n, MPI_FLOAT, MPI_SUM, c->mc,
-					  &c->req[c->n_req]), "non-blocking allreduce");
-	if (rc)
+	int **k = r ? tn_realloc(c->counts, (size_t)cap * sizeof(*k)) : NULL;
+	if (!k)
+		return TN_ENOMEM;
+	c->counts = k;
+	c->cap_req = cap;
+	return TN_OK;
+}
+
+/* The request just started is pending; poke the started ones (Open MPI
+ * progresses non-blocking collectives only inside MPI calls). */
+static int started(struct tn_comm *c, int err, int *counts, const char *what)
+{
+	int rc = mpi_check(err, what), done;
+	if (rc) {
+		free(counts);
 		return rc;
-	c->n_req++;
-	int done;
+	}
+	c->counts[c->n_req++] = counts;
 	return mpi_check(MPI_Testall(c->n_req, c->req, &done, MPI_STATUSES_IGNORE),
-			 "test of non-blocking allreduces");
+			 "test of non-blocking collectives");
 }
 
 int tn_comm_iallreduce(struct tn_comm *c, float *buf, size_t n)
@@ -176,19 +186,50 @@ int tn_comm_iallreduce(struct tn_comm *c, float *buf, size_t n)
 	if (c->kind != TN_COMM_MPI)
 		return tn_comm_allreduce(c, buf, n);
 	for (size_t at = 0; at < n; at += PIECE) {
-		int rc = start_piece(c, buf + at, (int)TN_MIN(PIECE, n - at));
+		int rc = more_requests(c);
+		if (!rc)
+			rc = started(c, MPI_Iallreduce(MPI_IN_PLACE, buf + at, (int)TN_MIN(PIECE, n - at),
+						       MPI_FLOAT, MPI_SUM, c->mc, &c->req[c->n_req]),
+				     NULL, "non-blocking allreduce");
 		if (rc)
 			return rc;
 	}
 	return TN_OK;
 }
 
+int tn_comm_ireduce_scatterv(struct tn_comm *c, const float *send, float *recv,
+			     const size_t *counts)
+{
+	if (c->kind == TN_COMM_SINGLE) {
+		memmove(recv, send, counts[0] * sizeof(*recv));
+		return TN_OK;
+	}
+	if (c->kind != TN_COMM_MPI)
+		return tn_fail(TN_EUSAGE, "a non-blocking reduce-scatter needs MPI");
+	int *k = tn_malloc((size_t)c->size * sizeof(*k)), rc = k ? more_requests(c) : TN_ENOMEM;
+	for (int q = 0; !rc && q < c->size; q++)
+		if (counts[q] > INT32_MAX)
+			rc = tn_fail(TN_EUSAGE, "reduce-scatter of %zu floats to one rank is too large",
+				     counts[q]);
+		else
+			k[q] = (int)counts[q];
+	if (rc) {
+		free(k);
+		return rc;
+	}
+	return started(c, MPI_Ireduce_scatter(send, recv, k, MPI_FLOAT, MPI_SUM, c->mc,
+					      &c->req[c->n_req]), k, "non-blocking reduce-scatter");
+}
+
 int tn_comm_wait(struct tn_comm *c)
 {
 	int n = c->n_req;
 	c->n_req = 0;
-	return n ? mpi_check(MPI_Waitall(n, c->req, MPI_STATUSES_IGNORE), "wait for allreduces")
-		 : TN_OK;
+	int rc = n ? mpi_check(MPI_Waitall(n, c->req, MPI_STATUSES_IGNORE),
+			       "wait for non-blocking collectives") : TN_OK;
+	for (int i = 0; i < n; i++)
+		free(c->counts[i]);
+	return rc;
 }
 
 int tn_comm_allreduce_f64(struct tn_comm *c, double *buf, size_t n)
@@ -268,6 +309,9 @@ void tn_comm_close(struct tn_comm *c)
 #ifdef TN_CUDA
 	tn_nccl_close(c->nccl);
 #endif
+	for (int i = 0; i < c->n_req; i++)
+		free(c->counts[i]);
+	free(c->counts);
 	free(c->req);
 	if (c->sub && c->mpi)
 		MPI_Comm_free(&c->mc);

@@ -38,6 +38,11 @@ int tn_comm_allreduce_f64(struct tn_comm *c, double *buf, size_t n);
  * which waits for every one started since the last wait; buf must stay
  * untouched until then. NCCL (and one process): done at once. */
 int tn_comm_iallreduce(struct tn_comm *c, float *buf, size_t n);
+/* Started like it: send (counts[0] + ... + counts[size - 1] floats, rank
+ * q's block after those of ranks before it) summed over ranks; this rank
+ * gets its block in recv[counts[rank]]. MPI or one process only. */
+int tn_comm_ireduce_scatterv(struct tn_comm *c, const float *send, float *recv,
+			     const size_t *counts);
 int tn_comm_wait(struct tn_comm *c);
 /* send[size * n] summed over ranks; this rank gets block `rank` in recv[n]. */
 int tn_comm_reduce_scatter(struct tn_comm *c, const float *send, float *recv, size_t n);

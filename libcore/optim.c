@@ -146,15 +146,30 @@ void tn_optim_release_whole(const struct tn_optim *opt, const struct tn_model *m
 	full->m = full->v = NULL;
 }
 
+/* A bucket of finished gradients: summed in full, or (ZeRO-2) each rank
+ * receiving the part inside its shard, into pad[0, hi - lo). */
 static int bucket_ready(void *ctx, size_t offset, size_t n)
 {
 	struct tn_optim *opt = ctx;
-	return tn_comm_iallreduce(opt->comm, opt->overlap->grads + offset, n);
+	float *g = opt->overlap->grads + offset;
+	if (opt->zero < 2)
+		return tn_comm_iallreduce(opt->comm, g, n);
+	size_t w = (size_t)ranks(opt), *cnt = tn_malloc(w * sizeof(*cnt));
+	if (!cnt)
+		return TN_ENOMEM;
+	for (size_t q = 0; q < w; q++) {
+		size_t a = TN_MAX(offset, q * opt->shard), b = TN_MIN(offset + n, (q + 1) * opt->shard);
+		cnt[q] = b > a ? b - a : 0;
+	}
+	size_t mine = TN_MIN(TN_MAX(offset, opt->lo), opt->hi) - opt->lo;
+	int rc = tn_comm_ireduce_scatterv(opt->comm, g, opt->pad + mine, cnt);
+	free(cnt);
+	return rc;
 }
 
 void tn_optim_overlap(struct tn_optim *opt, struct tn_model *m)
 {
-	if (!communicating(opt) || opt->zero == 2 || tn_comm_kind(opt->comm) != TN_COMM_MPI)
+	if (!communicating(opt) || tn_comm_kind(opt->comm) != TN_COMM_MPI)
 		return; /* NCCL: its all-reduce waits for the stream, which would stall the backward */
 	opt->overlap = m;
 	m->grad_ready = bucket_ready;
@@ -168,7 +183,10 @@ static int reduce_grads(struct tn_optim *opt, struct tn_model *m)
 	if (opt->overlap) {
 		opt->overlap = NULL;
 		m->grad_ready = NULL;
-		return tn_comm_wait(opt->comm);
+		int rc = tn_comm_wait(opt->comm);
+		if (!rc && opt->zero == 2)
+			memcpy(m->grads + opt->lo, opt->pad, (opt->hi - opt->lo) * sizeof(float));
+		return rc;
 	}
 	if (!communicating(opt))
 		return TN_OK;

@@ -13,7 +13,7 @@ mpi() {
 	for n in 2 3; do
 		run mpi "$n" "$TN_TESTS/test_collective"
 		[ "$status" -eq 0 ] || { echo "$output"; return 1; }
-		[ "$(grep -c 'PASSED  \] 5 test' <<< "$output")" -eq "$n" ]
+		[ "$(grep -c 'PASSED  \] 6 test' <<< "$output")" -eq "$n" ]
 	done
 }
 

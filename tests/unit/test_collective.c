@@ -89,6 +89,24 @@ static void allreduce_started_then_waited(void **state)
 	assert_int_equal(tn_comm_wait(comm), TN_OK); /* nothing left: a no-op */
 }
 
+/* Rank q receives q + 1 floats of a started reduce-scatter. */
+static void reduce_scatter_started_then_waited(void **state)
+{
+	(void)state;
+	int r = tn_comm_rank(comm), w = tn_comm_size(comm);
+	size_t cnt[8], total = 0;
+	float send[36], recv[8];
+	for (int q = 0; q < w; q++)
+		total += cnt[q] = (size_t)q + 1;
+	for (size_t i = 0; i < total; i++)
+		send[i] = (float)(r + 1) * (float)i;
+	assert_int_equal(tn_comm_ireduce_scatterv(comm, send, recv, cnt), TN_OK);
+	assert_int_equal(tn_comm_wait(comm), TN_OK);
+	size_t first = (size_t)r * (size_t)(r + 1) / 2; /* blocks of ranks before this one */
+	for (int i = 0; i <= r; i++)
+		assert_float_equal(recv[i], (float)(w * (w + 1) / 2) * (float)(first + (size_t)i), 0);
+}
+
 /* Groups of even and odd ranks (the DP groups of a 2-way TP grid). */
 static void split_groups(void **state)
 {
@@ -123,6 +141,7 @@ int main(void)
 		cmocka_unit_test(scatter_and_gather),
 		cmocka_unit_test(broadcast_from_last),
 		cmocka_unit_test(allreduce_started_then_waited),
+		cmocka_unit_test(reduce_scatter_started_then_waited),
 		cmocka_unit_test(split_groups),
 	};
 	int failed = cmocka_run_group_tests_name("collective", tests, NULL, NULL);
