@@ -33,7 +33,6 @@ namespace {
 
 constexpr int BC = 64;       /* chunk rows */
 constexpr int NWARP = BC / 16; /* each warp owns 16 rows of a chunk tile */
-constexpr int NTHR = NWARP * 32;
 constexpr int SCAN_THR = 256;
 
 /* A matrix operand in shared memory, row-major with leading dimension ld;
@@ -186,16 +185,15 @@ __device__ __forceinline__ void load8(float x[8], const bf16 *src, long ld, int 
 		x[k] = ok && k < left ? __bfloat162float(src[r * ld + c + k]) : 0.f;
 }
 
-/* x[0..8) times sc into row r, columns c..c+7 of d: one 16-byte store per half. */
-__device__ __forceinline__ void store8(const op &d, int r, int c, const float x[8], float sc)
+/* x[0..8) into row r, columns c..c+7 of d: one 16-byte store per half. */
+__device__ __forceinline__ void store8(const op &d, int r, int c, const float x[8])
 {
 	uint4 hv, lv;
 	bf16 *h = (bf16 *)&hv, *l = (bf16 *)&lv;
 #pragma unroll
 	for (int k = 0; k < 8; k++) {
-		float y = x[k] * sc;
-		h[k] = __float2bfloat16_rn(y);
-		l[k] = __float2bfloat16_rn(y - __bfloat162float(h[k]));
+		h[k] = __float2bfloat16_rn(x[k]);
+		l[k] = __float2bfloat16_rn(x[k] - __bfloat162float(h[k]));
 	}
 	*(uint4 *)(d.hi + r * d.ld + c) = hv;
 	if (d.lo)
@@ -203,12 +201,12 @@ __device__ __forceinline__ void store8(const op &d, int r, int c, const float x[
 }
 
 /* Copy a rows x cols block (cols a multiple of 8) of a row-major global
- * matrix (row stride ld) into a shared operand, zero outside nrows x ncols,
- * each row times scale[r] when scale is given. Called by the whole block;
+ * matrix (row stride ld) into a shared operand, zero outside nrows x ncols.
+ * Called by the whole block;
  * all of a thread's loads are issued before its stores. */
 template <typename T>
 __device__ void load_tile(const op &d, const T *src, long ld, int rows, int cols, int nrows,
-			  int ncols, const float *scale)
+			  int ncols)
 {
 	constexpr int U = 4;
 	int per_row = cols / 8, items = rows * per_row;
@@ -224,7 +222,7 @@ __device__ void load_tile(const op &d, const T *src, long ld, int rows, int cols
 		for (int u = 0; u < U; u++) {
 			int it = i0 + u * blockDim.x, r = it / per_row, c = it % per_row * 8;
 			if (it < items)
-				store8(d, r, c, x[u], scale ? scale[r] : 1.f);
+				store8(d, r, c, x[u]);
 		}
 	}
 }
@@ -241,7 +239,7 @@ template <int N> __device__ __forceinline__ void cp_wait()
 	asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
-/* load_tile without a scale, asynchronous where it can be: bf16 rows copied
+/* load_tile, asynchronous where it can be: bf16 rows copied
  * as they are (cp.async), zeros stored directly; fp32 (split into hi + lo)
  * and unaligned sources go through load_tile. Completion: cp_wait + a barrier. */
 template <typename T>
@@ -249,10 +247,10 @@ __device__ void issue_tile(const op &d, const T *src, long ld, int rows, int col
 			   int ncols)
 {
 	if constexpr (sizeof(T) == 4) {
-		load_tile<T>(d, src, ld, rows, cols, nrows, ncols, nullptr);
+		load_tile<T>(d, src, ld, rows, cols, nrows, ncols);
 	} else {
 		if (ld % 8 || ((uintptr_t)src & 15)) {
-			load_tile<T>(d, src, ld, rows, cols, nrows, ncols, nullptr);
+			load_tile<T>(d, src, ld, rows, cols, nrows, ncols);
 			return;
 		}
 		int per_row = cols / 8;
@@ -267,30 +265,6 @@ __device__ void issue_tile(const op &d, const T *src, long ld, int rows, int col
 				for (int k = 0; k < 8; k++)
 					dst[k] = c + k < ncols ? src[r * ld + c + k] : __float2bfloat16_rn(0.f);
 		}
-	}
-}
-
-/* One 64 x 64 tile, four 8-column pieces per thread (NTHR = 128), fetched
- * into registers now and stored (times scale[r]) later, so that the next
- * tile's loads are in flight while the current one is used. */
-static_assert(NTHR * 4 * 8 == 64 * 64, "fetch64 assumes 128 threads");
-template <typename T>
-__device__ void fetch64(float (&x)[4][8], const T *src, long ld, int nrows, int ncols)
-{
-	bool vec = ld % 8 == 0 && ((uintptr_t)src & 15) == 0;
-#pragma unroll
-	for (int u = 0; u < 4; u++) {
-		int it = threadIdx.x + u * NTHR, r = it / 8, c = it % 8 * 8;
-		load8(x[u], src, ld, r, c, r < nrows, ncols - c, vec);
-	}
-}
-
-__device__ void put64(const op &d, const float (&x)[4][8], const float *scale)
-{
-#pragma unroll
-	for (int u = 0; u < 4; u++) {
-		int it = threadIdx.x + u * NTHR, r = it / 8, c = it % 8 * 8;
-		store8(d, r, c, x[u], scale ? scale[r] : 1.f);
 	}
 }
 
@@ -323,30 +297,17 @@ struct dims {
 	int B, H, N, dk, dv, T, sub, SR, TS; /* T chunks, TS spans */
 };
 
-/* Per-chunk facts shared by every kernel. */
+/* Where a chunk is, for the mask of its scores. */
 struct chunk {
-	int bh, c, m, n;    /* b*H+h, first row, rows, sequence length */
-	int cs, ce;         /* the chunk's span [cs, ce) */
+	int c, n;           /* first row, sequence length */
 	const int *seg;     /* this sequence's seg, or NULL */
-	float s;            /* decay: lambda = exp(-s) */
-	__device__ int seg_at(int t) const { return seg ? seg[t] : -1; }
 	/* seg of token t; tokens past the end interact with nothing */
-	__device__ int seg_of(int t) const { return t < n ? seg_at(t) : INT_MAX; }
-	__device__ float pw(int p) const { return expf(-s * (float)p); }
+	__device__ int seg_of(int t) const { return t >= n ? INT_MAX : seg ? seg[t] : -1; }
 };
 
-__device__ chunk chunk_of(const dims &d, const float *decay_s, const int *seg, int tau, int bh)
+__device__ chunk chunk_of(const dims &d, const int *seg, int c, int bh)
 {
-	chunk ch;
-	ch.bh = bh;
-	ch.n = d.N;
-	ch.c = tau * BC;
-	ch.m = min(BC, d.N - ch.c);
-	ch.cs = ch.c / d.SR * d.SR;
-	ch.ce = min(d.N, ch.cs + d.SR);
-	ch.seg = seg ? seg + (long)(bh / d.H) * d.N : nullptr;
-	ch.s = decay_s[bh % d.H];
-	return ch;
+	return chunk{c, d.N, seg ? seg + (long)(bh / d.H) * d.N : nullptr};
 }
 
 /* P[i][j] = lambda^(t-k) (A_i . B_j) for the query t = c + i and the key
@@ -372,75 +333,13 @@ __device__ void masked_scores(const chunk &ch, const op &A, const op &B, int D, 
 		}
 }
 
-/* Two adjacent columns of a row: one store when aligned. */
-__device__ __forceinline__ void store2(float *p, float a, float b, bool both)
-{
-	if (both && ((uintptr_t)p & 7) == 0)
-		*(float2 *)p = make_float2(a, b);
-	else {
-		p[0] = a;
-		if (both)
-			p[1] = b;
-	}
-}
-
-/* (1) Local state of each span [cs, ce), a 64 x 64 block (features f0..,
- * columns c0..) of L = sum_j w_j x_j y_j^T. Forward (REV = false): x = k,
- * y = v, w_j = lambda^(ce-1-j) from the span's last document start on.
- * Backward (REV = true): x = q, y = dout, w_t = lambda^(t-cs) for the tokens
- * of the span's first document. */
-template <typename T, bool REV>
-__global__ void __launch_bounds__(NTHR) span_state(dims d, const T *x, const T *y,
-						   const float *decay_s, const int *seg, float *L)
-{
-	__shared__ __align__(16) bf16 sm[2 * BC * 72 + 2 * BC * 72];
-	__shared__ float w[BC];
-	constexpr bool SPLIT = sizeof(T) == 4;
-	chunk ch = chunk_of(d, decay_s, seg, blockIdx.x * d.sub, blockIdx.y);
-	int nv = (d.dv + 63) / 64, f0 = blockIdx.z / nv * 64, c0 = blockIdx.z % nv * 64;
-	int wp = threadIdx.x >> 5, lp = ch.seg_at(ch.ce - 1);
-	op X = {sm, sm + BC * 72, 72}, Y = {sm + 2 * BC * 72, SPLIT ? sm + 3 * BC * 72 : nullptr, 72};
-	float acc[8][4], xr[4][8], yr[4][8];
-	zero(acc);
-	long base = (long)ch.bh * d.N;
-	fetch64<T>(xr, x + (base + ch.cs) * d.dk + f0, d.dk, ch.ce - ch.cs, d.dk - f0);
-	fetch64<T>(yr, y + (base + ch.cs) * d.dv + c0, d.dv, ch.ce - ch.cs, d.dv - c0);
-	for (int c = ch.cs; c < ch.ce; c += BC) {
-		int m = min(BC, ch.ce - c);
-		__syncthreads();
-		for (int j = threadIdx.x; j < BC; j += NTHR) {
-			bool on = j < m && (REV ? ch.seg_at(c + j) <= ch.cs : c + j >= lp);
-			w[j] = on ? ch.pw(REV ? c + j - ch.cs : ch.ce - 1 - c - j) : 0.f;
-		}
-		__syncthreads();
-		put64(X, xr, w);
-		put64(Y, yr, nullptr);
-		if (c + BC < ch.ce) {
-			fetch64<T>(xr, x + (base + c + BC) * d.dk + f0, d.dk, ch.ce - c - BC, d.dk - f0);
-			fetch64<T>(yr, y + (base + c + BC) * d.dv + c0, d.dv, ch.ce - c - BC, d.dv - c0);
-		}
-		__syncthreads();
-		warp_mma<8, true, true>(acc, X, 16 * wp, 0, Y, 0, 0, BC);
-	}
-	float *out = L + ((long)ch.bh * d.TS + blockIdx.x) * d.dk * d.dv;
-#pragma unroll
-	for (int n = 0; n < 8; n++)
-#pragma unroll
-		for (int h = 0; h < 2; h++) {
-			int f = f0 + 16 * wp + acc_row(2 * h), col = c0 + acc_col(n, 0);
-			if (f < d.dk && col < d.dv)
-				store2(out + (long)f * d.dv + col, acc[n][2 * h], acc[n][2 * h + 1],
-				       col + 1 < d.dv);
-		}
-}
-
 /* (2) Scan over spans, four state elements per thread: the buffer's local
  * states become the state before each span (forward: S_{cs-1}, from
  * state_in) or after it (backward: R at the span's end). */
 template <bool REV>
 __global__ void __launch_bounds__(SCAN_THR) scan_states(dims d, const float *decay_s,
 							const int *seg, float *L,
-							const float *state_in, float *state_out)
+							const float *state_in)
 {
 	long n = (long)d.dk * d.dv, e = 4 * ((long)blockIdx.x * SCAN_THR + threadIdx.x);
 	int bh = blockIdx.y;
@@ -473,8 +372,6 @@ __global__ void __launch_bounds__(SCAN_THR) scan_states(dims d, const float *dec
 					g * S.w + x[u].w);
 		}
 	}
-	if (state_out)
-		*(float4 *)(state_out + bh * n + e) = S;
 }
 
 /* What one launch of chunk_seq computes: rows of `out` for each chunk from
@@ -531,12 +428,14 @@ __device__ __forceinline__ op shifted(const op &o, int n)
 	return op{o.hi + n, o.lo ? o.lo + n : nullptr, o.ld};
 }
 
-/* The rows of chunk c of F, M and W (columns cb.. of W) into shared memory. */
+/* The rows of chunk c of F (unless NULL), M and W (columns cb.. of W) into
+ * shared memory. */
 template <typename T, int DA, int CW>
 __device__ void issue_chunk(const dims &d, const pass<T> &p, const op &F, const op &M,
 			    const op &W, long base, int c, int cb)
 {
-	issue_tile<T>(F, p.F + (base + c) * p.da, p.da, BC, DA, d.N - c, p.da);
+	if (p.F)
+		issue_tile<T>(F, p.F + (base + c) * p.da, p.da, BC, DA, d.N - c, p.da);
 	issue_tile<T>(M, p.M + (base + c) * p.da, p.da, BC, DA, d.N - c, p.da);
 	issue_tile<T>(W, p.W + (base + c) * p.dw + cb, p.dw, BC, CW, d.N - c, p.dw - cb);
 }
@@ -619,8 +518,9 @@ __device__ void store_chunk(T *dst, long ld, int m, int ncols, const float (&acc
  *   dk: F=V,  M=dO, W=Q,  R = R_b^T        dv: F=K,  M=Q,  W=dO, R = R_b
  * (S = sum k v^T forward, R_b = sum q dO^T backward, both [dk, dv]; STN: R^T
  * is the [dk, dv] state itself). The output goes through shared memory (bf16)
- * so that its stores are 16 bytes wide. */
-template <typename T, int DA, int CW, bool REV, bool STN>
+ * so that its stores are 16 bytes wide. ST (state only): no F, no output, R
+ * from zero, and the final R of each segment into p.state_out[b,h,segment]. */
+template <typename T, int DA, int CW, bool REV, bool STN, bool ST>
 __global__ void __launch_bounds__(2 * CW, 1) chunk_seq(dims d, pass<T> p, const float *decay_s,
 						       const int *seg)
 {
@@ -669,15 +569,17 @@ __global__ void __launch_bounds__(2 * CW, 1) chunk_seq(dims d, pass<T> p, const 
 		else
 			cp_wait<0>();
 		__syncthreads(); /* this chunk's tiles, rs, wu */
-		chunk ch = chunk_of(d, decay_s, seg, c / BC, bh);
-		if (REV)
-			masked_scores<NW>(ch, M, F, DA, P, pw);
-		else
-			masked_scores<NW>(ch, F, M, DA, P, pw);
-		__syncthreads(); /* P */
 		float acc[8][4];
 		zero(acc);
-		if (it > 0 || S0) { /* R^T F^T, R^T split into hi + lo as it goes */
+		if (!ST) {
+			chunk ch = chunk_of(d, seg, c, bh);
+			if (REV)
+				masked_scores<NW>(ch, M, F, DA, P, pw);
+			else
+				masked_scores<NW>(ch, F, M, DA, P, pw);
+			__syncthreads(); /* P */
+		}
+		if (!ST && (it > 0 || S0)) { /* R^T F^T, R^T split into hi + lo as it goes */
 #pragma unroll
 			for (int kk = 0; kk < NR / 2; kk++) {
 				uint32_t ah[4], al[4];
@@ -718,7 +620,7 @@ __global__ void __launch_bounds__(2 * CW, 1) chunk_seq(dims d, pass<T> p, const 
 			if (SPLIT)
 				load_a<true>(wl, W.lo, W.ld, r0, 16 * jj);
 #pragma unroll
-			for (int n = 0; n < 8; n += 2) { /* W^T P^T */
+			for (int n = 0; n < (ST ? 0 : 8); n += 2) { /* W^T P^T */
 				uint32_t ph[4], pl[4];
 				load_b2<REV>(ph, P.hi, P.ld, 16 * jj, 8 * n);
 				load_b2<REV>(pl, P.lo, P.ld, 16 * jj, 8 * n);
@@ -747,10 +649,13 @@ __global__ void __launch_bounds__(2 * CW, 1) chunk_seq(dims d, pass<T> p, const 
 			}
 		}
 		__syncthreads(); /* P, the tiles, rs, wu are free */
-		store_chunk<T, CW>(p.out + (base + c) * p.dw + cb, p.dw, m, p.dw - cb, acc, P.hi);
+		if (!ST)
+			store_chunk<T, CW>(p.out + (base + c) * p.dw + cb, p.dw, m, p.dw - cb, acc,
+					   P.hi);
 	}
-	if (p.state_out && blockIdx.x == gridDim.x - 1) {
-		float *So = p.state_out + (long)bh * d.dk * d.dv;
+	if (p.state_out && (ST || blockIdx.x == gridDim.x - 1)) {
+		long at = ST ? (long)bh * gridDim.x + blockIdx.x : bh;
+		float *So = p.state_out + at * d.dk * d.dv;
 #pragma unroll
 		for (int n = 0; n < NR; n++)
 #pragma unroll
@@ -840,23 +745,7 @@ cudaError_t launch(K kern, dim3 grid, int threads, int bytes, cudaStream_t st, A
 	return cudaGetLastError();
 }
 
-/* Local states of the spans into L, then the scan over spans. */
-template <typename T, bool REV>
-cudaError_t states(const dims &d, const T *x, const T *y, const float *s, const int *seg,
-		   float *L, const float *state_in, float *state_out, cudaStream_t st)
-{
-	int blocks = (d.dk + 63) / 64 * ((d.dv + 63) / 64);
-	span_state<T, REV><<<dim3(d.TS, d.B * d.H, blocks), NTHR, 0, st>>>(d, x, y, s, seg, L);
-	cudaError_t e = cudaGetLastError();
-	if (e != cudaSuccess)
-		return e;
-	long n4 = (long)d.dk * d.dv / 4;
-	scan_states<REV><<<dim3((unsigned)((n4 + SCAN_THR - 1) / SCAN_THR), d.B * d.H), SCAN_THR, 0,
-			   st>>>(d, s, seg, L, state_in, state_out);
-	return cudaGetLastError();
-}
-
-template <typename T, int DA, int CW, bool REV, bool STN>
+template <typename T, int DA, int CW, bool REV, bool STN, bool ST>
 cudaError_t seq_pass(const dims &d, const pass<T> &p, const float *s, const int *seg,
 		     cudaStream_t st)
 {
@@ -864,24 +753,41 @@ cudaError_t seq_pass(const dims &d, const pass<T> &p, const float *s, const int 
 	constexpr int NST = SP ? 1 : 2;
 	int bytes = NST * (2 * tile_bytes(BC, DA, SP) + tile_bytes(BC, CW, SP)) +
 		    tile_bytes(BC, BC, true) + 4 * BC * (int)sizeof(float);
-	return launch(chunk_seq<T, DA, CW, REV, STN>, dim3(d.TS, d.B * d.H, (p.dw + CW - 1) / CW),
+	return launch(chunk_seq<T, DA, CW, REV, STN, ST>, dim3(d.TS, d.B * d.H, (p.dw + CW - 1) / CW),
 		      2 * CW, bytes, st, d, p, s, seg);
 }
 
 /* chunk_seq for the padded width of F and M (64, 128 or 256) and 64 or 128
  * output columns per block. */
-template <typename T, bool REV, bool STN>
+template <typename T, bool REV, bool STN, bool ST = false>
 cudaError_t seq_any(const dims &d, const pass<T> &p, const float *s, const int *seg,
 		    cudaStream_t st)
 {
 	int P = pad64(p.da);
 	if (p.dw <= 64)
-		return P <= 64	  ? seq_pass<T, 64, 64, REV, STN>(d, p, s, seg, st)
-		       : P <= 128 ? seq_pass<T, 128, 64, REV, STN>(d, p, s, seg, st)
-				  : seq_pass<T, 256, 64, REV, STN>(d, p, s, seg, st);
-	return P <= 64	  ? seq_pass<T, 64, 128, REV, STN>(d, p, s, seg, st)
-	       : P <= 128 ? seq_pass<T, 128, 128, REV, STN>(d, p, s, seg, st)
-			  : seq_pass<T, 256, 128, REV, STN>(d, p, s, seg, st);
+		return P <= 64	  ? seq_pass<T, 64, 64, REV, STN, ST>(d, p, s, seg, st)
+		       : P <= 128 ? seq_pass<T, 128, 64, REV, STN, ST>(d, p, s, seg, st)
+				  : seq_pass<T, 256, 64, REV, STN, ST>(d, p, s, seg, st);
+	return P <= 64	  ? seq_pass<T, 64, 128, REV, STN, ST>(d, p, s, seg, st)
+	       : P <= 128 ? seq_pass<T, 128, 128, REV, STN, ST>(d, p, s, seg, st)
+			  : seq_pass<T, 256, 128, REV, STN, ST>(d, p, s, seg, st);
+}
+
+/* (1) The local state sum_j w_j x_j y_j^T of each span (segment) into L,
+ * [B,H,spans,dk,dv], by chunk_seq walking x as M and y as W without
+ * outputs; then (2) the scan over spans. */
+template <typename T, bool REV>
+cudaError_t states(const dims &d, const T *x, const T *y, const float *s, const int *seg,
+		   float *L, const float *state_in, cudaStream_t st)
+{
+	pass<T> p = {nullptr, x, y, d.dk, d.dv, nullptr, 1, nullptr, L};
+	cudaError_t e = seq_any<T, REV, false, true>(d, p, s, seg, st);
+	if (e != cudaSuccess)
+		return e;
+	long n4 = (long)d.dk * d.dv / 4;
+	scan_states<REV><<<dim3((unsigned)((n4 + SCAN_THR - 1) / SCAN_THR), d.B * d.H), SCAN_THR, 0,
+			   st>>>(d, s, seg, L, state_in);
+	return cudaGetLastError();
 }
 
 /* The default pool returns freed memory to the driver at every synchronisation
@@ -970,7 +876,7 @@ cudaError_t forward_t(const dims &d, const struct tn_attn_docs *docs, const T *q
 	bool segs = d.TS > 1; /* the states before the segments from a scan */
 	cudaError_t e = ws.get(d, docs, segs);
 	if (e == cudaSuccess && segs)
-		e = states<T, false>(d, k, v, s, ws.seg, ws.L[0], state_in, nullptr, st);
+		e = states<T, false>(d, k, v, s, ws.seg, ws.L[0], state_in, st);
 	pass<T> p = {q, k, v, d.dk, d.dv, segs ? ws.L[0] : state_in, segs ? d.TS : 1, o, state_out};
 	if (e == cudaSuccess)
 		e = seq_any<T, false, false>(d, p, s, ws.seg, st);
@@ -987,9 +893,9 @@ cudaError_t backward_t(const dims &d, const struct tn_attn_docs *docs, const T *
 	bool segs = d.TS > 1;
 	cudaError_t e = ws.get(d, docs, segs ? 2 : 0);
 	if (e == cudaSuccess && segs)
-		e = states<T, false>(d, k, v, s, ws.seg, ws.L[0], nullptr, nullptr, st);
+		e = states<T, false>(d, k, v, s, ws.seg, ws.L[0], nullptr, st);
 	if (e == cudaSuccess && segs)
-		e = states<T, true>(d, q, g, s, ws.seg, ws.L[1], nullptr, nullptr, st);
+		e = states<T, true>(d, q, g, s, ws.seg, ws.L[1], nullptr, st);
 	if (e == cudaSuccess)
 		e = seq_any<T, false, true>(d, pass<T>{g, v, k, d.dv, d.dk, ws.L[0], d.TS, dq, nullptr},
 					    s, ws.seg, st);
