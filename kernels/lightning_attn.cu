@@ -1,15 +1,18 @@
 /* lightning_attn.cu - CUDA Lightning Attention: forward (with the final state),
  * backward and decode, fp32 or bf16 in, fp32 accumulation, packed documents.
  *
- * One design, parallel over chunks of BC = 64 rows in every pass, so B = 1 at
- * long N fills the GPU: (1) the local state sum_j w_j x_j y_j^T of each span
- * of `sub` chunks into a [B,H,spans,dk,dv] fp32 buffer; (2) a scan over spans,
- * element-parallel, turning it into the state before (forward) or after
- * (backward) each span; (3) each chunk's rows of o, dq, dk or dv from masked
- * products with the chunks of its span plus one product with the span's
- * state (one kernel, chunk_out, for all four). Matrix products run on mma.sync
- * m16n8k16 bf16 tensor cores; an fp32 operand x enters as hi = bf16(x),
- * lo = bf16(x - hi) and costs three products (hi.hi + hi.lo + lo.hi). Only
+ * One design for every pass (o; dq; dk and dv): a block walks the chunks of
+ * BC = 64 rows of one segment in order (backward: in reverse), carrying the
+ * running state in registers, so inputs are read once and states stay on
+ * chip (Lightning Attention-2's loop, chunk_seq, one kernel for all four
+ * outputs). When B*H blocks would not fill the GPU (long N, small B), each
+ * sequence gets several segments: (1) the local state sum_j w_j x_j y_j^T of
+ * each segment ("span", `sub` chunks) into a [B,H,spans,dk,dv] fp32 buffer;
+ * (2) a scan over spans, element-parallel, turns it into the state before
+ * (forward) or after (backward) each span, where chunk_seq starts.
+ * Matrix products run on mma.sync m16n8k16 bf16 tensor cores; an fp32
+ * operand x enters as hi = bf16(x), lo = bf16(x - hi) and costs three
+ * products (hi.hi + hi.lo + lo.hi). Only
  * non-negative powers lambda^p, p <= span length, appear (MODEL.md §6.11).
  * Documents: seg[t] = last start <= t (-1: none); tokens t, j interact iff
  * seg[t] <= j <= t, as in libcore/lightning_attn.c. */
@@ -30,11 +33,7 @@ namespace {
 
 constexpr int BC = 64;       /* chunk rows */
 constexpr int NWARP = BC / 16; /* each warp owns 16 rows of a chunk tile */
-constexpr int NTHR = NWARP * 32;
 constexpr int SCAN_THR = 256;
-constexpr int OUT_SL = 2;               /* chunk_out: 64-column slices per block */
-constexpr int OUT_W = NWARP * OUT_SL;   /* its warps */
-constexpr int OUT_THR = OUT_W * 32;
 
 /* A matrix operand in shared memory, row-major with leading dimension ld;
  * lo is NULL when the values are exact in bf16. */
@@ -70,42 +69,46 @@ __device__ __forceinline__ void mma(float c[4], const uint32_t a[4], const uint3
 		     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-/* Fragments of m16n8k16 (g = lane / 4, t = lane % 4). A 16x16 at (r0, k0):
- * ATR = false reads A(i,k) = X[r0+i][k0+k], true reads A(i,k) = X[k0+k][r0+i]. */
+/* ldmatrix.x4: four 8x8 bf16 matrices from shared memory, the rows of matrix
+ * q at the addresses of lanes 8q..8q+7; TR (.trans) hands each thread its
+ * fragment of the transposed matrices. */
+template <bool TR> __device__ __forceinline__ void ldsm4(uint32_t r[4], const bf16 *p)
+{
+	unsigned a = (unsigned)__cvta_generic_to_shared(p);
+	if (TR)
+		asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+			     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+			     : "r"(a));
+	else
+		asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+			     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+			     : "r"(a));
+}
+
+/* Fragments of m16n8k16 (g = lane / 4, t = lane % 4), each 8x8 piece one
+ * ldmatrix matrix. A 16x16 at (r0, k0): ATR = false reads A(i,k) =
+ * X[r0+i][k0+k], true reads A(i,k) = X[k0+k][r0+i]. Rows of X must start
+ * 16 bytes apart (smem_alloc's tiles do). */
 template <bool ATR>
 __device__ __forceinline__ void load_a(uint32_t a[4], const bf16 *X, int ld, int r0, int k0)
 {
-	int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
-	if (!ATR) {
-		const bf16 *p = X + (r0 + g) * ld + k0 + 2 * t;
-		a[0] = *(const uint32_t *)p;
-		a[1] = *(const uint32_t *)(p + 8 * ld);
-		a[2] = *(const uint32_t *)(p + 8);
-		a[3] = *(const uint32_t *)(p + 8 * ld + 8);
-	} else {
-		const bf16 *p = X + (k0 + 2 * t) * ld + r0 + g;
-		a[0] = pack2(p[0], p[ld]);
-		a[1] = pack2(p[8], p[ld + 8]);
-		a[2] = pack2(p[8 * ld], p[9 * ld]);
-		a[3] = pack2(p[8 * ld + 8], p[9 * ld + 8]);
-	}
+	int l = threadIdx.x & 31, q = l >> 3, i = l & 7;
+	if (!ATR)
+		ldsm4<false>(a, X + (r0 + (q & 1) * 8 + i) * ld + k0 + (q >> 1) * 8);
+	else
+		ldsm4<true>(a, X + (k0 + (q >> 1) * 8 + i) * ld + r0 + (q & 1) * 8);
 }
 
-/* B 16x8 at (k0, n0): BKN = false reads B(k,n) = X[n0+n][k0+k], true reads
- * B(k,n) = X[k0+k][n0+n]. */
+/* Two B fragments 16x8 at (k0, n0) and (k0, n0 + 8), in b[0..1] and b[2..3]:
+ * BKN = false reads B(k,n) = X[n0+n][k0+k], true reads B(k,n) = X[k0+k][n0+n]. */
 template <bool BKN>
-__device__ __forceinline__ void load_b(uint32_t b[2], const bf16 *X, int ld, int k0, int n0)
+__device__ __forceinline__ void load_b2(uint32_t b[4], const bf16 *X, int ld, int k0, int n0)
 {
-	int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
-	if (!BKN) {
-		const bf16 *p = X + (n0 + g) * ld + k0 + 2 * t;
-		b[0] = *(const uint32_t *)p;
-		b[1] = *(const uint32_t *)(p + 8);
-	} else {
-		const bf16 *p = X + (k0 + 2 * t) * ld + n0 + g;
-		b[0] = pack2(p[0], p[ld]);
-		b[1] = pack2(p[8 * ld], p[9 * ld]);
-	}
+	int l = threadIdx.x & 31, q = l >> 3, i = l & 7;
+	if (!BKN)
+		ldsm4<false>(b, X + (n0 + (q >> 1) * 8 + i) * ld + k0 + (q & 1) * 8);
+	else
+		ldsm4<true>(b, X + (k0 + (q & 1) * 8 + i) * ld + n0 + (q >> 1) * 8);
 }
 
 /* acc[16 x 8NT] += A[ar0.., ak0 .. ak0+K) . B[bk0 .. bk0+K, bn0..), one warp. */
@@ -113,22 +116,26 @@ template <int NT, bool ATR, bool BKN>
 __device__ void warp_mma(float (&acc)[NT][4], const op &A, int ar0, int ak0, const op &B,
 			 int bk0, int bn0, int K)
 {
+	static_assert(NT % 2 == 0, "B pieces come in pairs");
 	for (int k = 0; k < K; k += 16) {
 		uint32_t ah[4], al[4];
 		load_a<ATR>(ah, A.hi, A.ld, ar0, ak0 + k);
 		if (A.lo)
 			load_a<ATR>(al, A.lo, A.ld, ar0, ak0 + k);
 #pragma unroll
-		for (int n = 0; n < NT; n++) {
-			uint32_t bh[2], bl[2];
-			load_b<BKN>(bh, B.hi, B.ld, bk0 + k, bn0 + 8 * n);
-			mma(acc[n], ah, bh);
-			if (B.lo) {
-				load_b<BKN>(bl, B.lo, B.ld, bk0 + k, bn0 + 8 * n);
-				mma(acc[n], ah, bl);
+		for (int n = 0; n < NT; n += 2) {
+			uint32_t bh[4], bl[4];
+			load_b2<BKN>(bh, B.hi, B.ld, bk0 + k, bn0 + 8 * n);
+			if (B.lo)
+				load_b2<BKN>(bl, B.lo, B.ld, bk0 + k, bn0 + 8 * n);
+#pragma unroll
+			for (int u = 0; u < 2; u++) {
+				mma(acc[n + u], ah, bh + 2 * u);
+				if (B.lo)
+					mma(acc[n + u], ah, bl + 2 * u);
+				if (A.lo)
+					mma(acc[n + u], al, bh + 2 * u);
 			}
-			if (A.lo)
-				mma(acc[n], al, bh);
 		}
 	}
 }
@@ -178,16 +185,15 @@ __device__ __forceinline__ void load8(float x[8], const bf16 *src, long ld, int 
 		x[k] = ok && k < left ? __bfloat162float(src[r * ld + c + k]) : 0.f;
 }
 
-/* x[0..8) times sc into row r, columns c..c+7 of d: one 16-byte store per half. */
-__device__ __forceinline__ void store8(const op &d, int r, int c, const float x[8], float sc)
+/* x[0..8) into row r, columns c..c+7 of d: one 16-byte store per half. */
+__device__ __forceinline__ void store8(const op &d, int r, int c, const float x[8])
 {
 	uint4 hv, lv;
 	bf16 *h = (bf16 *)&hv, *l = (bf16 *)&lv;
 #pragma unroll
 	for (int k = 0; k < 8; k++) {
-		float y = x[k] * sc;
-		h[k] = __float2bfloat16_rn(y);
-		l[k] = __float2bfloat16_rn(y - __bfloat162float(h[k]));
+		h[k] = __float2bfloat16_rn(x[k]);
+		l[k] = __float2bfloat16_rn(x[k] - __bfloat162float(h[k]));
 	}
 	*(uint4 *)(d.hi + r * d.ld + c) = hv;
 	if (d.lo)
@@ -195,12 +201,12 @@ __device__ __forceinline__ void store8(const op &d, int r, int c, const float x[
 }
 
 /* Copy a rows x cols block (cols a multiple of 8) of a row-major global
- * matrix (row stride ld) into a shared operand, zero outside nrows x ncols,
- * each row times scale[r] when scale is given. Called by the whole block;
+ * matrix (row stride ld) into a shared operand, zero outside nrows x ncols.
+ * Called by the whole block;
  * all of a thread's loads are issued before its stores. */
 template <typename T>
 __device__ void load_tile(const op &d, const T *src, long ld, int rows, int cols, int nrows,
-			  int ncols, const float *scale)
+			  int ncols)
 {
 	constexpr int U = 4;
 	int per_row = cols / 8, items = rows * per_row;
@@ -216,7 +222,7 @@ __device__ void load_tile(const op &d, const T *src, long ld, int rows, int cols
 		for (int u = 0; u < U; u++) {
 			int it = i0 + u * blockDim.x, r = it / per_row, c = it % per_row * 8;
 			if (it < items)
-				store8(d, r, c, x[u], scale ? scale[r] : 1.f);
+				store8(d, r, c, x[u]);
 		}
 	}
 }
@@ -233,7 +239,7 @@ template <int N> __device__ __forceinline__ void cp_wait()
 	asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
-/* load_tile without a scale, asynchronous where it can be: bf16 rows copied
+/* load_tile, asynchronous where it can be: bf16 rows copied
  * as they are (cp.async), zeros stored directly; fp32 (split into hi + lo)
  * and unaligned sources go through load_tile. Completion: cp_wait + a barrier. */
 template <typename T>
@@ -241,10 +247,10 @@ __device__ void issue_tile(const op &d, const T *src, long ld, int rows, int col
 			   int ncols)
 {
 	if constexpr (sizeof(T) == 4) {
-		load_tile<T>(d, src, ld, rows, cols, nrows, ncols, nullptr);
+		load_tile<T>(d, src, ld, rows, cols, nrows, ncols);
 	} else {
 		if (ld % 8 || ((uintptr_t)src & 15)) {
-			load_tile<T>(d, src, ld, rows, cols, nrows, ncols, nullptr);
+			load_tile<T>(d, src, ld, rows, cols, nrows, ncols);
 			return;
 		}
 		int per_row = cols / 8;
@@ -259,86 +265,6 @@ __device__ void issue_tile(const op &d, const T *src, long ld, int rows, int col
 				for (int k = 0; k < 8; k++)
 					dst[k] = c + k < ncols ? src[r * ld + c + k] : __float2bfloat16_rn(0.f);
 		}
-	}
-}
-
-/* Tile of a [dk, dv] fp32 state kept as fp32 in shared memory (row stride
- * SLD floats), split into bf16 hi + lo only when read as a B fragment. */
-constexpr int SLD = 68;
-
-/* Rows [r0, r0+64) x cols [c0, c0+64) of the state S into Sf, asynchronously. */
-__device__ void issue_state(float *Sf, const float *S, int dk, int dv, int r0, int c0)
-{
-	for (int it = threadIdx.x; it < 64 * 16; it += blockDim.x) {
-		int r = it >> 4, c = (it & 15) * 4;
-		float *dst = Sf + r * SLD + c;
-		if (r0 + r < dk && c0 + c < dv) /* dv % 4 == 0: whole float4s */
-			cp_async16(dst, S + (long)(r0 + r) * dv + c0 + c);
-		else
-			*(float4 *)dst = make_float4(0.f, 0.f, 0.f, 0.f);
-	}
-}
-
-/* acc[16 x 8NT] += A . B with B read from the fp32 tile X: BKN = true reads
- * B(k,n) = X[k][n], false B(k,n) = X[n][k]. */
-template <int NT, bool BKN>
-__device__ void warp_mma_f32b(float (&acc)[NT][4], const op &A, int ar0, int ak0, const float *X,
-			      int K)
-{
-	int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
-	for (int k = 0; k < K; k += 16) {
-		uint32_t ah[4], al[4];
-		load_a<false>(ah, A.hi, A.ld, ar0, ak0 + k);
-		if (A.lo)
-			load_a<false>(al, A.lo, A.ld, ar0, ak0 + k);
-#pragma unroll
-		for (int n = 0; n < NT; n++) {
-			float v[4];
-			if (BKN) {
-				const float *p = X + (k + 2 * t) * SLD + 8 * n + g;
-				v[0] = p[0], v[1] = p[SLD], v[2] = p[8 * SLD], v[3] = p[9 * SLD];
-			} else {
-				const float *p = X + (8 * n + g) * SLD + k + 2 * t;
-				float2 a = *(const float2 *)p, b = *(const float2 *)(p + 8);
-				v[0] = a.x, v[1] = a.y, v[2] = b.x, v[3] = b.y;
-			}
-			bf16 h[4], l[4];
-#pragma unroll
-			for (int i = 0; i < 4; i++) {
-				h[i] = __float2bfloat16_rn(v[i]);
-				l[i] = __float2bfloat16_rn(v[i] - __bfloat162float(h[i]));
-			}
-			uint32_t bh[2] = {pack2(h[0], h[1]), pack2(h[2], h[3])};
-			uint32_t bl[2] = {pack2(l[0], l[1]), pack2(l[2], l[3])};
-			mma(acc[n], ah, bh);
-			mma(acc[n], ah, bl);
-			if (A.lo)
-				mma(acc[n], al, bh);
-		}
-	}
-}
-
-/* One 64 x 64 tile, four 8-column pieces per thread (NTHR = 128), fetched
- * into registers now and stored (times scale[r]) later, so that the next
- * tile's loads are in flight while the current one is used. */
-static_assert(NTHR * 4 * 8 == 64 * 64, "fetch64 assumes 128 threads");
-template <typename T>
-__device__ void fetch64(float (&x)[4][8], const T *src, long ld, int nrows, int ncols)
-{
-	bool vec = ld % 8 == 0 && ((uintptr_t)src & 15) == 0;
-#pragma unroll
-	for (int u = 0; u < 4; u++) {
-		int it = threadIdx.x + u * NTHR, r = it / 8, c = it % 8 * 8;
-		load8(x[u], src, ld, r, c, r < nrows, ncols - c, vec);
-	}
-}
-
-__device__ void put64(const op &d, const float (&x)[4][8], const float *scale)
-{
-#pragma unroll
-	for (int u = 0; u < 4; u++) {
-		int it = threadIdx.x + u * NTHR, r = it / 8, c = it % 8 * 8;
-		store8(d, r, c, x[u], scale ? scale[r] : 1.f);
 	}
 }
 
@@ -371,39 +297,26 @@ struct dims {
 	int B, H, N, dk, dv, T, sub, SR, TS; /* T chunks, TS spans */
 };
 
-/* Per-chunk facts shared by every kernel. */
+/* Where a chunk is, for the mask of its scores. */
 struct chunk {
-	int bh, c, m, n;    /* b*H+h, first row, rows, sequence length */
-	int cs, ce;         /* the chunk's span [cs, ce) */
+	int c, n;           /* first row, sequence length */
 	const int *seg;     /* this sequence's seg, or NULL */
-	float s;            /* decay: lambda = exp(-s) */
-	__device__ int seg_at(int t) const { return seg ? seg[t] : -1; }
 	/* seg of token t; tokens past the end interact with nothing */
-	__device__ int seg_of(int t) const { return t < n ? seg_at(t) : INT_MAX; }
-	__device__ float pw(int p) const { return expf(-s * (float)p); }
+	__device__ int seg_of(int t) const { return t >= n ? INT_MAX : seg ? seg[t] : -1; }
 };
 
-__device__ chunk chunk_of(const dims &d, const float *decay_s, const int *seg, int tau, int bh)
+__device__ chunk chunk_of(const dims &d, const int *seg, int c, int bh)
 {
-	chunk ch;
-	ch.bh = bh;
-	ch.n = d.N;
-	ch.c = tau * BC;
-	ch.m = min(BC, d.N - ch.c);
-	ch.cs = ch.c / d.SR * d.SR;
-	ch.ce = min(d.N, ch.cs + d.SR);
-	ch.seg = seg ? seg + (long)(bh / d.H) * d.N : nullptr;
-	ch.s = decay_s[bh % d.H];
-	return ch;
+	return chunk{c, d.N, seg ? seg + (long)(bh / d.H) * d.N : nullptr};
 }
 
-/* P[i][j] = lambda^(t-j') (A_i . B_j) for the query t = t0 + i and the key
- * j' = j0 + j of one document with t >= j', else 0; A, B in shared memory
- * (BC x D), P written split (BC x BC). With NW = 8 warps, each warp computes
- * half of the columns of its 16 rows. */
+/* P[i][j] = lambda^(t-k) (A_i . B_j) for the query t = c + i and the key
+ * k = c + j of one document with t >= k, else 0; A, B in shared memory
+ * (BC x D), P written split (BC x BC), pw[p] = lambda^p. With NW = 8 warps,
+ * each warp computes half of the columns of its 16 rows. */
 template <int NW>
 __device__ void masked_scores(const chunk &ch, const op &A, const op &B, int D, const op &P,
-			      int t0, int j0)
+			      const float *pw)
 {
 	constexpr int NT = BC / 8 / (NW / NWARP);
 	int w = threadIdx.x >> 5, r0 = 16 * (w % NWARP), n0 = 8 * NT * (w / NWARP);
@@ -414,98 +327,9 @@ __device__ void masked_scores(const chunk &ch, const op &A, const op &B, int D, 
 	for (int n = 0; n < NT; n++)
 #pragma unroll
 		for (int r = 0; r < 4; r++) {
-			int i = r0 + acc_row(r), j = n0 + acc_col(n, r), t = t0 + i, k = j0 + j;
+			int i = r0 + acc_row(r), j = n0 + acc_col(n, r), t = ch.c + i, k = ch.c + j;
 			bool keep = t >= k && ch.seg_of(t) <= k;
-			store_split(P, i, j, keep ? acc[n][r] * ch.pw(t - k) : 0.f);
-		}
-}
-
-/* Store a warp's 16 x 64 result tile: acc + rs[row] * inter, two adjacent
- * columns per store. */
-__device__ __forceinline__ void store2(float *p, float a, float b, bool both)
-{
-	if (both && ((uintptr_t)p & 7) == 0)
-		*(float2 *)p = make_float2(a, b);
-	else {
-		p[0] = a;
-		if (both)
-			p[1] = b;
-	}
-}
-
-__device__ __forceinline__ void store2(bf16 *p, float a, float b, bool both)
-{
-	if (both && ((uintptr_t)p & 3) == 0)
-		*(__nv_bfloat162 *)p = __floats2bfloat162_rn(a, b);
-	else {
-		p[0] = __float2bfloat16_rn(a);
-		if (both)
-			p[1] = __float2bfloat16_rn(b);
-	}
-}
-
-template <typename T>
-__device__ void store_rows(T *dst, long ld, int r0, int nrows, int c0, int ncols,
-			   const float (&acc)[8][4], const float (&inter)[8][4], const float rs[2])
-{
-#pragma unroll
-	for (int n = 0; n < 8; n++)
-#pragma unroll
-		for (int h = 0; h < 2; h++) {
-			int i = r0 + acc_row(2 * h), j = c0 + acc_col(n, 0);
-			if (i < nrows && j < ncols)
-				store2(dst + i * ld + j, acc[n][2 * h] + rs[h] * inter[n][2 * h],
-				       acc[n][2 * h + 1] + rs[h] * inter[n][2 * h + 1], j + 1 < ncols);
-		}
-}
-
-/* (1) Local state of each span [cs, ce), a 64 x 64 block (features f0..,
- * columns c0..) of L = sum_j w_j x_j y_j^T. Forward (REV = false): x = k,
- * y = v, w_j = lambda^(ce-1-j) from the span's last document start on.
- * Backward (REV = true): x = q, y = dout, w_t = lambda^(t-cs) for the tokens
- * of the span's first document. */
-template <typename T, bool REV>
-__global__ void __launch_bounds__(NTHR) span_state(dims d, const T *x, const T *y,
-						   const float *decay_s, const int *seg, float *L)
-{
-	__shared__ __align__(16) bf16 sm[2 * BC * 72 + 2 * BC * 72];
-	__shared__ float w[BC];
-	constexpr bool SPLIT = sizeof(T) == 4;
-	chunk ch = chunk_of(d, decay_s, seg, blockIdx.x * d.sub, blockIdx.y);
-	int nv = (d.dv + 63) / 64, f0 = blockIdx.z / nv * 64, c0 = blockIdx.z % nv * 64;
-	int wp = threadIdx.x >> 5, lp = ch.seg_at(ch.ce - 1);
-	op X = {sm, sm + BC * 72, 72}, Y = {sm + 2 * BC * 72, SPLIT ? sm + 3 * BC * 72 : nullptr, 72};
-	float acc[8][4], xr[4][8], yr[4][8];
-	zero(acc);
-	long base = (long)ch.bh * d.N;
-	fetch64<T>(xr, x + (base + ch.cs) * d.dk + f0, d.dk, ch.ce - ch.cs, d.dk - f0);
-	fetch64<T>(yr, y + (base + ch.cs) * d.dv + c0, d.dv, ch.ce - ch.cs, d.dv - c0);
-	for (int c = ch.cs; c < ch.ce; c += BC) {
-		int m = min(BC, ch.ce - c);
-		__syncthreads();
-		for (int j = threadIdx.x; j < BC; j += NTHR) {
-			bool on = j < m && (REV ? ch.seg_at(c + j) <= ch.cs : c + j >= lp);
-			w[j] = on ? ch.pw(REV ? c + j - ch.cs : ch.ce - 1 - c - j) : 0.f;
-		}
-		__syncthreads();
-		put64(X, xr, w);
-		put64(Y, yr, nullptr);
-		if (c + BC < ch.ce) {
-			fetch64<T>(xr, x + (base + c + BC) * d.dk + f0, d.dk, ch.ce - c - BC, d.dk - f0);
-			fetch64<T>(yr, y + (base + c + BC) * d.dv + c0, d.dv, ch.ce - c - BC, d.dv - c0);
-		}
-		__syncthreads();
-		warp_mma<8, true, true>(acc, X, 16 * wp, 0, Y, 0, 0, BC);
-	}
-	float *out = L + ((long)ch.bh * d.TS + blockIdx.x) * d.dk * d.dv;
-#pragma unroll
-	for (int n = 0; n < 8; n++)
-#pragma unroll
-		for (int h = 0; h < 2; h++) {
-			int f = f0 + 16 * wp + acc_row(2 * h), col = c0 + acc_col(n, 0);
-			if (f < d.dk && col < d.dv)
-				store2(out + (long)f * d.dv + col, acc[n][2 * h], acc[n][2 * h + 1],
-				       col + 1 < d.dv);
+			store_split(P, i, j, keep ? acc[n][r] * pw[i - j] : 0.f);
 		}
 }
 
@@ -515,7 +339,7 @@ __global__ void __launch_bounds__(NTHR) span_state(dims d, const T *x, const T *
 template <bool REV>
 __global__ void __launch_bounds__(SCAN_THR) scan_states(dims d, const float *decay_s,
 							const int *seg, float *L,
-							const float *state_in, float *state_out)
+							const float *state_in)
 {
 	long n = (long)d.dk * d.dv, e = 4 * ((long)blockIdx.x * SCAN_THR + threadIdx.x);
 	int bh = blockIdx.y;
@@ -548,104 +372,299 @@ __global__ void __launch_bounds__(SCAN_THR) scan_states(dims d, const float *dec
 					g * S.w + x[u].w);
 		}
 	}
-	if (state_out)
-		*(float4 *)(state_out + bh * n + e) = S;
 }
 
-/* What one launch of chunk_out computes: rows of `out` for each chunk (F: the
- * chunk's own rows), from the other chunks M, W of its span and a state. */
+/* What one launch of chunk_seq computes: rows of `out` for each chunk from
+ * the same rows of F, M and W and the state R carried from chunk to chunk. */
 template <typename T> struct pass {
-	const T *F, *M, *W; /* [B,H,N,da], [B,H,N,da], [B,H,N,dw] */
+	const T *F, *M, *W;  /* [B,H,N,da], [B,H,N,da], [B,H,N,dw] */
 	int da, dw;
-	const float *state; /* per span, [dk, dv] */
-	T *out;             /* [B,H,N,dw] */
+	const float *state;  /* the state R before each segment, or NULL: zero */
+	int nst;             /* states per (b, h) in `state`: TS, or 1 (state_in) */
+	T *out;              /* [B,H,N,dw] */
+	float *state_out;    /* forward: R after the last token, or NULL */
 };
 
-/* (3) One chunk's rows of one output and two 64-column slices of it (8
- * warps: warp w computes rows 16 (w % 4) of slice w / 4; the scores are
- * shared):
- *   o  = sum_{kc<=c} (Q K_kc^T . D) V_kc + diag(lambda^(c-cs+i+1)) Q S      (F=Q,  M=K,  W=V)
- *   dq = sum_{kc<=c} (dO V_kc^T . D) K_kc + diag(same) dO S^T                (F=dO, M=V,  W=K)
- *   dk = sum_{tc>=c} (dO_tc V^T . D)^T Q_tc + diag(lambda^(ce-j)) V R^T      (F=V,  M=dO, W=Q)
- *   dv = sum_{tc>=c} (Q_tc K^T . D)^T dO_tc + diag(same) K R                 (F=K,  M=Q,  W=dO)
- * over the chunks kc, tc of the chunk's span. REV: the rows are keys (dk,
- * dv); STN: the state enters transposed (dq, dk). */
-template <typename T, int DA, bool REV, bool STN>
-__global__ void __launch_bounds__(OUT_THR) chunk_out(dims d, pass<T> p, const float *decay_s,
-						  const int *seg)
+/* Where R^T[r][c] lives in a [dk, dv] state: R^T is the state itself (STN)
+ * or its transpose. */
+template <bool STN> __device__ __forceinline__ long state_at(const dims &d, int r, int c)
+{
+	return STN ? (long)r * d.dv + c : (long)c * d.dv + r;
+}
+
+__device__ __forceinline__ void split_pair(float a, float b, uint32_t &h, uint32_t &l)
+{
+	bf16 ha = __float2bfloat16_rn(a), hb = __float2bfloat16_rn(b);
+	h = pack2(ha, hb);
+	l = pack2(__float2bfloat16_rn(a - __bfloat162float(ha)),
+		  __float2bfloat16_rn(b - __bfloat162float(hb)));
+}
+
+__device__ __forceinline__ float2 unpack2(uint32_t x)
+{
+	return make_float2(__uint_as_float(x << 16), __uint_as_float(x & 0xffff0000u));
+}
+
+/* An A fragment (hi, and lo when given) with its column k scaled by w[k],
+ * split again into hi + lo. */
+__device__ __forceinline__ void scale_cols(const uint32_t h[4], const uint32_t *l,
+					   const float *w, uint32_t xh[4], uint32_t xl[4])
+{
+	int t = threadIdx.x & 3;
+	float2 wa = *(const float2 *)(w + 2 * t), wb = *(const float2 *)(w + 2 * t + 8);
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		float2 x = unpack2(h[i]), sc = i < 2 ? wa : wb;
+		if (l) {
+			float2 y = unpack2(l[i]);
+			x.x += y.x, x.y += y.y;
+		}
+		split_pair(x.x * sc.x, x.y * sc.y, xh[i], xl[i]);
+	}
+}
+
+__device__ __forceinline__ op shifted(const op &o, int n)
+{
+	return op{o.hi + n, o.lo ? o.lo + n : nullptr, o.ld};
+}
+
+/* The rows of chunk c of F (unless NULL), M and W (columns cb.. of W) into
+ * shared memory. */
+template <typename T, int DA, int CW>
+__device__ void issue_chunk(const dims &d, const pass<T> &p, const op &F, const op &M,
+			    const op &W, long base, int c, int cb)
+{
+	if (p.F)
+		issue_tile<T>(F, p.F + (base + c) * p.da, p.da, BC, DA, d.N - c, p.da);
+	issue_tile<T>(M, p.M + (base + c) * p.da, p.da, BC, DA, d.N - c, p.da);
+	issue_tile<T>(W, p.W + (base + c) * p.dw + cb, p.dw, BC, CW, d.N - c, p.dw - cb);
+}
+
+/* The decay factors of chunk [c, c+m): rs[i] for output row i (how much of R
+ * reaches it), wu[j] for row j of M, W (its weight in the next R); returns g,
+ * the factor of the old R in the next. Forward: R is the state after token
+ * c-1 of its document; REV: the state at c+m of the queries after the chunk. */
+template <bool REV>
+__device__ float chunk_decay(const dims &d, const int *sq, int c, int m, const float *pw,
+			     float *rs, float *wu)
+{
+	int last = sq ? sq[c + m - 1] : -1;
+	bool more = c + m < d.N;
+	int next = more && sq ? sq[c + m] : -1;
+	for (int i = threadIdx.x; i < BC; i += blockDim.x) {
+		int si = i < m && sq ? sq[c + i] : -1;
+		if (REV) {
+			rs[i] = i < m && more && next <= c + i ? pw[m - i] : 0.f;
+			wu[i] = i < m && si <= c ? pw[i] : 0.f;
+		} else {
+			rs[i] = i < m && si < c ? pw[i + 1] : 0.f;
+			wu[i] = i < m && c + i >= last ? pw[m - 1 - i] : 0.f;
+		}
+	}
+	if (REV)
+		return more && next <= c ? pw[m] : 0.f;
+	return last >= c ? 0.f : pw[m];
+}
+
+/* A warp's 16 columns x 64 rows of output (acc holds them transposed, as
+ * chunk_seq computes them) into rows [0, m), columns [0, ncols) of dst (row
+ * stride ld). bf16 goes through `stage` (64 x (CW + 8) bf16 of shared memory,
+ * free on entry) to be stored 16 bytes at a time; fp32 (the checking mode)
+ * is stored directly. */
+template <typename T, int CW>
+__device__ void store_chunk(T *dst, long ld, int m, int ncols, const float (&acc)[8][4],
+			    bf16 *stage)
+{
+	constexpr int LD = CW + 8;
+	int r0 = 16 * (threadIdx.x >> 5), g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+#pragma unroll
+	for (int n = 0; n < 8; n++)
+#pragma unroll
+		for (int e = 0; e < 4; e++) {
+			int i = 8 * n + 2 * t + (e & 1), col = r0 + g + 8 * (e >> 1);
+			if (sizeof(T) == 4) {
+				if (i < m && col < ncols)
+					dst[i * ld + col] = from_f<T>(acc[n][e]);
+			} else {
+				stage[i * LD + col] = __float2bfloat16_rn(acc[n][e]);
+			}
+		}
+	if (sizeof(T) == 4)
+		return;
+	__syncthreads();
+	bool vec = ld % 8 == 0 && ((uintptr_t)dst & 15) == 0;
+	for (int it = threadIdx.x; it < BC * CW / 8; it += blockDim.x) {
+		int i = it / (CW / 8), col = it % (CW / 8) * 8;
+		const bf16 *src = stage + i * LD + col;
+		if (i >= m || col >= ncols)
+			continue;
+		if (vec && col + 8 <= ncols)
+			*(uint4 *)(dst + i * ld + col) = *(const uint4 *)src;
+		else
+			for (int k = 0; k < 8 && col + k < ncols; k++)
+				dst[i * ld + col + k] = from_f<T>(__bfloat162float(src[k]));
+	}
+}
+
+/* (3) One segment of chunks, walked in order (REV: backwards), for CW output
+ * columns; warp w (of CW / 16) owns output columns cb + 16w.. and keeps the
+ * same rows of R^T in registers, as mma accumulators, which are the A
+ * fragments of the product with F^T. Per chunk (F its rows of the input the
+ * output rows belong to, M and W the same rows of the other two inputs):
+ *   out^T = R^T F^T diag(rs) + W^T P^T,  P = mask(F M^T) (REV: mask(M F^T)^T)
+ *   R^T  <- g R^T + W^T diag(wu) M
+ * so R = the decayed sum of M^T W over the chunks already walked:
+ *   o:  F=Q,  M=K,  W=V,  R = S            dq: F=dO, M=V,  W=K,  R = S^T
+ *   dk: F=V,  M=dO, W=Q,  R = R_b^T        dv: F=K,  M=Q,  W=dO, R = R_b
+ * (S = sum k v^T forward, R_b = sum q dO^T backward, both [dk, dv]; STN: R^T
+ * is the [dk, dv] state itself). The output goes through shared memory (bf16)
+ * so that its stores are 16 bytes wide. ST (state only): no F, no output, R
+ * from zero, and the final R of each segment into p.state_out[b,h,segment]. */
+template <typename T, int DA, int CW, bool REV, bool STN, bool ST>
+__global__ void __launch_bounds__(2 * CW, 1) chunk_seq(dims d, pass<T> p, const float *decay_s,
+						       const int *seg)
 {
 	extern __shared__ __align__(16) char smem[];
 	constexpr bool SPLIT = sizeof(T) == 4;
-	chunk ch = chunk_of(d, decay_s, seg, blockIdx.x, blockIdx.y);
-	int w = threadIdx.x >> 5, sl = w / NWARP, r0 = 16 * (w % NWARP);
-	int cb = blockIdx.z * 64 * OUT_SL, c0 = cb + 64 * sl; /* the block's, the warp's columns */
-	bool mine = c0 < p.dw;                                /* warp-uniform */
+	constexpr int NW = CW / 16, NST = SPLIT ? 1 : 2, NR = DA / 8;
+	int w = threadIdx.x >> 5, r0 = 16 * w, bh = blockIdx.y, cb = blockIdx.z * CW;
+	int g4 = (threadIdx.x & 31) >> 2, t4 = threadIdx.x & 3;
 	smem_alloc al{smem};
-	op F = al.take(BC, DA, SPLIT), M = al.take(BC, DA, SPLIT);
-	op W = al.take(BC, 64 * OUT_SL, SPLIT), P = al.take(BC, BC, true);
-	float *Sf = (float *)al.p; /* OUT_SL tiles of 64 x SLD */
-	long base = (long)ch.bh * d.N;
-	const float *S = p.state + ((long)ch.bh * d.TS + ch.c / d.SR) * d.dk * d.dv;
-	int first = REV ? ch.c : ch.cs, last = REV ? ch.ce - 1 : ch.c;
-	/* pipeline: M and W of the next chunk load while this one is used */
-	issue_tile<T>(F, p.F + (base + ch.c) * p.da, p.da, BC, DA, ch.m, p.da);
-	issue_tile<T>(M, p.M + (base + first) * p.da, p.da, BC, DA, d.N - first, p.da);
-	for (int k = 0; k < OUT_SL; k++) {
-		int cs = cb + 64 * k;
-		issue_state(Sf + k * 64 * SLD, S, d.dk, d.dv, STN ? cs : 0, STN ? 0 : cs);
-	}
-	cp_commit();
-	issue_tile<T>(W, p.W + (base + first) * p.dw + cb, p.dw, BC, 64 * OUT_SL, d.N - first,
-		      p.dw - cb);
-	cp_commit();
-	float acc[8][4], inter[8][4], rs[2];
-	zero(acc);
-	for (int mc = first; mc <= last; mc += BC) {
-		int nx = mc + BC;
-		cp_wait<1>();
-		__syncthreads(); /* F, M, the state tile */
-		if (REV)
-			masked_scores<OUT_W>(ch, M, F, DA, P, mc, ch.c);
-		else
-			masked_scores<OUT_W>(ch, F, M, DA, P, ch.c, mc);
-		cp_wait<0>();
-		__syncthreads(); /* W, P; M is free */
-		if (nx <= last)
-			issue_tile<T>(M, p.M + (base + nx) * p.da, p.da, BC, DA, d.N - nx, p.da);
-		cp_commit();
-		if (mine)
-			warp_mma<8, REV, true>(acc, P, r0, 0, W, 0, 64 * sl, BC);
-		__syncthreads(); /* W is free */
-		if (nx <= last)
-			issue_tile<T>(W, p.W + (base + nx) * p.dw + cb, p.dw, BC, 64 * OUT_SL,
-				      d.N - nx, p.dw - cb);
-		cp_commit();
-	}
-	zero(inter);
-	for (int kq = 0; kq < DA; kq += 64) {
-		cp_wait<0>();
-		__syncthreads();
-		if (mine)
-			warp_mma_f32b<8, !STN>(inter, F, r0, kq, Sf + sl * 64 * SLD, 64);
-		if (kq + 64 < DA) {
-			__syncthreads();
-			for (int k = 0; k < OUT_SL; k++) {
-				int cs = cb + 64 * k;
-				issue_state(Sf + k * 64 * SLD, S, d.dk, d.dv, STN ? cs : kq + 64,
-					    STN ? kq + 64 : cs);
-			}
-			cp_commit();
+	op F0 = al.take(BC, DA, SPLIT), M0 = al.take(BC, DA, SPLIT), W0 = al.take(BC, CW, SPLIT);
+	int stage = (int)((bf16 *)al.p - F0.hi); /* bf16 elements per stage */
+	al.p += (NST - 1) * stage * sizeof(bf16);
+	op P = al.take(BC, BC, true);
+	float *pw = (float *)al.p, *rs = pw + 2 * BC, *wu = rs + BC;
+	float s = decay_s[bh % d.H];
+	for (int i = threadIdx.x; i <= BC; i += blockDim.x)
+		pw[i] = expf(-s * (float)i);
+	const int *sq = seg ? seg + (long)(bh / d.H) * d.N : nullptr;
+	int cs = blockIdx.x * d.SR, nch = (min(d.N, cs + d.SR) - cs + BC - 1) / BC;
+	int step = REV ? -BC : BC, c = REV ? cs + (nch - 1) * BC : cs;
+	long base = (long)bh * d.N;
+	const float *S0 = p.state ? p.state + ((long)bh * p.nst + blockIdx.x) * d.dk * d.dv : nullptr;
+	float R[NR][4];
+#pragma unroll
+	for (int n = 0; n < NR; n++)
+#pragma unroll
+		for (int e = 0; e < 4; e++) {
+			int r = cb + r0 + g4 + 8 * (e >> 1), k = 8 * n + 2 * t4 + (e & 1);
+			R[n][e] = S0 && r < p.dw && k < p.da ? S0[state_at<STN>(d, r, k)] : 0.f;
 		}
-	}
-	for (int h = 0; h < 2; h++) {
-		int i = r0 + acc_row(2 * h), t = ch.c + i;
-		if (REV)
-			rs[h] = ch.ce < d.N && ch.seg_at(ch.ce) <= t ? ch.pw(ch.ce - t) : 0.f;
+	issue_chunk<T, DA, CW>(d, p, F0, M0, W0, base, c, cb);
+	cp_commit();
+	__syncthreads(); /* pw */
+	for (int it = 0; it < nch; it++, c += step) {
+		int m = min(BC, d.N - c), now = NST > 1 ? (it & 1) * stage : 0, next = stage - now;
+		op F = shifted(F0, now), M = shifted(M0, now), W = shifted(W0, now);
+		if (NST == 1 && it > 0)
+			issue_chunk<T, DA, CW>(d, p, F0, M0, W0, base, c, cb);
+		if (NST > 1 && it + 1 < nch)
+			issue_chunk<T, DA, CW>(d, p, shifted(F0, next), shifted(M0, next),
+					       shifted(W0, next), base, c + step, cb);
+		cp_commit();
+		float g = chunk_decay<REV>(d, sq, c, m, pw, rs, wu);
+		if (NST > 1)
+			cp_wait<1>();
 		else
-			rs[h] = ch.seg_of(t) < ch.cs ? ch.pw(t - ch.cs + 1) : 0.f;
+			cp_wait<0>();
+		__syncthreads(); /* this chunk's tiles, rs, wu */
+		float acc[8][4];
+		zero(acc);
+		if (!ST) {
+			chunk ch = chunk_of(d, seg, c, bh);
+			if (REV)
+				masked_scores<NW>(ch, M, F, DA, P, pw);
+			else
+				masked_scores<NW>(ch, F, M, DA, P, pw);
+			__syncthreads(); /* P */
+		}
+		if (!ST && (it > 0 || S0)) { /* R^T F^T, R^T split into hi + lo as it goes */
+#pragma unroll
+			for (int kk = 0; kk < NR / 2; kk++) {
+				uint32_t ah[4], al[4];
+				split_pair(R[2 * kk][0], R[2 * kk][1], ah[0], al[0]);
+				split_pair(R[2 * kk][2], R[2 * kk][3], ah[1], al[1]);
+				split_pair(R[2 * kk + 1][0], R[2 * kk + 1][1], ah[2], al[2]);
+				split_pair(R[2 * kk + 1][2], R[2 * kk + 1][3], ah[3], al[3]);
+#pragma unroll
+				for (int n = 0; n < 8; n += 2) {
+					uint32_t bh[4], bl[4];
+					load_b2<false>(bh, F.hi, F.ld, 16 * kk, 8 * n);
+					if (SPLIT)
+						load_b2<false>(bl, F.lo, F.ld, 16 * kk, 8 * n);
+#pragma unroll
+					for (int u = 0; u < 2; u++) {
+						mma(acc[n + u], ah, bh + 2 * u);
+						mma(acc[n + u], al, bh + 2 * u);
+						if (SPLIT)
+							mma(acc[n + u], ah, bl + 2 * u);
+					}
+				}
+			}
+#pragma unroll
+			for (int n = 0; n < 8; n++)
+#pragma unroll
+				for (int e = 0; e < 4; e++)
+					acc[n][e] *= rs[8 * n + 2 * t4 + (e & 1)];
+		}
+#pragma unroll
+		for (int n = 0; n < NR; n++)
+#pragma unroll
+			for (int e = 0; e < 4; e++)
+				R[n][e] *= g;
+#pragma unroll
+		for (int jj = 0; jj < BC / 16; jj++) {
+			uint32_t wh[4], wl[4], xh[4], xl[4];
+			load_a<true>(wh, W.hi, W.ld, r0, 16 * jj);
+			if (SPLIT)
+				load_a<true>(wl, W.lo, W.ld, r0, 16 * jj);
+#pragma unroll
+			for (int n = 0; n < (ST ? 0 : 8); n += 2) { /* W^T P^T */
+				uint32_t ph[4], pl[4];
+				load_b2<REV>(ph, P.hi, P.ld, 16 * jj, 8 * n);
+				load_b2<REV>(pl, P.lo, P.ld, 16 * jj, 8 * n);
+#pragma unroll
+				for (int u = 0; u < 2; u++) {
+					mma(acc[n + u], wh, ph + 2 * u);
+					mma(acc[n + u], wh, pl + 2 * u);
+					if (SPLIT)
+						mma(acc[n + u], wl, ph + 2 * u);
+				}
+			}
+			scale_cols(wh, SPLIT ? wl : nullptr, wu + 16 * jj, xh, xl);
+#pragma unroll
+			for (int n = 0; n < NR; n += 2) { /* R^T += W^T diag(wu) M */
+				uint32_t mh[4], ml[4];
+				load_b2<true>(mh, M.hi, M.ld, 16 * jj, 8 * n);
+				if (SPLIT)
+					load_b2<true>(ml, M.lo, M.ld, 16 * jj, 8 * n);
+#pragma unroll
+				for (int u = 0; u < 2; u++) {
+					mma(R[n + u], xh, mh + 2 * u);
+					mma(R[n + u], xl, mh + 2 * u);
+					if (SPLIT)
+						mma(R[n + u], xh, ml + 2 * u);
+				}
+			}
+		}
+		__syncthreads(); /* P, the tiles, rs, wu are free */
+		if (!ST)
+			store_chunk<T, CW>(p.out + (base + c) * p.dw + cb, p.dw, m, p.dw - cb, acc,
+					   P.hi);
 	}
-	if (mine)
-		store_rows<T>(p.out + (base + ch.c) * p.dw, p.dw, r0, ch.m, c0, p.dw, acc, inter, rs);
+	if (p.state_out && (ST || blockIdx.x == gridDim.x - 1)) {
+		long at = ST ? (long)bh * gridDim.x + blockIdx.x : bh;
+		float *So = p.state_out + at * d.dk * d.dv;
+#pragma unroll
+		for (int n = 0; n < NR; n++)
+#pragma unroll
+			for (int e = 0; e < 4; e++) {
+				int r = cb + r0 + g4 + 8 * (e >> 1), k = 8 * n + 2 * t4 + (e & 1);
+				if (r < p.dw && k < p.da)
+					So[state_at<STN>(d, r, k)] = R[n][e];
+			}
+	}
 }
 
 /* seg[b][t] from the CSR offsets: the last start <= t, or -1. */
@@ -726,43 +745,49 @@ cudaError_t launch(K kern, dim3 grid, int threads, int bytes, cudaStream_t st, A
 	return cudaGetLastError();
 }
 
-/* Local states of the spans into L, then the scan over spans. */
+template <typename T, int DA, int CW, bool REV, bool STN, bool ST>
+cudaError_t seq_pass(const dims &d, const pass<T> &p, const float *s, const int *seg,
+		     cudaStream_t st)
+{
+	constexpr bool SP = sizeof(T) == 4;
+	constexpr int NST = SP ? 1 : 2;
+	int bytes = NST * (2 * tile_bytes(BC, DA, SP) + tile_bytes(BC, CW, SP)) +
+		    tile_bytes(BC, BC, true) + 4 * BC * (int)sizeof(float);
+	return launch(chunk_seq<T, DA, CW, REV, STN, ST>, dim3(d.TS, d.B * d.H, (p.dw + CW - 1) / CW),
+		      2 * CW, bytes, st, d, p, s, seg);
+}
+
+/* chunk_seq for the padded width of F and M (64, 128 or 256) and 64 or 128
+ * output columns per block. */
+template <typename T, bool REV, bool STN, bool ST = false>
+cudaError_t seq_any(const dims &d, const pass<T> &p, const float *s, const int *seg,
+		    cudaStream_t st)
+{
+	int P = pad64(p.da);
+	if (p.dw <= 64)
+		return P <= 64	  ? seq_pass<T, 64, 64, REV, STN, ST>(d, p, s, seg, st)
+		       : P <= 128 ? seq_pass<T, 128, 64, REV, STN, ST>(d, p, s, seg, st)
+				  : seq_pass<T, 256, 64, REV, STN, ST>(d, p, s, seg, st);
+	return P <= 64	  ? seq_pass<T, 64, 128, REV, STN, ST>(d, p, s, seg, st)
+	       : P <= 128 ? seq_pass<T, 128, 128, REV, STN, ST>(d, p, s, seg, st)
+			  : seq_pass<T, 256, 128, REV, STN, ST>(d, p, s, seg, st);
+}
+
+/* (1) The local state sum_j w_j x_j y_j^T of each span (segment) into L,
+ * [B,H,spans,dk,dv], by chunk_seq walking x as M and y as W without
+ * outputs; then (2) the scan over spans. */
 template <typename T, bool REV>
 cudaError_t states(const dims &d, const T *x, const T *y, const float *s, const int *seg,
-		   float *L, const float *state_in, float *state_out, cudaStream_t st)
+		   float *L, const float *state_in, cudaStream_t st)
 {
-	int blocks = (d.dk + 63) / 64 * ((d.dv + 63) / 64);
-	span_state<T, REV><<<dim3(d.TS, d.B * d.H, blocks), NTHR, 0, st>>>(d, x, y, s, seg, L);
-	cudaError_t e = cudaGetLastError();
+	pass<T> p = {nullptr, x, y, d.dk, d.dv, nullptr, 1, nullptr, L};
+	cudaError_t e = seq_any<T, REV, false, true>(d, p, s, seg, st);
 	if (e != cudaSuccess)
 		return e;
 	long n4 = (long)d.dk * d.dv / 4;
 	scan_states<REV><<<dim3((unsigned)((n4 + SCAN_THR - 1) / SCAN_THR), d.B * d.H), SCAN_THR, 0,
-			   st>>>(d, s, seg, L, state_in, state_out);
+			   st>>>(d, s, seg, L, state_in);
 	return cudaGetLastError();
-}
-
-template <typename T, int DA, bool REV, bool STN>
-cudaError_t out_pass(const dims &d, const pass<T> &p, const float *s, const int *seg,
-		     cudaStream_t st)
-{
-	constexpr bool SP = sizeof(T) == 4;
-	int bytes = 2 * tile_bytes(BC, DA, SP) + tile_bytes(BC, 64 * OUT_SL, SP) +
-		    tile_bytes(BC, BC, true) + OUT_SL * 64 * SLD * 4;
-	return launch(chunk_out<T, DA, REV, STN>,
-		      dim3(d.T, d.B * d.H, (p.dw + 64 * OUT_SL - 1) / (64 * OUT_SL)), OUT_THR, bytes,
-		      st, d, p, s, seg);
-}
-
-/* chunk_out for the padded width of F and M (64, 128 or 256). */
-template <typename T, bool REV, bool STN>
-cudaError_t out_any(const dims &d, const pass<T> &p, const float *s, const int *seg,
-		    cudaStream_t st)
-{
-	int P = pad64(p.da);
-	return P <= 64 ? out_pass<T, 64, REV, STN>(d, p, s, seg, st)
-	       : P <= 128 ? out_pass<T, 128, REV, STN>(d, p, s, seg, st)
-			  : out_pass<T, 256, REV, STN>(d, p, s, seg, st);
 }
 
 /* The default pool returns freed memory to the driver at every synchronisation
@@ -818,18 +843,26 @@ struct workspace {
 	}
 };
 
-/* Chunks per span: 2 (128 rows) halves the state traffic of one state per
- * chunk for half a chunk more of quadratic work per chunk on average;
- * TN_ATTN_SUB (1 to 16) overrides it, for tuning. */
+/* Chunks per segment: the fewest segments that still give about two blocks
+ * per multiprocessor (four when the head dims are <= 64), each walked by one
+ * block; more segments cost a pass over k, v (q, dO) for their states.
+ * TN_ATTN_SUB (1 to 4096 chunks) overrides it, for tuning. */
 dims dims_of(const struct tn_attn_shape *sh)
 {
-	static int sub;
-	if (!sub) {
+	static int sub_env = -1, sms = 132;
+	if (sub_env < 0) {
 		const char *e = getenv("TN_ATTN_SUB");
-		sub = e && atoi(e) >= 1 && atoi(e) <= 16 ? atoi(e) : 2;
+		sub_env = e && atoi(e) >= 1 && atoi(e) <= 4096 ? atoi(e) : 0;
+		int dev;
+		if (cudaGetDevice(&dev) != cudaSuccess ||
+		    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+			sms = 132;
 	}
-	dims d = {sh->B, sh->H, sh->N, sh->dk, sh->dv, (sh->N + BC - 1) / BC, sub, sub * BC, 0};
-	d.TS = (sh->N + d.SR - 1) / d.SR;
+	int T = (sh->N + BC - 1) / BC, bh = sh->B * sh->H;
+	int want = (sh->dk <= 64 && sh->dv <= 64 ? 4 : 2) * sms;
+	int per = TN_MAX(1, want / bh), sub = sub_env ? sub_env : (T + per - 1) / per;
+	dims d = {sh->B, sh->H, sh->N, sh->dk, sh->dv, T, sub, sub * BC, 0};
+	d.TS = (T + sub - 1) / sub;
 	return d;
 }
 
@@ -840,12 +873,13 @@ cudaError_t forward_t(const dims &d, const struct tn_attn_docs *docs, const T *q
 {
 	workspace ws;
 	ws.st = st;
-	cudaError_t e = ws.get(d, docs, 1);
+	bool segs = d.TS > 1; /* the states before the segments from a scan */
+	cudaError_t e = ws.get(d, docs, segs);
+	if (e == cudaSuccess && segs)
+		e = states<T, false>(d, k, v, s, ws.seg, ws.L[0], state_in, st);
+	pass<T> p = {q, k, v, d.dk, d.dv, segs ? ws.L[0] : state_in, segs ? d.TS : 1, o, state_out};
 	if (e == cudaSuccess)
-		e = states<T, false>(d, k, v, s, ws.seg, ws.L[0], state_in, state_out, st);
-	if (e == cudaSuccess)
-		e = out_any<T, false, false>(d, pass<T>{q, k, v, d.dk, d.dv, ws.L[0], o}, s, ws.seg,
-					     st);
+		e = seq_any<T, false, false>(d, p, s, ws.seg, st);
 	return e;
 }
 
@@ -856,20 +890,21 @@ cudaError_t backward_t(const dims &d, const struct tn_attn_docs *docs, const T *
 {
 	workspace ws;
 	ws.st = st;
-	cudaError_t e = ws.get(d, docs, 2);
+	bool segs = d.TS > 1;
+	cudaError_t e = ws.get(d, docs, segs ? 2 : 0);
+	if (e == cudaSuccess && segs)
+		e = states<T, false>(d, k, v, s, ws.seg, ws.L[0], nullptr, st);
+	if (e == cudaSuccess && segs)
+		e = states<T, true>(d, q, g, s, ws.seg, ws.L[1], nullptr, st);
 	if (e == cudaSuccess)
-		e = states<T, false>(d, k, v, s, ws.seg, ws.L[0], nullptr, nullptr, st);
+		e = seq_any<T, false, true>(d, pass<T>{g, v, k, d.dv, d.dk, ws.L[0], d.TS, dq, nullptr},
+					    s, ws.seg, st);
 	if (e == cudaSuccess)
-		e = states<T, true>(d, q, g, s, ws.seg, ws.L[1], nullptr, nullptr, st);
+		e = seq_any<T, true, true>(d, pass<T>{v, g, q, d.dv, d.dk, ws.L[1], d.TS, dk, nullptr},
+					   s, ws.seg, st);
 	if (e == cudaSuccess)
-		e = out_any<T, false, true>(d, pass<T>{g, v, k, d.dv, d.dk, ws.L[0], dq}, s, ws.seg,
-					    st);
-	if (e == cudaSuccess)
-		e = out_any<T, true, true>(d, pass<T>{v, g, q, d.dv, d.dk, ws.L[1], dk}, s, ws.seg,
-					   st);
-	if (e == cudaSuccess)
-		e = out_any<T, true, false>(d, pass<T>{k, q, g, d.dk, d.dv, ws.L[1], dv}, s, ws.seg,
-					    st);
+		e = seq_any<T, true, false>(d, pass<T>{k, q, g, d.dk, d.dv, ws.L[1], d.TS, dv, nullptr},
+					    s, ws.seg, st);
 	return e;
 }
 

@@ -6,14 +6,16 @@
  * accumulates in fp32 (fp32 inputs go through the tensor cores as bf16
  * hi + lo pairs, so fp32 results keep ~1e-5 relative accuracy). dk <= 256,
  * dv <= 128 and a multiple of 4, any B, H, N >= 1; states 16-byte aligned.
- * Temporary memory (the per-span states, B*H*ceil(N/128)*dk*dv floats, two of
- * them in the backward) comes from cudaMallocAsync on `stream`; the first call
+ * Temporary memory (when B*H is too small to fill the GPU, the states of the
+ * segments each sequence is cut into: B*H*segments*dk*dv floats, two of them
+ * in the backward) comes from cudaMallocAsync on `stream`; the first call
  * makes the device's default pool keep freed memory instead of returning it.
  * The calls are asynchronous and return TN_OK, TN_EDATA (bad shape) or TN_EIO
  * (a CUDA error, message set). For packed documents the offsets (struct
  * tn_attn_docs) are device pointers too, and are trusted: check them with
  * lightning_attn_check() on the host. The environment variable TN_ATTN_SUB
- * (1 to 16 chunks of 64 rows per state span, default 2) is a tuning knob. */
+ * (1 to 4096 chunks of 64 rows per segment; default: chosen from B*H and the
+ * GPU's multiprocessors) is a tuning knob. */
 #ifndef TN_LIGHTNING_ATTN_CUDA_H
 #define TN_LIGHTNING_ATTN_CUDA_H
 

@@ -1,12 +1,16 @@
-/* bench_attn.c - tn-bench attn: GPU time of Lightning Attention forward,
- * forward+backward, prefill (forward returning the state) and decode, against
+/* bench_attn.c - tn-bench attn: GPU time and peak memory of Lightning
+ * Attention forward, forward+backward, prefill (forward returning the state)
+ * and decode, and of the quadratic cuBLAS baseline ((Q K^T . M) V), against
  * the two floors of the op: FLOPs (chunked model, 4BHN d(C+d) forward, 3.5x
  * that forward+backward, C = 64, as the peers' bench_attn.py counts) over the
  * tensor-core rate, and the bytes that must move (each input read once, each
  * output written once) over the memory bandwidth. The shapes keep B*N fixed
- * (--tokens), so the same buffers serve every N. Needs a CUDA build. */
+ * (--tokens), so the same buffers serve every N. Peak memory = the tensors a
+ * mode touches + the high-water mark of the kernels' temporary pool (+ the
+ * baseline's N x N buffers). Needs a CUDA build. */
 #include "bench.h"
 #include "cli.h"
+#include "io.h"
 #include "util.h"
 
 #include <getopt.h>
@@ -14,13 +18,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char *prog = "tn-bench attn";
 
 struct attn_opts {
-	uint64_t tokens, heads, reps;
+	uint64_t tokens, heads, reps, quad_max;
 	int ns[16], n_ns, dk[8], dv[8], n_dims, bf16, json, csv;
 	double tflops, tbps;
+	const char *plot; /* --plot PREFIX, or NULL */
 };
 
 /* "128,64,256x128": head dims, d alone meaning dk = dv = d. */
@@ -69,7 +75,10 @@ static void usage(void)
 	       "  --reps N            timed runs per figure, median reported (default 20)\n"
 	       "  --peak-tflops X     tensor-core rate for the floor (default 790)\n"
 	       "  --peak-tbps X       memory bandwidth for the floor (default 4.3)\n"
-	       "  --csv, --json       one CSV row / JSON object per shape instead of the table\n"
+	       "  --quadratic-max N   time the quadratic cuBLAS baseline up to N (default 8k;\n"
+	       "                      0: never; bf16, dk = dv only)\n"
+	       "  --csv, --json       one CSV row / JSON object per figure instead of the table\n"
+	       "  --plot PREFIX       also PREFIX-time.svg and PREFIX-memory.svg (gnuplot)\n"
 	       "  -h, --help          this help\n");
 }
 
@@ -81,6 +90,8 @@ static int parse(int argc, char **argv, struct attn_opts *o)
 		{"dtype", required_argument, NULL, 'y'},  {"reps", required_argument, NULL, 'r'},
 		{"peak-tflops", required_argument, NULL, 'F'},
 		{"peak-tbps", required_argument, NULL, 'B'},
+		{"quadratic-max", required_argument, NULL, 'Q'},
+		{"plot", required_argument, NULL, 'P'},
 		{"csv", no_argument, NULL, 'c'},	  {"json", no_argument, NULL, 'j'},
 		{"help", no_argument, NULL, 'h'},	  {NULL, 0, NULL, 0}};
 	int c, rc = TN_OK;
@@ -97,8 +108,10 @@ static int parse(int argc, char **argv, struct attn_opts *o)
 			o->bf16 = !strcmp(optarg, "bf16");
 			break;
 		case 'F': o->tflops = atof(optarg); break;
+		case 'Q': rc = tn_cli_u64(prog, "--quadratic-max", optarg, &o->quad_max, 1); break;
 		case 'B': o->tbps = atof(optarg); break;
 		case 'c': o->csv = 1; break;
+		case 'P': o->plot = optarg; break;
 		case 'j': o->json = 1; break;
 		case 'h': usage(); exit(0);
 		default: return tn_cli_usage_error(prog, "unknown option");
@@ -111,8 +124,10 @@ static int parse(int argc, char **argv, struct attn_opts *o)
 }
 
 #ifdef TN_CUDA
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include "../kernels/attn_quadratic_cuda.h"
 #include "../kernels/lightning_attn_cuda.h"
 
 static int cuda_check(cudaError_t e, const char *what)
@@ -125,6 +140,8 @@ static int cuda_check(cudaError_t e, const char *what)
 struct bufs {
 	void *q, *k, *v, *g, *o, *dq, *dk, *dv;
 	float *s, *state;
+	void *S, *dS; /* the quadratic baseline's [B,H,N,N], per shape */
+	cublasHandle_t blas;
 };
 
 static int fill(void *d, size_t n, int bf16, uint64_t seed)
@@ -170,6 +187,8 @@ static int bufs_new(struct bufs *b, const struct attn_opts *o)
 		rc = cuda_check(cudaMemcpy(b->s, s, o->heads * 4, cudaMemcpyHostToDevice), "upload");
 	if (!rc)
 		rc = cuda_check(cudaMalloc((void **)&b->state, 64 * o->heads * 256 * 128 * 4), "cudaMalloc");
+	if (!rc && cublasCreate(&b->blas) != CUBLAS_STATUS_SUCCESS)
+		rc = tn_fail(TN_EIO, "cublasCreate failed");
 	return rc;
 }
 
@@ -178,13 +197,24 @@ static void bufs_free(struct bufs *b)
 	void *all[] = {b->q, b->k, b->v, b->g, b->o, b->dq, b->dk, b->dv, b->s, b->state};
 	for (size_t i = 0; i < TN_ARRAY_LEN(all); i++)
 		cudaFree(all[i]);
+	if (b->blas)
+		cublasDestroy(b->blas);
 }
 
-enum mode { FWD, FWDBWD, PREFILL, DECODE };
+enum mode { FWD, FWDBWD, PREFILL, DECODE, QFWD, QFWDBWD };
 
 static int run_once(enum mode m, const struct tn_attn_shape *sh, const struct bufs *b, int dt)
 {
 	switch (m) {
+	case QFWDBWD:
+		if (attn_quadratic_forward(b->blas, sh->B, sh->H, sh->N, sh->dk, b->q, b->k, b->v,
+					   b->s, b->S, b->o))
+			return TN_EIO;
+		return attn_quadratic_backward(b->blas, sh->B, sh->H, sh->N, sh->dk, b->q, b->k, b->v,
+					       b->s, b->S, b->g, b->dS, b->dq, b->dk, b->dv);
+	case QFWD:
+		return attn_quadratic_forward(b->blas, sh->B, sh->H, sh->N, sh->dk, b->q, b->k, b->v,
+					      b->s, b->S, b->o);
 	case DECODE:
 		return lightning_attn_decode_cuda(sh->B, sh->H, sh->dk, sh->dv, dt, b->q, b->k, b->v,
 						  b->s, b->state, b->o, 0);
@@ -237,81 +267,250 @@ static int time_ms(enum mode m, const struct tn_attn_shape *sh, const struct buf
 
 struct figure {
 	const char *mode;
-	double ms, flops, bytes, bound_ms;
+	double ms, flops, bytes, bound_ms, fixed, mib; /* fixed: bytes of the tensors touched */
 };
 
-static void report(const struct attn_opts *o, const struct tn_attn_shape *sh, const struct figure *f)
+/* Peak device memory of one run, in MiB: the tensors it touches plus the
+ * high-water mark of the default pool (the kernels' temporaries) during it. */
+static int peak_mib(enum mode m, const struct tn_attn_shape *sh, const struct bufs *b, int dt,
+		    double fixed, double *mib)
+{
+	int dev;
+	cudaMemPool_t pool;
+	uint64_t zero = 0, high = 0;
+	int rc = cuda_check(cudaGetDevice(&dev), "cudaGetDevice");
+	if (!rc)
+		rc = cuda_check(cudaDeviceGetDefaultMemPool(&pool, dev), "memory pool");
+	if (!rc)
+		rc = cuda_check(cudaDeviceSynchronize(), "run");
+	if (!rc)
+		rc = cuda_check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &zero),
+				"memory pool");
+	if (!rc)
+		rc = run_once(m, sh, b, dt);
+	if (!rc)
+		rc = cuda_check(cudaDeviceSynchronize(), "run");
+	if (!rc)
+		rc = cuda_check(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &high),
+				"memory pool");
+	*mib = (fixed + (double)high) / 1048576.0;
+	return rc;
+}
+
+/* The figures of one run, kept for --plot. */
+struct rows {
+	struct figure f[512];
+	int dk[512], N[512], n;
+};
+
+static void report(const struct attn_opts *o, const struct tn_attn_shape *sh, const struct figure *f,
+		   struct rows *rows)
 {
 	const char *dt = o->bf16 ? "bf16" : "f32";
 	double tf = f->flops / (f->ms * 1e-3) / 1e12, pct = 100 * f->bound_ms / f->ms;
+	if (rows->n < (int)TN_ARRAY_LEN(rows->f)) {
+		rows->f[rows->n] = *f;
+		rows->dk[rows->n] = sh->dk;
+		rows->N[rows->n++] = sh->N;
+	}
 	if (o->json)
 		printf("{\"op\":\"attn\",\"mode\":\"%s\",\"dtype\":\"%s\",\"B\":%d,\"H\":%d,\"N\":%d,"
 		       "\"dk\":%d,\"dv\":%d,\"ms\":%.4f,\"tflops\":%.2f,\"gbps\":%.0f,\"bound_ms\":%.4f,"
-		       "\"pct_of_bound\":%.1f}\n",
+		       "\"pct_of_bound\":%.1f,\"peak_mib\":%.1f}\n",
 		       f->mode, dt, sh->B, sh->H, sh->N, sh->dk, sh->dv, f->ms, tf,
-		       f->bytes / (f->ms * 1e-3) / 1e9, f->bound_ms, pct);
+		       f->bytes / (f->ms * 1e-3) / 1e9, f->bound_ms, pct, f->mib);
 	else if (o->csv)
-		printf("%s,%s,%d,%d,%d,%d,%d,%.4f,%.2f,%.4f,%.1f\n", f->mode, dt, sh->B, sh->H, sh->N,
-		       sh->dk, sh->dv, f->ms, tf, f->bound_ms, pct);
+		printf("%s,%s,%d,%d,%d,%d,%d,%.4f,%.2f,%.4f,%.1f,%.1f\n", f->mode, dt, sh->B, sh->H,
+		       sh->N, sh->dk, sh->dv, f->ms, tf, f->bound_ms, pct, f->mib);
 	else
-		printf("%-8s %4d %4d %6d %4d %4d %9.3f %8.1f %9.3f %6.1f%%\n", f->mode, sh->dk, sh->dv,
-		       sh->N, sh->B, sh->H, f->ms, tf, f->bound_ms, pct);
+		printf("%-8s %4d %4d %6d %4d %4d %9.3f %8.1f %9.3f %6.1f%% %10.1f\n", f->mode, sh->dk,
+		       sh->dv, sh->N, sh->B, sh->H, f->ms, tf, f->bound_ms, pct, f->mib);
 }
 
-static int bench_shape(const struct attn_opts *o, const struct bufs *b, int dk, int dv, int N)
+/* Time (median of reps) and peak memory of mode m, then print the figure. */
+static int measure(const struct attn_opts *o, const struct tn_attn_shape *sh, const struct bufs *b,
+		   enum mode m, struct figure *f, struct rows *rows)
 {
-	int B = (int)TN_MAX(1, o->tokens / (uint64_t)N), H = (int)o->heads, dt = o->bf16;
+	int rc = time_ms(m, sh, b, o->bf16, (int)o->reps, &f->ms);
+	if (!rc)
+		rc = peak_mib(m, sh, b, o->bf16, f->fixed, &f->mib);
+	if (rc)
+		return rc;
+	f->bound_ms = 1e3 * TN_MAX(f->flops / (o->tflops * 1e12), f->bytes / (o->tbps * 1e12));
+	report(o, sh, f, rows);
+	return TN_OK;
+}
+
+/* The quadratic baseline at one shape (bf16, dk = dv, N % 8 == 0): its
+ * [B,H,N,N] scores and their gradient are allocated for the shape. */
+static int bench_quadratic(const struct attn_opts *o, struct bufs *b,
+			   const struct tn_attn_shape *sh, struct rows *rows)
+{
+	double bhn = (double)sh->B * sh->H * sh->N, d = sh->dk, nn = bhn * sh->N * 2;
+	double fl = 4.0 * bhn * sh->N * d, io = bhn * 4 * d * 2;
+	struct figure f[2] = {
+		{"quad-fwd", 0, fl, io + 2 * nn, 0, io + nn, 0},
+		{"quad-f+b", 0, 3 * fl, io + 4 * d * bhn * 2 + 6 * nn, 0, 2 * io + 2 * nn, 0},
+	};
+	int rc = cuda_check(cudaMalloc(&b->S, (size_t)nn), "cudaMalloc (quadratic scores)");
+	if (!rc)
+		rc = cuda_check(cudaMalloc(&b->dS, (size_t)nn), "cudaMalloc (quadratic scores)");
+	for (int i = 0; !rc && i < 2; i++)
+		rc = measure(o, sh, b, i ? QFWDBWD : QFWD, &f[i], rows);
+	cudaFree(b->S);
+	cudaFree(b->dS);
+	b->S = b->dS = NULL;
+	return rc;
+}
+
+static int bench_shape(const struct attn_opts *o, struct bufs *b, int dk, int dv, int N,
+		       struct rows *rows)
+{
+	int B = (int)TN_MAX(1, o->tokens / (uint64_t)N), H = (int)o->heads;
 	struct tn_attn_shape sh = {B, H, N, dk, dv};
 	double es = o->bf16 ? 2 : 4, bhn = (double)B * H * N, d = (dk + dv) / 2.0;
 	double fl = 4.0 * bhn * d * (64 + d), io = bhn * (dk + dk + dv + dv) * es;
+	double state = (double)B * H * dk * dv * 4;
 	struct figure f[3] = {
-		{"fwd", 0, fl, io, 0},
-		{"fwd+bwd", 0, 3.5 * fl, io + bhn * (2 * dk + 2 * dv + 2 * dk + dv) * es, 0},
-		{"prefill", 0, fl, io + (double)B * H * dk * dv * 4, 0},
+		{"fwd", 0, fl, io, 0, io, 0},
+		{"fwd+bwd", 0, 3.5 * fl, io + bhn * (2 * dk + 2 * dv + 2 * dk + dv) * es, 0,
+		 2 * io, 0},
+		{"prefill", 0, fl, io + state, 0, io + state, 0},
 	};
 	for (int i = 0; i < 3; i++) {
-		int rc = time_ms(i == 0 ? FWD : i == 1 ? FWDBWD : PREFILL, &sh, b, dt, (int)o->reps,
-				 &f[i].ms);
+		int rc = measure(o, &sh, b, i == 0 ? FWD : i == 1 ? FWDBWD : PREFILL, &f[i], rows);
 		if (rc)
 			return rc;
-		f[i].bound_ms = 1e3 * TN_MAX(f[i].flops / (o->tflops * 1e12), f[i].bytes / (o->tbps * 1e12));
-		report(o, &sh, &f[i]);
 	}
+	if (o->bf16 && dk == dv && N % 8 == 0 && (uint64_t)N <= o->quad_max)
+		return bench_quadratic(o, b, &sh, rows);
 	return TN_OK;
 }
 
 /* One decode step of 64 sequences: reads and writes the fp32 state. */
-static int bench_decode(const struct attn_opts *o, const struct bufs *b, int dk, int dv)
+static int bench_decode(const struct attn_opts *o, const struct bufs *b, int dk, int dv,
+			struct rows *rows)
 {
 	struct tn_attn_shape sh = {64, (int)o->heads, 1, dk, dv};
-	int rc = cuda_check(cudaMemset(b->state, 0, (size_t)64 * o->heads * dk * dv * 4), "memset");
-	struct figure f = {"decode", 0, 4.0 * 64 * o->heads * dk * dv,
-			   2.0 * 64 * o->heads * dk * dv * 4, 0};
+	double state = 64.0 * o->heads * dk * dv * 4;
+	int rc = cuda_check(cudaMemset(b->state, 0, (size_t)state), "memset");
+	struct figure f = {"decode", 0, 4.0 * 64 * o->heads * dk * dv, 2 * state, 0, state, 0};
+	return rc ? rc : measure(o, &sh, b, DECODE, &f, rows);
+}
+
+/* The SVG of one gnuplot script (svg terminal, output on stdout) into path. */
+static int gnuplot_svg(const char *script, const char *path)
+{
+	char tmp[] = "/tmp/tn-bench-plot-XXXXXX", cmd[64], buf[65536];
+	int fd = mkstemp(tmp), opened = 0;
+	if (fd < 0)
+		return tn_fail_errno("%s: cannot create the gnuplot script", tmp);
+	FILE *f = fdopen(fd, "w");
+	if (!f)
+		close(fd);
+	int rc = f && fputs(script, f) >= 0 && fclose(f) == 0
+			 ? TN_OK
+			 : tn_fail_errno("%s: cannot write the gnuplot script", tmp);
+	snprintf(cmd, sizeof cmd, "gnuplot %s", tmp);
+	FILE *p = rc ? NULL : popen(cmd, "r");
+	struct tn_out out;
+	if (!rc && !p)
+		rc = tn_fail_errno("cannot run gnuplot");
 	if (!rc)
-		rc = time_ms(DECODE, &sh, b, o->bf16, (int)o->reps, &f.ms);
-	if (rc)
-		return rc;
-	f.bound_ms = 1e3 * f.bytes / (o->tbps * 1e12);
-	report(o, &sh, &f);
+		opened = !(rc = tn_out_open(&out, path));
+	size_t n;
+	while (!rc && (n = fread(buf, 1, sizeof buf, p)) > 0)
+		rc = tn_out_write(&out, buf, n);
+	int st = p ? pclose(p) : 0;
+	if (!rc && st != 0)
+		rc = tn_fail(TN_EIO, "%s: gnuplot failed (status %d)", path, st);
+	if (!rc)
+		rc = tn_out_commit(&out);
+	if (rc && opened)
+		tn_out_abort(&out);
+	unlink(tmp);
+	return rc;
+}
+
+/* PREFIX-time.svg and PREFIX-memory.svg: ms and peak MiB against N, one
+ * line per mode and head dim (prefill and decode left out). */
+static int plot(const struct attn_opts *o, const struct rows *r, const char *prefix)
+{
+	static const char *modes[] = {"fwd", "fwd+bwd", "quad-fwd", "quad-f+b"};
+	if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
+		fprintf(stderr, "%s: gnuplot is not installed: no plots written\n", prog);
+		return TN_OK;
+	}
+	for (int what = 0; what < 2; what++) {
+		char *s = NULL, path[4096];
+		size_t len = 0;
+		FILE *m = open_memstream(&s, &len);
+		if (!m)
+			return tn_fail(TN_ENOMEM, "plot: out of memory");
+		fprintf(m, "set terminal svg size 800,500 dynamic background rgb 'white'\n"
+			   "set logscale xy 2\nset key left top\nset grid\n"
+			   "set title 'Lightning Attention, H = %d, B*N = %llu, %s'\n"
+			   "set xlabel 'N'\nset ylabel '%s'\n",
+			(int)o->heads, (unsigned long long)o->tokens, o->bf16 ? "bf16" : "fp32",
+			what ? "peak memory (MiB)" : "time (ms)");
+		int series = 0;
+		for (int d = 0; d < o->n_dims; d++)
+			for (size_t k = 0; k < TN_ARRAY_LEN(modes); k++) {
+				int any = 0;
+				for (int i = 0; i < r->n; i++)
+					if (r->dk[i] == o->dk[d] && !strcmp(r->f[i].mode, modes[k])) {
+						if (!any)
+							fprintf(m, "$s%d << EOD\n", series);
+						any = 1;
+						fprintf(m, "%d %g\n", r->N[i], what ? r->f[i].mib : r->f[i].ms);
+					}
+				if (any)
+					fprintf(m, "EOD\n# %s d=%d\n", modes[k], o->dk[d]), series++;
+			}
+		fprintf(m, "plot");
+		for (int i = 0, sr = 0; i < o->n_dims; i++)
+			for (size_t k = 0; k < TN_ARRAY_LEN(modes); k++) {
+				int any = 0;
+				for (int j = 0; j < r->n; j++)
+					any |= r->dk[j] == o->dk[i] && !strcmp(r->f[j].mode, modes[k]);
+				if (any)
+					fprintf(m, "%s $s%d with linespoints title '%s d=%d'", sr ? "," : "",
+						sr, modes[k], o->dk[i]), sr++;
+			}
+		fprintf(m, "\n");
+		fclose(m);
+		snprintf(path, sizeof path, "%s-%s.svg", prefix, what ? "memory" : "time");
+		int rc = series ? gnuplot_svg(s, path) : TN_OK;
+		free(s);
+		if (rc)
+			return rc;
+	}
 	return TN_OK;
 }
 
 static int run(const struct attn_opts *o)
 {
 	struct bufs b;
+	struct rows *rows = tn_calloc(1, sizeof *rows);
+	if (!rows)
+		return TN_ENOMEM;
 	int rc = bufs_new(&b, o);
 	if (!rc && !o->json && !o->csv)
-		printf("%-8s %4s %4s %6s %4s %4s %9s %8s %9s %7s\n", "mode", "dk", "dv", "N", "B", "H",
-		       "ms", "TFLOP/s", "bound ms", "bound%");
+		printf("%-8s %4s %4s %6s %4s %4s %9s %8s %9s %7s %10s\n", "mode", "dk", "dv", "N",
+		       "B", "H", "ms", "TFLOP/s", "bound ms", "bound%", "peak MiB");
 	else if (!rc && o->csv)
-		printf("mode,dtype,B,H,N,dk,dv,ms,tflops,bound_ms,pct_of_bound\n");
+		printf("mode,dtype,B,H,N,dk,dv,ms,tflops,bound_ms,pct_of_bound,peak_mib\n");
 	for (int i = 0; !rc && i < o->n_dims; i++) {
 		for (int j = 0; !rc && j < o->n_ns; j++)
-			rc = bench_shape(o, &b, o->dk[i], o->dv[i], o->ns[j]);
+			rc = bench_shape(o, &b, o->dk[i], o->dv[i], o->ns[j], rows);
 		if (!rc)
-			rc = bench_decode(o, &b, o->dk[i], o->dv[i]);
+			rc = bench_decode(o, &b, o->dk[i], o->dv[i], rows);
 	}
 	bufs_free(&b);
+	fflush(stdout);
+	if (!rc && o->plot)
+		rc = plot(o, rows, o->plot);
+	free(rows);
 	return rc;
 }
 #else
@@ -324,7 +523,7 @@ static int run(const struct attn_opts *o)
 
 int tn_bench_attn(int argc, char **argv)
 {
-	struct attn_opts o = {.tokens = 32768, .heads = 16, .reps = 20, .bf16 = 1,
+	struct attn_opts o = {.tokens = 32768, .heads = 16, .reps = 20, .quad_max = 8192, .bf16 = 1,
 			      .tflops = 790, .tbps = 4.3};
 	int rc = parse_dims("128,64", &o);
 	if (!rc)
