@@ -1,7 +1,9 @@
 /* ops_lrpe.cu - head split with LRPE, its backward, and the head merge.
  * Angles and their cos/sin in double, rounded to fp32, as on the CPU; the
- * gradient of theta is one block per (head, channel), summed in double. */
+ * gradient of theta is one block per (head, channel), summed in double.
+ * The mixed-precision forms also write a bf16 twin of the output. */
 #include "cuda_common.h"
+#include "ops_bf16.h"
 #include "ops_cuda.h"
 #include "reduce.cuh"
 
@@ -30,7 +32,7 @@ __device__ static struct elem locate(size_t i, int n, int H, int hd)
 	return x;
 }
 
-__global__ static void lrpe_fwd(float *out, const float *inp, const float *theta,
+__global__ static void lrpe_fwd(float *out, bf16 *out16, const float *inp, const float *theta,
 				const int32_t *pos, int B, int n, int H, int hd)
 {
 	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -41,17 +43,21 @@ __global__ static void lrpe_fwd(float *out, const float *inp, const float *theta
 	int e = x.e, c = x.c, t = x.t;
 	size_t row = x.row;
 	float v = inp[i];
-	float *o = out + head_row(x.b, x.h, t, H, n, dk);
+	size_t o = head_row(x.b, x.h, t, H, n, dk);
 	if (!theta) {
-		o[c] = v;
+		out[o + c] = v;
+		put16(out16, o + c, v);
 		return;
 	}
 	double a = (double)theta[e] * (pos ? pos[row] : t);
-	o[c] = v * (float)cos(a);
-	o[hd + c] = v * (float)sin(a);
+	float vc = v * (float)cos(a), vs = v * (float)sin(a);
+	out[o + c] = vc;
+	out[o + hd + c] = vs;
+	put16(out16, o + c, vc);
+	put16(out16, o + hd + c, vs);
 }
 
-__global__ static void lrpe_bwd(float *dinp, const float *dout, const float *theta,
+__global__ static void lrpe_bwd(float *dinp, bf16 *dinp16, const float *dout, const float *theta,
 				const int32_t *pos, int B, int n, int H, int hd)
 {
 	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -62,12 +68,13 @@ __global__ static void lrpe_bwd(float *dinp, const float *dout, const float *the
 	int e = x.e, c = x.c, t = x.t;
 	size_t row = x.row;
 	const float *g = dout + head_row(x.b, x.h, t, H, n, dk);
-	if (!theta) {
-		dinp[i] = g[c];
-		return;
+	float v = g[c];
+	if (theta) {
+		double a = (double)theta[e] * (pos ? pos[row] : t);
+		v = g[c] * (float)cos(a) + g[hd + c] * (float)sin(a);
 	}
-	double a = (double)theta[e] * (pos ? pos[row] : t);
-	dinp[i] = g[c] * (float)cos(a) + g[hd + c] * (float)sin(a);
+	dinp[i] = v;
+	put16(dinp16, i, v);
 }
 
 /* One block per (h, c): dtheta += sum over rows of p x (-sin(a) g_cos + cos(a) g_sin). */
@@ -100,22 +107,37 @@ __global__ static void merge(float *out, const float *inp, int B, int n, int H, 
 void lrpe_forward_cuda(float *out, const float *inp, const float *theta, const int32_t *pos,
 		       int B, int n, int H, int hd)
 {
+	lrpe_forward_twin(out, NULL, inp, theta, pos, B, n, H, hd);
+}
+
+void lrpe_forward_twin(float *out, bf16 *out16, const float *inp, const float *theta,
+		       const int32_t *pos, int B, int n, int H, int hd)
+{
 	struct tn_cuda *cu = tn_cuda_get();
 	size_t total = (size_t)B * n * H * hd;
 	if (!cu || total == 0)
 		return;
-	lrpe_fwd<<<TN_CUDA_BLOCKS(total), 256, 0, cu->stream>>>(out, inp, theta, pos, B, n, H, hd);
+	lrpe_fwd<<<TN_CUDA_BLOCKS(total), 256, 0, cu->stream>>>(out, out16, inp, theta, pos, B, n,
+								H, hd);
 	TN_CUDA_CHECK_LAUNCH("lrpe_forward");
 }
 
 void lrpe_backward_cuda(float *dinp, float *dtheta, const float *dout, const float *inp,
 			const float *theta, const int32_t *pos, int B, int n, int H, int hd)
 {
+	lrpe_backward_twin(dinp, NULL, dtheta, dout, inp, theta, pos, B, n, H, hd);
+}
+
+void lrpe_backward_twin(float *dinp, bf16 *dinp16, float *dtheta, const float *dout,
+			const float *inp, const float *theta, const int32_t *pos, int B, int n,
+			int H, int hd)
+{
 	struct tn_cuda *cu = tn_cuda_get();
 	size_t total = (size_t)B * n * H * hd;
 	if (!cu || total == 0)
 		return;
-	lrpe_bwd<<<TN_CUDA_BLOCKS(total), 256, 0, cu->stream>>>(dinp, dout, theta, pos, B, n, H, hd);
+	lrpe_bwd<<<TN_CUDA_BLOCKS(total), 256, 0, cu->stream>>>(dinp, dinp16, dout, theta, pos, B,
+								n, H, hd);
 	TN_CUDA_CHECK_LAUNCH("lrpe_backward");
 	if (!theta || !dtheta)
 		return;

@@ -1,12 +1,14 @@
 /* ops_norm.cu - SRMSNorm forward and backward, one block per row, the row
- * statistics in double as in the CPU reference (eps 1e-6). */
+ * statistics in double as in the CPU reference (eps 1e-6); the mixed
+ * precision forms also write a bf16 twin of the output. */
 #include "cuda_common.h"
+#include "ops_bf16.h"
 #include "ops_cuda.h"
 #include "reduce.cuh"
 
 #define SRMS_EPS 1e-6
 
-__global__ static void srms_fwd(float *out, float *rstd, const float *inp, int C)
+__global__ static void srms_fwd(float *out, bf16 *out16, float *rstd, const float *inp, int C)
 {
 	const float *x = inp + (size_t)blockIdx.x * C;
 	double ss = 0;
@@ -16,11 +18,14 @@ __global__ static void srms_fwd(float *out, float *rstd, const float *inp, int C
 	float r = (float)(1.0 / sqrt(ss / C + SRMS_EPS));
 	if (threadIdx.x == 0)
 		rstd[blockIdx.x] = r;
-	for (int j = threadIdx.x; j < C; j += blockDim.x)
-		out[(size_t)blockIdx.x * C + j] = x[j] * r;
+	for (int j = threadIdx.x; j < C; j += blockDim.x) {
+		float v = x[j] * r;
+		out[(size_t)blockIdx.x * C + j] = v;
+		put16(out16, (size_t)blockIdx.x * C + j, v);
+	}
 }
 
-__global__ static void srms_bwd(float *dinp, const float *dout, const float *out,
+__global__ static void srms_bwd(float *dinp, bf16 *dinp16, const float *dout, const float *out,
 				const float *rstd, int C)
 {
 	size_t row = (size_t)blockIdx.x * C;
@@ -28,25 +33,39 @@ __global__ static void srms_bwd(float *dinp, const float *dout, const float *out
 	for (int j = threadIdx.x; j < C; j += blockDim.x)
 		dot += (double)out[row + j] * dout[row + j];
 	float mean = (float)(block_sum(dot) / C), r = rstd[blockIdx.x];
-	for (int j = threadIdx.x; j < C; j += blockDim.x)
-		dinp[row + j] += r * (dout[row + j] - out[row + j] * mean);
+	for (int j = threadIdx.x; j < C; j += blockDim.x) {
+		float v = dinp[row + j] + r * (dout[row + j] - out[row + j] * mean);
+		dinp[row + j] = v;
+		put16(dinp16, row + j, v);
+	}
 }
 
 void srmsnorm_forward_cuda(float *out, float *rstd, const float *inp, int N, int C)
 {
+	srmsnorm_forward_twin(out, NULL, rstd, inp, N, C);
+}
+
+void srmsnorm_forward_twin(float *out, bf16 *out16, float *rstd, const float *inp, int N, int C)
+{
 	struct tn_cuda *cu = tn_cuda_get();
 	if (!cu || N == 0)
 		return;
-	srms_fwd<<<N, 256, 0, cu->stream>>>(out, rstd, inp, C);
+	srms_fwd<<<N, 256, 0, cu->stream>>>(out, out16, rstd, inp, C);
 	TN_CUDA_CHECK_LAUNCH("srmsnorm_forward");
 }
 
 void srmsnorm_backward_cuda(float *dinp, const float *dout, const float *out,
 			    const float *rstd, int N, int C)
 {
+	srmsnorm_backward_twin(dinp, NULL, dout, out, rstd, N, C);
+}
+
+void srmsnorm_backward_twin(float *dinp, bf16 *dinp16, const float *dout, const float *out,
+			    const float *rstd, int N, int C)
+{
 	struct tn_cuda *cu = tn_cuda_get();
 	if (!cu || N == 0)
 		return;
-	srms_bwd<<<N, 256, 0, cu->stream>>>(dinp, dout, out, rstd, C);
+	srms_bwd<<<N, 256, 0, cu->stream>>>(dinp, dinp16, dout, out, rstd, C);
 	TN_CUDA_CHECK_LAUNCH("srmsnorm_backward");
 }
