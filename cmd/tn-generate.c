@@ -1,7 +1,8 @@
 /* tn-generate - generate text or ids with a model (see tn-generate(1)).
  * Options and plumbing only; the loop and the sampler are libcore/generate.c
  * and libcore/sample.c. One prompt streams to stdout as it is made; a file
- * of prompts (one per line) gives one JSON line each. */
+ * of prompts (one per line) gives one JSON line each; with --batch all
+ * prompts are read first and generated together, output in prompt order. */
 #include "backend.h"
 #include "checkpoint.h"
 #include "cli.h"
@@ -52,6 +53,9 @@ static const char usage_text[] =
 	"      --ignore-eos             never stop at an end-of-text id\n"
 	"      --max-prompt N           refuse prompts longer than N tokens\n"
 	"  -o, --output FILE            write here instead of standard output\n"
+	"  -b, --batch N                decode up to N prompts together; a finished one's\n"
+	"                               place goes to the next prompt (default 1); output\n"
+	"                               as without it, in prompt order, not streamed\n"
 	"      --timing                 prefill and decode times on standard error\n"
 	"      --backend NAME           cpu (default) or, where built, cuda\n"
 	"  -h, --help                   show this help and exit\n"
@@ -84,6 +88,7 @@ static const struct option long_opts[] = {
 	{"ignore-eos", no_argument, NULL, OPT_NOEOS},
 	{"max-prompt", required_argument, NULL, OPT_MAXPROMPT},
 	{"output", required_argument, NULL, 'o'},
+	{"batch", required_argument, NULL, 'b'},
 	{"timing", no_argument, NULL, OPT_TIMING},
 	{"backend", required_argument, NULL, OPT_BACKEND},
 	{"help", no_argument, NULL, 'h'},
@@ -94,7 +99,7 @@ static const struct option long_opts[] = {
 struct args {
 	const char *model, *tok, *prompt, *prompt_file, *prompts, *output;
 	const struct tn_backend *be;
-	int ids, timing, ignore_eos, have_eos;
+	int ids, timing, ignore_eos, have_eos, batch;
 	struct tn_gen_opts g;
 	const char *stop[64];
 };
@@ -135,6 +140,10 @@ static int parse_opt(struct args *a, int c, const char *arg)
 	case OPT_NOEOS: a->ignore_eos = 1; return TN_OK;
 	case OPT_TIMING: a->timing = 1; return TN_OK;
 	case 'n': return parse_int("--max-tokens", arg, &a->g.max_tokens, 1u << 24);
+	case 'b':
+		if ((rc = parse_int("--batch", arg, &a->batch, 1u << 16)) || a->batch < 1)
+			return rc ? rc : tn_cli_usage_error(prog, "--batch: at least 1");
+		return TN_OK;
 	case OPT_MAXPROMPT: return parse_int("--max-prompt", arg, &a->g.max_prompt, 1u << 30);
 	case OPT_TOPK: return parse_int("--top-k", arg, &a->g.sample.top_k, 1u << 30);
 	case OPT_EOS:
@@ -168,9 +177,10 @@ static int parse_args(struct args *a, int argc, char **argv)
 	tn_gen_defaults(&a->g);
 	a->g.stop = a->stop;
 	a->be = &tn_backend_cpu;
+	a->batch = 1;
 	int c, rc = TN_OK;
 	opterr = 0;
-	while (!rc && (c = getopt_long(argc, argv, "m:t:p:n:o:hV", long_opts, NULL)) != -1)
+	while (!rc && (c = getopt_long(argc, argv, "m:t:p:n:o:b:hV", long_opts, NULL)) != -1)
 		rc = parse_opt(a, c, optarg);
 	if (rc)
 		return rc;
@@ -197,6 +207,10 @@ struct run {
 	struct tn_out out;
 	int stream;  /* text as it is made (one prompt, no JSON) */
 	size_t made; /* ids printed for the current prompt */
+	/* --batch: the prompts, kept until all are read */
+	struct tn_gen_prompt *bp;
+	char **btext;
+	size_t *blen, nb, capb;
 };
 
 static int emit_text(void *ctx, int32_t id, const char *text, size_t len)
@@ -264,21 +278,78 @@ static int json_line(struct run *r, const char *prompt, size_t plen, size_t np,
 	return rc ? rc : tn_out_write(&r->out, "\n", 1);
 }
 
+/* What one prompt's generation leaves on the output after the stream. */
+static int finish(struct run *r, const char *text, size_t len, size_t n,
+		  const struct tn_gen_result *g)
+{
+	int rc = TN_OK;
+	if (r->stream && r->a->batch > 1 && !r->a->ids) /* not streamed: all of it now */
+		rc = tn_out_write(&r->out, g->text, g->len);
+	for (size_t i = 0; r->stream && r->a->batch > 1 && r->a->ids && !rc && i < g->n; i++)
+		rc = emit_id(r, g->ids[i], NULL, 0);
+	if (rc)
+		return rc;
+	if (r->stream)
+		rc = r->a->ids ? tn_out_write(&r->out, "\n", 1) : TN_OK;
+	else
+		rc = json_line(r, text, len, n, g);
+	if (!rc && r->a->timing)
+		fprintf(stderr, "%s: prompt %zu tokens, prefill %.3f s; %zu tokens, %.3f ms/token\n",
+			prog, n, g->prefill_s, g->n, g->n ? 1e3 * g->decode_s / (double)g->n : 0.0);
+	return rc;
+}
+
+/* Keep a prompt for the batch (text and ids copied). */
+static int keep(struct run *r, const char *text, size_t len, const int32_t *ids, size_t n)
+{
+	if (r->nb == r->capb) {
+		size_t cap = r->capb ? 2 * r->capb : 64;
+		void *p = tn_realloc(r->bp, cap * sizeof(*r->bp)), *t, *l;
+		if (p)
+			r->bp = p;
+		t = p ? tn_realloc(r->btext, cap * sizeof(*r->btext)) : NULL;
+		if (t)
+			r->btext = t;
+		l = t ? tn_realloc(r->blen, cap * sizeof(*r->blen)) : NULL;
+		if (!l)
+			return TN_ENOMEM;
+		r->blen = l;
+		r->capb = cap;
+	}
+	int32_t *v = tn_malloc((n ? n : 1) * sizeof(int32_t));
+	char *t = text ? tn_malloc(len + 1) : NULL;
+	if (!v || (text && !t)) {
+		free(v);
+		free(t);
+		return TN_ENOMEM;
+	}
+	memcpy(v, ids, n * sizeof(int32_t));
+	if (t)
+		memcpy(t, text, len);
+	r->bp[r->nb] = (struct tn_gen_prompt){v, n};
+	r->btext[r->nb] = t;
+	r->blen[r->nb++] = len;
+	return TN_OK;
+}
+
+static int batch_done(void *ctx, size_t i, struct tn_gen_result *g)
+{
+	struct run *r = ctx;
+	r->made = 0;
+	return finish(r, r->btext[i], r->blen[i], r->bp[i].n, g);
+}
+
 static int one(struct run *r, const char *text, size_t len, const int32_t *ids, size_t n)
 {
+	if (r->a->batch > 1)
+		return keep(r, text, len, ids, n);
 	struct tn_gen_result g;
 	r->made = 0;
 	int rc = tn_generate(r->m, r->tok, &r->a->g, ids, n,
 			     r->stream ? (r->a->ids ? emit_id : emit_text) : NULL, r, &g);
 	if (rc)
 		return rc;
-	if (r->stream)
-		rc = r->a->ids ? tn_out_write(&r->out, "\n", 1) : TN_OK;
-	else
-		rc = json_line(r, text, len, n, &g);
-	if (!rc && r->a->timing)
-		fprintf(stderr, "%s: prompt %zu tokens, prefill %.3f s; %zu tokens, %.3f ms/token\n",
-			prog, n, g.prefill_s, g.n, g.n ? 1e3 * g.decode_s / (double)g.n : 0.0);
+	rc = finish(r, text, len, n, &g);
 	tn_gen_result_free(&g);
 	return rc;
 }
@@ -374,11 +445,20 @@ static int run(struct args *a)
 	else if (!rc)
 		rc = text_prompts(&r, a->prompts ? a->prompts : a->prompt_file ? a->prompt_file : "-",
 				  a->prompts != NULL);
+	if (!rc && a->batch > 1)
+		rc = tn_generate_batch(r.m, r.tok, &a->g, a->batch, r.bp, r.nb, batch_done, &r);
 	if (!rc && r.stream && !a->ids)
 		rc = tn_out_write(&r.out, "\n", 1);
 	if (!rc)
 		rc = tn_out_commit(&r.out);
 	tn_out_abort(&r.out);
+	for (size_t i = 0; i < r.nb; i++) {
+		free((void *)r.bp[i].ids);
+		free(r.btext[i]);
+	}
+	free(r.bp);
+	free(r.btext);
+	free(r.blen);
 	tn_tok_state_free(r.ts);
 	tn_tokenizer_free(r.tok);
 	tn_model_free(r.m);

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "cuda_common.h"
+#include "graph_cuda.h"
 #include "lightning_attn_cuda.h"
 #include "ops_bf16.h"
 #include "ops_cuda.h"
@@ -146,12 +147,32 @@ static void written(const void *p, size_t bytes)
 	}
 }
 
+/* CUDA graphs (decode) hold the slots' addresses: while one is being
+ * captured nothing may allocate or synchronise, and while any exists a
+ * slot that grows keeps its old buffer alive (retired) until the last
+ * graph is freed. */
+static int capturing, graphs_alive;
+static void **retired;
+static size_t n_retired;
+
+static void retire(void *p)
+{
+	void **r = (void **)realloc(retired, (n_retired + 1) * sizeof(*r));
+	if (!r) { /* leak it rather than free memory a graph may write */
+		tn_cuda_note(cudaErrorMemoryAllocation, "retiring a bf16 slot");
+		return;
+	}
+	retired = r;
+	retired[n_retired++] = p;
+}
+
 /* Slots grow (after a synchronisation) and are never shrunk, so steady
- * steps allocate nothing; the least recently used current twin gives way
- * when no slot is free. */
+ * steps allocate nothing; a free slot that fits comes first, then one that
+ * would grow, then the least recently used current twin gives way (inside
+ * a capture: only slots that fit). */
 static struct twin *slot_for(size_t n)
 {
-	struct twin *fit = NULL, *free_slot = NULL, *lru = NULL;
+	struct twin *fit = NULL, *free_slot = NULL, *lru = NULL, *lru_fit = NULL;
 	for (int i = 0; i < N_TWINS; i++) {
 		struct twin *t = &twins[i];
 		if (!t->valid && t->cap >= n && !fit)
@@ -160,11 +181,19 @@ static struct twin *slot_for(size_t n)
 			free_slot = t;
 		if (t->valid && (!lru || t->used < lru->used))
 			lru = t;
+		if (t->valid && t->cap >= n && (!lru_fit || t->used < lru_fit->used))
+			lru_fit = t;
 	}
-	struct twin *best = fit ? fit : free_slot ? free_slot : lru;
+	struct twin *best = fit ? fit : capturing ? lru_fit : free_slot ? free_slot : lru;
+	if (!best) {
+		tn_cuda_note(cudaErrorNotPermitted, "a bf16 slot would grow inside a CUDA graph capture");
+		return NULL;
+	}
 	if (best->cap < n) {
 		struct tn_cuda *cu = tn_cuda_get();
-		if (best->buf) {
+		if (best->buf && graphs_alive) {
+			retire(best->buf);
+		} else if (best->buf) {
 			if (cu)
 				tn_cuda_note(cudaStreamSynchronize(cu->stream), "bf16 slots");
 			cudaFree(best->buf);
@@ -511,6 +540,67 @@ static int attn_decode(int B, int H, int dk, int dv, const float *q, const float
 	return attn_decode_cuda(B, H, dk, dv, q, k, v, decay_s, state, o);
 }
 
+static void copy(void *dst, const void *src, size_t bytes)
+{
+	prof_scope ps(P_MEMORY);
+	written(dst, bytes);
+	tn_cuda_copy(dst, src, bytes);
+	struct region *r = region_of(dst);
+	if (r && r->shadow)
+		refresh(r, dst, bytes);
+}
+
+static void argmax_rows(int32_t *out, const float *x, int R, int C)
+{
+	written(out, (size_t)R * sizeof(int32_t));
+	tn_cuda_argmax_rows(out, x, R, C);
+}
+
+/* What a capture records of the twins is not computed, and a replay
+ * rewrites slots and activations behind the host's back: both forget
+ * every twin. */
+static void forget_twins(void)
+{
+	for (int i = 0; i < N_TWINS; i++)
+		twins[i].valid = 0;
+}
+
+static int graph_begin(void)
+{
+	forget_twins();
+	int rc = tn_cuda_graph_begin();
+	capturing = !rc;
+	return rc;
+}
+
+static int graph_end(void **graph)
+{
+	capturing = 0;
+	forget_twins();
+	int rc = tn_cuda_graph_end(graph);
+	graphs_alive += !rc;
+	return rc;
+}
+
+static int graph_launch(void *graph)
+{
+	forget_twins();
+	return tn_cuda_graph_launch(graph);
+}
+
+static void graph_free(void *graph)
+{
+	tn_cuda_graph_free(graph);
+	if (!graph || !graphs_alive || --graphs_alive)
+		return;
+	struct tn_cuda *cu = tn_cuda_get();
+	if (cu && n_retired)
+		tn_cuda_note(cudaStreamSynchronize(cu->stream), "freeing retired bf16 slots");
+	for (size_t i = 0; i < n_retired; i++)
+		cudaFree(retired[i]);
+	n_retired = 0;
+}
+
 extern "C" const struct tn_backend tn_backend_cuda_bf16 = {
 	.name = "cuda-bf16",
 	.alloc = bf16_alloc,
@@ -540,6 +630,12 @@ extern "C" const struct tn_backend tn_backend_cuda_bf16 = {
 	.attn_forward = attn_forward,
 	.attn_backward = attn_backward,
 	.attn_decode = attn_decode,
+	.copy = copy,
+	.argmax_rows = argmax_rows,
+	.graph_begin = graph_begin,
+	.graph_end = graph_end,
+	.graph_launch = graph_launch,
+	.graph_free = graph_free,
 	.status = tn_cuda_status,
 	.device_bytes = tn_cuda_device_bytes,
 	.profile = bf16_profile,

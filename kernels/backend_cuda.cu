@@ -8,6 +8,7 @@
 
 #include "cuda_common.h"
 #include "lightning_attn_cuda.h"
+#include "graph_cuda.h"
 #include "ops_cuda.h"
 
 extern "C" {
@@ -216,6 +217,12 @@ extern "C" const struct tn_backend tn_backend_cuda = {
 	.attn_forward = attn_forward,
 	.attn_backward = attn_backward,
 	.attn_decode = attn_decode_cuda,
+	.copy = tn_cuda_copy,
+	.argmax_rows = tn_cuda_argmax_rows,
+	.graph_begin = tn_cuda_graph_begin,
+	.graph_end = tn_cuda_graph_end,
+	.graph_launch = tn_cuda_graph_launch,
+	.graph_free = tn_cuda_graph_free,
 	.status = tn_cuda_status,
 	.device_bytes = tn_cuda_device_bytes,
 	.profile = NULL,

@@ -64,6 +64,19 @@ struct tn_backend {
 			     float *dk, float *dv);
 	int (*attn_decode)(int B, int H, int dk, int dv, const float *q, const float *k,
 			   const float *v, const float *decay_s, float *state, float *o);
+	/* Decoding. copy: memory to memory of this backend; argmax_rows:
+	 * out[r] = the index of the largest of row r's C values (the lowest
+	 * index on ties), out in this backend's memory. graph_*: NULL where the
+	 * backend has no graphs; the ops issued between graph_begin and
+	 * graph_end are recorded, not run, into a graph that graph_launch
+	 * replays over the same memory, so nothing issued in between may
+	 * allocate, copy to or from the host, or synchronise. */
+	void (*copy)(void *dst, const void *src, size_t bytes);
+	void (*argmax_rows)(int32_t *out, const float *x, int R, int C);
+	int (*graph_begin)(void);
+	int (*graph_end)(void **graph);
+	int (*graph_launch)(void *graph);
+	void (*graph_free)(void *graph);
 	/* Wait for the ops issued so far: TN_OK, or the first failure of an
 	 * asynchronous op (message set). The CPU backend has none. */
 	int (*status)(void);

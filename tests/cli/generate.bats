@@ -59,3 +59,16 @@ G() { echo "$TN_SHARED/golden/$1"; }
 	[ "$status" -eq 0 ]
 	[[ "$output" == *--repetition-penalty* ]]
 }
+
+@test "--batch gives the same lines in the same order, ids and JSON; --batch 0 is refused" {
+	printf '1 2 3\n4 5\n60\n7 8 9 10\n11\n' >p.txt
+	one=$("$TN_BIN/tn-generate" -m "$(G A)" --ids -n 5 --eos 3 <p.txt)
+	many=$("$TN_BIN/tn-generate" -m "$(G A)" --ids -n 5 --eos 3 -b 2 <p.txt)
+	[ "$one" = "$many" ]
+	[ "$(wc -l <<<"$many")" -eq 5 ]
+	"$TN_BIN/tn-generate" -m "$(G B)" --ids -n 4 --prompts p.txt -o one.jsonl
+	"$TN_BIN/tn-generate" -m "$(G B)" --ids -n 4 --prompts p.txt --batch 3 -o many.jsonl
+	cmp one.jsonl many.jsonl
+	run --separate-stderr "$TN_BIN/tn-generate" -m "$(G A)" --ids --batch 0 <p.txt
+	[ "$status" -eq 2 ]
+}
