@@ -24,8 +24,8 @@ struct tn_cuda {
  * synchronisation) when a larger size is asked for and is never shrunk, so
  * the steps after the first allocate nothing. */
 enum tn_stage {
-	TN_STAGE_SUMSQ, TN_STAGE_X, TN_STAGE_G, TN_STAGE_W, TN_STAGE_Q, TN_STAGE_K, TN_STAGE_V,
-	TN_STAGE_O, TN_STAGE_DQ, TN_STAGE_DK, TN_STAGE_DV, TN_STAGE_COUNT
+	TN_STAGE_SUMSQ, TN_STAGE_W, TN_STAGE_O, TN_STAGE_DQ, TN_STAGE_DK, TN_STAGE_DV,
+	TN_STAGE_COUNT
 };
 
 /* The process's stream and handle (created on first use); NULL on failure. */

@@ -53,14 +53,4 @@ void adamw_update_cuda(float *p, const float *g, float *m, float *v, size_t n, f
 }
 #endif
 
-/* The table entries both CUDA backends (cuda, cuda-bf16) share. */
-#define TN_CUDA_FP32_OPS                                                                     \
-	.embedding_forward = embedding_forward_cuda,                                         \
-	.embedding_backward = embedding_backward_cuda,                                       \
-	.srmsnorm_forward = srmsnorm_forward_cuda, .srmsnorm_backward = srmsnorm_backward_cuda, \
-	.act_forward = act_forward_cuda, .act_backward = act_backward_cuda,                  \
-	.gate_forward = gate_forward_cuda, .gate_backward = gate_backward_cuda,              \
-	.residual_forward = residual_forward_cuda, .lrpe_forward = lrpe_forward_cuda,        \
-	.lrpe_backward = lrpe_backward_cuda, .heads_merge = heads_merge_cuda
-
 #endif

@@ -89,14 +89,6 @@ void tn_bf16_widen(float *dst, const bf16 *src, size_t n)
 	TN_CUDA_CHECK_LAUNCH("bf16 widening");
 }
 
-const bf16 *tn_bf16_stage(int which, const float *src, size_t n)
-{
-	bf16 *dst = (bf16 *)tn_cuda_stage((enum tn_stage)which, n * sizeof(bf16));
-	if (dst)
-		tn_bf16_round(dst, src, n);
-	return dst;
-}
-
 void tn_gemm_bf16(int ta, int tb, int m, int n, int k, const bf16 *A, int lda, const bf16 *B,
 		  int ldb, int accumulate, float *C, int ldc, const char *what)
 {
@@ -111,21 +103,17 @@ void tn_gemm_bf16(int ta, int tb, int m, int n, int k, const bf16 *A, int lda, c
 }
 
 /* The same products as the fp32 forms above, operands in bf16. */
-void matmul_forward_bf16(float *out, const float *inp, const float *w, int BT, int C, int OC,
+void matmul_forward_bf16(float *out, const bf16 *inp, const bf16 *w, int BT, int C, int OC,
 			 int accumulate)
 {
-	const bf16 *w16 = tn_bf16_weight(w, (size_t)OC * C);
-	const bf16 *x16 = tn_bf16_stage(TN_STAGE_X, inp, (size_t)BT * C);
-	tn_gemm_bf16(1, 0, OC, BT, C, w16, C, x16, C, accumulate, out, OC, "matmul_forward bf16");
+	tn_gemm_bf16(1, 0, OC, BT, C, w, C, inp, C, accumulate, out, OC, "matmul_forward bf16");
 }
 
-void matmul_backward_bf16(float *dinp, float *dw, const float *dout, const float *inp,
-			  const float *w, int BT, int C, int OC, int accumulate)
+void matmul_backward_bf16(float *dinp, float *dw, const bf16 *dout, const bf16 *inp,
+			  const bf16 *w, int BT, int C, int OC, int accumulate)
 {
-	const bf16 *g16 = tn_bf16_stage(TN_STAGE_G, dout, (size_t)BT * OC);
 	if (dinp)
-		tn_gemm_bf16(0, 0, C, BT, OC, tn_bf16_weight(w, (size_t)OC * C), C, g16, OC,
-			     accumulate, dinp, C, "matmul_backward bf16 dinp");
-	const bf16 *x16 = tn_bf16_stage(TN_STAGE_X, inp, (size_t)BT * C);
-	tn_gemm_bf16(0, 1, C, OC, BT, x16, C, g16, OC, 1, dw, C, "matmul_backward bf16 dw");
+		tn_gemm_bf16(0, 0, C, BT, OC, w, C, dout, OC, accumulate, dinp, C,
+			     "matmul_backward bf16 dinp");
+	tn_gemm_bf16(0, 1, C, OC, BT, inp, C, dout, OC, 1, dw, C, "matmul_backward bf16 dw");
 }

@@ -169,13 +169,12 @@ static void logits16(float *lg, const bf16 *x16, const bf16 *e16, int rows, int 
 	tn_gemm_bf16(1, 0, vc, rows, C, e16, C, x16, C, 0, lg, vc, "crossentropy logits bf16");
 }
 
-void crossentropy_forward_bf16(float *loss, float *lse, const float *x, const float *emb,
+void crossentropy_forward_bf16(float *loss, float *lse, const bf16 *x16, const float *emb,
 			       const int32_t *target, int R, int C, int V, float *scratch)
 {
 	struct tn_cuda *cu = tn_cuda_get();
 	if (!cu)
 		return;
-	const bf16 *x16 = tn_bf16_stage(TN_STAGE_X, x, (size_t)R * C);
 	const bf16 *e16 = tn_bf16_weight(emb, (size_t)V * C);
 	double *m = row_stats16(scratch, V), *s = m + XENT16_ROWS;
 	float *tl = (float *)(s + XENT16_ROWS);
@@ -207,14 +206,13 @@ __global__ static void chunk_grad16(bf16 *g, const float *lg, int vc, int v0,
 	g[k] = __float2bfloat16_rn(v);
 }
 
-void crossentropy_backward_bf16(float *dx, float *demb, const float *x, const float *emb,
+void crossentropy_backward_bf16(float *dx, float *demb, const bf16 *x16, const float *emb,
 				const int32_t *target, const float *lse, float scale, int R,
 				int C, int V, float *scratch)
 {
 	struct tn_cuda *cu = tn_cuda_get();
 	if (!cu)
 		return;
-	const bf16 *x16 = tn_bf16_stage(TN_STAGE_X, x, (size_t)R * C);
 	const bf16 *e16 = tn_bf16_weight(emb, (size_t)V * C);
 	bf16 *g16 = grad16_at(scratch, V);
 	for (int r0 = 0; r0 < R && x16 && e16; r0 += XENT16_ROWS) {

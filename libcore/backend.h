@@ -85,6 +85,12 @@ struct tn_backend {
 	/* Device memory in use now, bytes (a peak proxy: the CUDA pools keep
 	 * what they once took); NULL for a backend on host memory. */
 	size_t (*device_bytes)(void);
+	/* Device time per kind of op (NULL where not offered): profile(1)
+	 * starts timing every op, profile(0) stops; profile_read waits for the
+	 * device, then gives up to max (name, total ms since profile(1)) pairs
+	 * and returns how many. */
+	void (*profile)(int on);
+	int (*profile_read)(const char **names, double *ms, int max);
 };
 
 /* The CPU reference backend: ops.h, OpenBLAS and the CPU attention core. */

@@ -28,6 +28,7 @@ struct train_bench {
 	struct tn_bench_model m;
 	uint64_t seq_len, batch, steps;
 	double peak_tflops;
+	int profile;
 };
 
 /* Seconds spent in each phase of the timed steps. */
@@ -47,6 +48,7 @@ static void usage(void)
 	       "  --cpu               the CPU backend (default)\n"
 	       "  --backend NAME      cpu or, where built, cuda or cuda-bf16\n"
 	       "  --peak-tflops X     the GPU's dense bf16 peak for MFU (default 989, H200)\n"
+	       "  --profile           device time per kind of op (backends that offer it)\n"
 	       "  --json              one JSON object instead of the table\n"
 	       "  -h, --help          this help\n");
 }
@@ -57,7 +59,7 @@ static int parse(int argc, char **argv, struct train_bench *o)
 		TN_BENCH_MODEL_OPTIONS,
 		{"seq-len", required_argument, NULL, 'n'}, {"batch", required_argument, NULL, 'b'},
 		{"steps", required_argument, NULL, 's'},   {"cpu", no_argument, NULL, 'c'},
-		{"peak-tflops", required_argument, NULL, 'P'},
+		{"peak-tflops", required_argument, NULL, 'P'}, {"profile", no_argument, NULL, 'T'},
 		{"help", no_argument, NULL, 'h'},	   {NULL, 0, NULL, 0}};
 	int c, rc = TN_OK;
 	opterr = 0; /* one error line, ours */
@@ -67,6 +69,7 @@ static int parse(int argc, char **argv, struct train_bench *o)
 		case 'b': rc = tn_cli_u64(prog, "--batch", optarg, &o->batch, 0); break;
 		case 's': rc = tn_cli_u64(prog, "--steps", optarg, &o->steps, 0); break;
 		case 'c': o->m.be = &tn_backend_cpu; break;
+		case 'T': o->profile = 1; break;
 		case 'P':
 			o->peak_tflops = atof(optarg);
 			if (!(o->peak_tflops > 0))
@@ -78,6 +81,9 @@ static int parse(int argc, char **argv, struct train_bench *o)
 				return tn_cli_usage_error(prog, "unknown option");
 		}
 	}
+	if (!rc && o->profile && !o->m.be->profile)
+		return tn_cli_usage_error(prog, "--profile: the %s backend does not offer it",
+					  o->m.be->name);
 	if (!rc && (!o->seq_len || !o->batch || !o->steps || o->seq_len * o->batch > (1u << 24)))
 		return tn_cli_usage_error(prog, "--seq-len, --batch and --steps must be positive "
 					  "(and seq-len x batch at most 16M)");
@@ -144,6 +150,35 @@ static int one_step(struct tn_model *m, struct tn_optim *opt, const int32_t *tok
 	return rc;
 }
 
+static void profile_row(int json, const char *name, double ms, double step)
+{
+	if (json)
+		printf("{\"bench\":\"train-profile\",\"op\":\"%s\",\"ms\":%.3f}\n", name, ms);
+	else
+		printf("  %-28s %8.2f ms/step %5.1f%%\n", name, ms, 100 * ms / step);
+}
+
+/* The device time of each kind of op per step, largest first. */
+static void report_profile(const struct train_bench *o, const struct split *sp)
+{
+	const char *name[64];
+	double ms[64], step = (sp->fwd + sp->bwd + sp->opt) * 1e3 / (double)o->steps, sum = 0;
+	int n = o->m.be->profile_read(name, ms, 64);
+	for (int i = 0; i < n; i++)
+		for (int j = i + 1; j < n; j++)
+			if (ms[j] > ms[i]) {
+				double t = ms[i];
+				const char *tn = name[i];
+				ms[i] = ms[j], name[i] = name[j];
+				ms[j] = t, name[j] = tn;
+			}
+	for (int i = 0; i < n && ms[i] > 0; i++) {
+		sum += ms[i] / (double)o->steps;
+		profile_row(o->m.json, name[i], ms[i] / (double)o->steps, step);
+	}
+	profile_row(o->m.json, "(device idle)", step - sum, step);
+}
+
 static void report(const struct train_bench *o, const struct tn_config *c, double tps,
 		   const struct split *sp, size_t dev_bytes)
 {
@@ -197,6 +232,8 @@ static int run(const struct train_bench *o)
 	struct split warm = {0}, sp = {0};
 	if (!rc)
 		rc = one_step(m, opt, tok, tok + (size_t)B * n, B, n, &warm);
+	if (!rc && o->profile)
+		o->m.be->profile(1);
 	double t0 = tn_now();
 	for (uint64_t s = 0; s < o->steps && !rc; s++)
 		rc = one_step(m, opt, tok, tok + (size_t)B * n, B, n, &sp);
@@ -204,6 +241,10 @@ static int run(const struct train_bench *o)
 	if (!rc)
 		report(o, &c, (double)o->steps * B * n / secs, &sp,
 		       o->m.be->device_bytes ? o->m.be->device_bytes() : 0);
+	if (!rc && o->profile) {
+		report_profile(o, &sp);
+		o->m.be->profile(0);
+	}
 	tn_optim_free(opt, m);
 	tn_model_free(m);
 	free(tok);
@@ -212,7 +253,7 @@ static int run(const struct train_bench *o)
 
 int tn_bench_train(int argc, char **argv)
 {
-	struct train_bench o = {{"small", &tn_backend_cpu, 8000, 0}, 256, 8, 3, 989};
+	struct train_bench o = {{"small", &tn_backend_cpu, 8000, 0}, 256, 8, 3, 989, 0};
 	int rc = parse(argc, argv, &o);
 	if (rc)
 		return rc;

@@ -3,9 +3,11 @@
  * every parameter gradient within bf16 tolerance, a few hundred AdamW steps
  * whose losses track the fp32 run within a fixed margin while both learn,
  * and bf16 weight shadows that follow a reload of the weights.
- * Margins (see bench/RESULTS.md): gradients 5e-2 relative (L2 per tensor),
- * losses 0.1 absolute at every step. `--small`: a tiny model, a few steps
- * (for compute-sanitizer). Prints one line per check; exit 1 on failure. */
+ * Margins (bench/RESULTS.md has the measured values: 0.038 and 7.5e-4):
+ * gradients 5e-2 relative (L2 per tensor; the worst is LRPE's theta, whose
+ * gradient sums position-weighted products), losses 0.02 absolute at every
+ * one of 300 steps. `--small`: a tiny model, a few steps (for
+ * compute-sanitizer). Prints one line per check; exit 1 on failure. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -19,7 +21,7 @@
 #include "util.h"
 
 #define GRAD_TOL 5e-2
-#define LOSS_TOL 0.1
+#define LOSS_TOL 0.02
 
 static int failures;
 
