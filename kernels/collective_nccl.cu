@@ -72,6 +72,20 @@ extern "C" int tn_nccl_open(struct tn_nccl **cp, int rank, int size,
 	return TN_OK;
 }
 
+extern "C" int tn_nccl_split(struct tn_nccl *c, int color, int key, struct tn_nccl **sub)
+{
+	struct tn_nccl *s = (struct tn_nccl *)tn_calloc(1, sizeof *s);
+	if (!s)
+		return TN_ENOMEM;
+	int rc = nccl_check(ncclCommSplit(c->comm, color, key, &s->comm, NULL), "split");
+	if (rc) {
+		free(s);
+		return rc;
+	}
+	*sub = s;
+	return TN_OK;
+}
+
 extern "C" int tn_nccl_allreduce(struct tn_nccl *c, float *dev, size_t n)
 {
 	int rc = nccl_check(ncclAllReduce(dev, dev, n, ncclFloat, ncclSum, c->comm,

@@ -43,6 +43,8 @@ void crossentropy_backward_cuda(float *dx, float *demb, const float *x, const fl
 				const int32_t *target, const float *lse, float scale, int R,
 				int C, int V, float *scratch);
 double sumsq_forward_cuda(const float *x, size_t n);
+int attn_decode_cuda(int B, int H, int dk, int dv, const float *q, const float *k,
+		     const float *v, const float *decay_s, float *state, float *o);
 void adamw_update_cuda(float *p, const float *g, float *m, float *v, size_t n, float lr,
 		       float beta1, float beta2, float eps, float wd, float gscale, float bc1,
 		       float bc2);
@@ -50,5 +52,15 @@ void adamw_update_cuda(float *p, const float *g, float *m, float *v, size_t n, f
 #ifdef __cplusplus
 }
 #endif
+
+/* The table entries both CUDA backends (cuda, cuda-bf16) share. */
+#define TN_CUDA_FP32_OPS                                                                     \
+	.embedding_forward = embedding_forward_cuda,                                         \
+	.embedding_backward = embedding_backward_cuda,                                       \
+	.srmsnorm_forward = srmsnorm_forward_cuda, .srmsnorm_backward = srmsnorm_backward_cuda, \
+	.act_forward = act_forward_cuda, .act_backward = act_backward_cuda,                  \
+	.gate_forward = gate_forward_cuda, .gate_backward = gate_backward_cuda,              \
+	.residual_forward = residual_forward_cuda, .lrpe_forward = lrpe_forward_cuda,        \
+	.lrpe_backward = lrpe_backward_cuda, .heads_merge = heads_merge_cuda
 
 #endif

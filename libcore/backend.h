@@ -80,6 +80,11 @@ struct tn_backend {
 	/* Wait for the ops issued so far: TN_OK, or the first failure of an
 	 * asynchronous op (message set). The CPU backend has none. */
 	int (*status)(void);
+
+	/* Ops added for GPU training (issue 8). */
+	/* Device memory in use now, bytes (a peak proxy: the CUDA pools keep
+	 * what they once took); NULL for a backend on host memory. */
+	size_t (*device_bytes)(void);
 };
 
 /* The CPU reference backend: ops.h, OpenBLAS and the CPU attention core. */
@@ -87,6 +92,10 @@ extern const struct tn_backend tn_backend_cpu;
 #ifdef TN_CUDA
 /* The CUDA backend (kernels/backend_cuda.cu), fp32. */
 extern const struct tn_backend tn_backend_cuda;
+/* The same in mixed precision (kernels/backend_bf16.cu, "cuda-bf16"): fp32
+ * master weights, gradients and optimizer state; matmuls and attention with
+ * bf16 operands on the tensor cores, fp32 accumulation. */
+extern const struct tn_backend tn_backend_cuda_bf16;
 #endif
 /* Spinning OpenMP workers take the cores from OpenBLAS's own threads (5x
  * slower training on two cores). libgomp reads OMP_WAIT_POLICY once, when
@@ -94,7 +103,7 @@ extern const struct tn_backend tn_backend_cuda;
  * variable is unset, this sets it and re-executes argv (it returns only if
  * the variable was set already or the exec failed). Call first in main. */
 void tn_cpu_passive_wait(char **argv);
-/* A backend by name ("cpu", "cuda"); NULL with a message if not built in. */
+/* A backend by name ("cpu", "cuda", "cuda-bf16"); NULL with a message if not built in. */
 const struct tn_backend *tn_backend_find(const char *name);
 
 #endif

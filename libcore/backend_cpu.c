@@ -43,12 +43,14 @@ const struct tn_backend *tn_backend_find(const char *name)
 #ifdef TN_CUDA
 	if (!strcmp(name, "cuda"))
 		return &tn_backend_cuda;
+	if (!strcmp(name, "cuda-bf16"))
+		return &tn_backend_cuda_bf16;
 #endif
 	tn_fail(TN_EUSAGE, "no backend '%s' in this build (cpu%s)", name,
 #ifdef TN_CUDA
-		", cuda"
+		", cuda, cuda-bf16"
 #else
-		"; build with nvcc for cuda"
+		"; build with nvcc for cuda and cuda-bf16"
 #endif
 	);
 	return NULL;

@@ -1,7 +1,8 @@
 /* collective.c - tn_comm over MPI or a single process. MPI is initialised
  * only when mpirun started us, so the single-process tools never pay for
  * it. Errors are returned (MPI_ERRORS_RETURN), not fatal inside MPI; a rank
- * that dies makes mpirun stop the others. */
+ * that dies makes mpirun stop the others. A split (the TP and DP groups of
+ * training) is a tn_comm of its own over MPI_Comm_split / ncclCommSplit. */
 #include "collective.h"
 #include "util.h"
 
@@ -17,6 +18,10 @@ struct tn_comm {
 	enum tn_comm_kind kind;
 	int rank, size;
 	int mpi;              /* MPI is initialised */
+	int sub;              /* made by tn_comm_split: frees its communicator, not MPI */
+	MPI_Comm mc;          /* MPI_COMM_WORLD or a split of it */
+	MPI_Request *req;     /* non-blocking all-reduces not yet waited for */
+	int n_req, cap_req;
 #ifdef TN_CUDA
 	struct tn_nccl *nccl;
 #endif
@@ -78,6 +83,7 @@ int tn_comm_open(struct tn_comm **cp, int device_buffers)
 		}
 		c->kind = TN_COMM_MPI;
 		c->mpi = 1;
+		c->mc = MPI_COMM_WORLD;
 	}
 	if ((device_buffers && c->size > 1) || (force && !strcmp(force, "nccl"))) {
 		int rc = open_nccl(c);
@@ -94,6 +100,37 @@ int tn_comm_rank(const struct tn_comm *c) { return c->rank; }
 int tn_comm_size(const struct tn_comm *c) { return c->size; }
 enum tn_comm_kind tn_comm_kind(const struct tn_comm *c) { return c->kind; }
 
+int tn_comm_split(struct tn_comm *c, int color, int key, struct tn_comm **out)
+{
+	struct tn_comm *s = tn_calloc(1, sizeof *s);
+	if (!s)
+		return TN_ENOMEM;
+	*s = (struct tn_comm){.kind = c->kind, .size = 1, .mpi = c->mpi, .sub = 1};
+	int rc = TN_OK, split = 0;
+	if (c->mpi) {
+		rc = mpi_check(MPI_Comm_split(c->mc, color, key, &s->mc), "communicator split");
+		split = !rc;
+		if (!rc)
+			rc = mpi_check(MPI_Comm_set_errhandler(s->mc, MPI_ERRORS_RETURN), "errhandler");
+		if (!rc)
+			rc = mpi_check(MPI_Comm_rank(s->mc, &s->rank), "rank");
+		if (!rc)
+			rc = mpi_check(MPI_Comm_size(s->mc, &s->size), "size");
+	}
+#ifdef TN_CUDA
+	if (!rc && c->nccl)
+		rc = tn_nccl_split(c->nccl, color, key, &s->nccl);
+#endif
+	if (rc) {
+		if (split)
+			MPI_Comm_free(&s->mc);
+		free(s);
+		return rc;
+	}
+	*out = s;
+	return TN_OK;
+}
+
 /* MPI counts are ints: large buffers go in pieces. */
 #define PIECE ((size_t)1 << 30)
 
@@ -105,11 +142,53 @@ int tn_comm_allreduce(struct tn_comm *c, float *buf, size_t n)
 #endif
 	for (size_t at = 0; c->kind == TN_COMM_MPI && at < n; at += PIECE) {
 		int rc = mpi_check(MPI_Allreduce(MPI_IN_PLACE, buf + at, (int)TN_MIN(PIECE, n - at),
-						 MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "allreduce");
+						 MPI_FLOAT, MPI_SUM, c->mc), "allreduce");
 		if (rc)
 			return rc;
 	}
 	return TN_OK;
+}
+
+/* Start one MPI_Iallreduce and poke the started ones (Open MPI progresses
+ * non-blocking collectives only inside MPI calls). */
+static int start_piece(struct tn_comm *c, float *buf, int n)
+{
+	if (c->n_req == c->cap_req) {
+		int cap = c->cap_req ? 2 * c->cap_req : 64;
+		MPI_Request *r = tn_realloc(c->req, (size_t)cap * sizeof(*r));
+		if (!r)
+			return TN_ENOMEM;
+		c->req = r;
+		c->cap_req = cap;
+	}
+	int rc = mpi_check(MPI_Iallreduce(MPI_IN_PLACE, buf, n, MPI_FLOAT, MPI_SUM, c->mc,
+					  &c->req[c->n_req]), "non-blocking allreduce");
+	if (rc)
+		return rc;
+	c->n_req++;
+	int done;
+	return mpi_check(MPI_Testall(c->n_req, c->req, &done, MPI_STATUSES_IGNORE),
+			 "test of non-blocking allreduces");
+}
+
+int tn_comm_iallreduce(struct tn_comm *c, float *buf, size_t n)
+{
+	if (c->kind != TN_COMM_MPI)
+		return tn_comm_allreduce(c, buf, n);
+	for (size_t at = 0; at < n; at += PIECE) {
+		int rc = start_piece(c, buf + at, (int)TN_MIN(PIECE, n - at));
+		if (rc)
+			return rc;
+	}
+	return TN_OK;
+}
+
+int tn_comm_wait(struct tn_comm *c)
+{
+	int n = c->n_req;
+	c->n_req = 0;
+	return n ? mpi_check(MPI_Waitall(n, c->req, MPI_STATUSES_IGNORE), "wait for allreduces")
+		 : TN_OK;
 }
 
 int tn_comm_allreduce_f64(struct tn_comm *c, double *buf, size_t n)
@@ -121,7 +200,7 @@ int tn_comm_allreduce_f64(struct tn_comm *c, double *buf, size_t n)
 	if (c->kind != TN_COMM_MPI || n == 0)
 		return TN_OK;
 	return mpi_check(MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM,
-				       MPI_COMM_WORLD), "allreduce");
+				       c->mc), "allreduce");
 }
 
 int tn_comm_reduce_scatter(struct tn_comm *c, const float *send, float *recv, size_t n)
@@ -137,7 +216,7 @@ int tn_comm_reduce_scatter(struct tn_comm *c, const float *send, float *recv, si
 	if (n > INT32_MAX)
 		return tn_fail(TN_EUSAGE, "reduce-scatter of %zu floats per rank is too large", n);
 	return mpi_check(MPI_Reduce_scatter_block(send, recv, (int)n, MPI_FLOAT, MPI_SUM,
-						  MPI_COMM_WORLD), "reduce-scatter");
+						  c->mc), "reduce-scatter");
 }
 
 int tn_comm_allgather(struct tn_comm *c, const float *send, float *recv, size_t n)
@@ -153,7 +232,7 @@ int tn_comm_allgather(struct tn_comm *c, const float *send, float *recv, size_t 
 	if (n > INT32_MAX)
 		return tn_fail(TN_EUSAGE, "all-gather of %zu floats per rank is too large", n);
 	return mpi_check(MPI_Allgather(send, (int)n, MPI_FLOAT, recv, (int)n, MPI_FLOAT,
-				       MPI_COMM_WORLD), "all-gather");
+				       c->mc), "all-gather");
 }
 
 int tn_comm_broadcast(struct tn_comm *c, void *buf, size_t bytes, int root)
@@ -164,7 +243,7 @@ int tn_comm_broadcast(struct tn_comm *c, void *buf, size_t bytes, int root)
 #endif
 	for (size_t at = 0; c->kind == TN_COMM_MPI && at < bytes; at += PIECE) {
 		int rc = mpi_check(MPI_Bcast((char *)buf + at, (int)TN_MIN(PIECE, bytes - at), MPI_BYTE,
-					     root, MPI_COMM_WORLD), "broadcast");
+					     root, c->mc), "broadcast");
 		if (rc)
 			return rc;
 	}
@@ -173,7 +252,7 @@ int tn_comm_broadcast(struct tn_comm *c, void *buf, size_t bytes, int root)
 
 int tn_comm_barrier(struct tn_comm *c)
 {
-	return c->mpi ? mpi_check(MPI_Barrier(MPI_COMM_WORLD), "barrier") : TN_OK;
+	return c->mpi ? mpi_check(MPI_Barrier(c->mc), "barrier") : TN_OK;
 }
 
 void tn_comm_abort(struct tn_comm *c, int status)
@@ -189,7 +268,10 @@ void tn_comm_close(struct tn_comm *c)
 #ifdef TN_CUDA
 	tn_nccl_close(c->nccl);
 #endif
-	if (c->mpi)
+	free(c->req);
+	if (c->sub && c->mpi)
+		MPI_Comm_free(&c->mc);
+	else if (c->mpi)
 		MPI_Finalize();
 	free(c);
 }

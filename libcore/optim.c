@@ -1,6 +1,8 @@
 /* optim.c - AdamW over the model's parameter table, clipping and schedule.
  * The clipping factor is folded into the update (gradients are never
- * rewritten), so a skipped step leaves the gradients as they were. */
+ * rewritten), so a skipped step leaves the gradients as they were. With a
+ * tensor-parallel model the tensors replicated on the TP ranks count once
+ * in the gradient norm. */
 #include "optim.h"
 #include "collective.h"
 #include "util.h"
@@ -144,10 +146,30 @@ void tn_optim_release_whole(const struct tn_optim *opt, const struct tn_model *m
 	full->m = full->v = NULL;
 }
 
+static int bucket_ready(void *ctx, size_t offset, size_t n)
+{
+	struct tn_optim *opt = ctx;
+	return tn_comm_iallreduce(opt->comm, opt->overlap->grads + offset, n);
+}
+
+void tn_optim_overlap(struct tn_optim *opt, struct tn_model *m)
+{
+	if (!communicating(opt) || opt->zero == 2 || tn_comm_kind(opt->comm) != TN_COMM_MPI)
+		return; /* NCCL: its all-reduce waits for the stream, which would stall the backward */
+	opt->overlap = m;
+	m->grad_ready = bucket_ready;
+	m->grad_ctx = opt;
+}
+
 /* Sum the gradients over the ranks: in full (DP, ZeRO-1), or only this
- * rank's shard (ZeRO-2). */
+ * rank's shard (ZeRO-2); or wait for the sums the backward started. */
 static int reduce_grads(struct tn_optim *opt, struct tn_model *m)
 {
+	if (opt->overlap) {
+		opt->overlap = NULL;
+		m->grad_ready = NULL;
+		return tn_comm_wait(opt->comm);
+	}
 	if (!communicating(opt))
 		return TN_OK;
 	if (opt->zero < 2)
@@ -162,9 +184,33 @@ static int reduce_grads(struct tn_optim *opt, struct tn_model *m)
 	return rc;
 }
 
-/* The global gradient norm, over what this rank holds summed over ranks. */
+/* Sum of squares of the gradients in [lo, hi) of a TP part, counting the
+ * replicated tensors on TP rank 0 only. */
+static double part_sumsq(const struct tn_model *m, size_t lo, size_t hi)
+{
+	double ss = 0;
+	for (size_t i = 0; i < m->n_param; i++) {
+		const struct tn_param *p = &m->param[i];
+		size_t a = TN_MAX(p->offset, lo), b = TN_MIN(p->offset + p->numel, hi);
+		if (a < b && (p->split != TN_TP_WHOLE || m->tp_rank == 0))
+			ss += m->be->sumsq_forward(m->grads + a, b - a);
+	}
+	return ss;
+}
+
+/* The global gradient norm, over what this rank holds summed over ranks:
+ * with TP over the TP group, and with ZeRO-2 over the DP group too. */
 static int global_grad_norm(struct tn_optim *opt, const struct tn_model *m, double *norm)
 {
+	if (m->tp) {
+		int z2 = opt->zero == 2;
+		double ss = part_sumsq(m, z2 ? opt->lo : 0, z2 ? opt->hi : m->n_floats);
+		int rc = tn_comm_allreduce_f64(m->tp, &ss, 1);
+		if (!rc && z2)
+			rc = tn_comm_allreduce_f64(opt->comm, &ss, 1);
+		*norm = sqrt(ss);
+		return rc;
+	}
 	if (opt->zero < 2) {
 		*norm = tn_optim_grad_norm(m);
 		return TN_OK;

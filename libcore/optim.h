@@ -38,6 +38,7 @@ struct tn_optim {
 	int zero;
 	size_t lo, hi, shard;    /* shard = ceil(n_floats / ranks) */
 	float *pad;              /* ranks * shard floats: gathers and scatters */
+	struct tn_model *overlap; /* the model whose backward is summing its gradients */
 };
 
 void tn_optim_defaults(struct tn_optim_opts *o);
@@ -54,6 +55,13 @@ int tn_optim_distribute(struct tn_optim *opt, const struct tn_model *m, struct t
 int tn_optim_whole(const struct tn_optim *opt, const struct tn_model *m, struct tn_optim *full);
 void tn_optim_release_whole(const struct tn_optim *opt, const struct tn_model *m,
 			    struct tn_optim *full);
+/* Sum the gradients over the ranks in buckets (a layer each) as the next
+ * tn_model_backward finishes them, overlapped with the rest of it; the
+ * next tn_optim_step waits for the sums instead of making them. Call
+ * before the backward of an update's last micro-batch. Without several
+ * ranks, with ZeRO-2 (whose shards cut across layers) and with NCCL, it
+ * does nothing. */
+void tn_optim_overlap(struct tn_optim *opt, struct tn_model *m);
 /* Learning rate of update number `step` (0-based). */
 double tn_optim_lr(const struct tn_optim_opts *o, int64_t step);
 /* Global norm of the model's gradients. */
