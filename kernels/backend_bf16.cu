@@ -185,6 +185,7 @@ extern "C" const struct tn_backend tn_backend_cuda_bf16 = {
 	.graph_end = tn_cuda_graph_end,
 	.graph_launch = tn_cuda_graph_launch,
 	.graph_free = tn_cuda_graph_free,
+	.graph_epoch = tn_cuda_graph_epoch,
 	.status = tn_cuda_status,
 	.device_bytes = tn_cuda_device_bytes,
 };
