@@ -4,8 +4,8 @@
  * accumulation, and the attention core through its bf16 path.
  * Decision: parameters, gradients and optimizer state stay fp32 (master
  * weights). The backend keeps a bf16 shadow of each allocation the first
- * time a matmul uses it as weights; upload, zero and AdamW, the only ops
- * that write parameters, keep the shadow current, so the one model
+ * time a matmul uses it as weights; upload, zero, copy and AdamW, the only
+ * ops that write parameters, keep the shadow current, so the one model
  * definition runs unchanged. Activations stay fp32 in the model's memory
  * and are rounded to bf16 in staging buffers where they enter a product. */
 #include <stdlib.h>
@@ -79,6 +79,15 @@ static void refresh(struct region *r, const void *at, size_t bytes)
 static void bf16_upload(void *dst, const void *host, size_t bytes)
 {
 	tn_cuda_upload(dst, host, bytes);
+	struct region *r = region_of(dst);
+	if (r && r->shadow)
+		refresh(r, dst, bytes);
+}
+
+/* ZeRO gathers parameters updated on other ranks with a copy. */
+static void bf16_copy(void *dst, const void *src, size_t bytes)
+{
+	tn_cuda_copy(dst, src, bytes);
 	struct region *r = region_of(dst);
 	if (r && r->shadow)
 		refresh(r, dst, bytes);
@@ -179,7 +188,7 @@ extern "C" const struct tn_backend tn_backend_cuda_bf16 = {
 	.attn_forward = attn_forward,
 	.attn_backward = attn_backward,
 	.attn_decode = attn_decode_cuda, /* one token at a time: fp32 */
-	.copy = tn_cuda_copy,
+	.copy = bf16_copy,
 	.argmax_rows = tn_cuda_argmax_rows,
 	.graph_begin = tn_cuda_graph_begin,
 	.graph_end = tn_cuda_graph_end,

@@ -4,6 +4,7 @@
  * that dies makes mpirun stop the others. A split (the TP and DP groups of
  * training) is a tn_comm of its own over MPI_Comm_split / ncclCommSplit. */
 #include "collective.h"
+#include "rendezvous.h"
 #include "util.h"
 
 #include <mpi.h>
@@ -37,17 +38,21 @@ static int mpi_check(int err, const char *what)
 	return tn_fail(TN_EIO, "MPI %s failed: %.*s", what, len, msg);
 }
 
-static int open_nccl(struct tn_comm *c)
+/* Rank 0's unique id reaches the others through MPI when mpirun started
+ * the ranks, else through the TCP rendezvous of the launch environment. */
+static int open_nccl(struct tn_comm *c, const struct tn_launch_env *env)
 {
 #ifdef TN_CUDA
 	const char *local = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
 	unsigned char id[TN_NCCL_ID_BYTES] = {0};
-	int rc = tn_nccl_select_device(local ? atoi(local) : 0);
+	int rc = tn_nccl_select_device(env ? env->local_rank : local ? atoi(local) : 0);
 	if (!rc && c->rank == 0)
 		rc = tn_nccl_make_id(id);
 	if (!rc && c->mpi) /* every rank must call: a failed rank 0 aborts below */
 		rc = mpi_check(MPI_Bcast(id, TN_NCCL_ID_BYTES, MPI_BYTE, 0, MPI_COMM_WORLD),
 			       "broadcast of the NCCL id");
+	else if (!rc && env)
+		rc = tn_rendezvous_share(env, id, sizeof id);
 	if (!rc)
 		rc = tn_nccl_open(&c->nccl, c->rank, c->size, id);
 	if (!rc)
@@ -55,6 +60,7 @@ static int open_nccl(struct tn_comm *c)
 	return rc;
 #else
 	(void)c;
+	(void)env;
 	return tn_fail(TN_EUSAGE, "NCCL needs a build with CUDA (nvcc)");
 #endif
 }
@@ -85,8 +91,22 @@ int tn_comm_open(struct tn_comm **cp, int device_buffers)
 		c->mpi = 1;
 		c->mc = MPI_COMM_WORLD;
 	}
+	struct tn_launch_env env;
+	int from_env = 0, rc = c->mpi ? TN_OK : tn_launch_env_read(&env, &from_env);
+	if (!rc && from_env) {
+		c->rank = env.rank;
+		c->size = env.world;
+		if (!device_buffers && env.world > 1)
+			rc = tn_fail(TN_EUSAGE, "TN_WORLD_SIZE=%d: ranks started from the environment "
+				     "talk through NCCL (the CUDA backend); CPU ranks start under mpirun",
+				     env.world);
+	}
+	if (rc) {
+		free(c);
+		return rc;
+	}
 	if ((device_buffers && c->size > 1) || (force && !strcmp(force, "nccl"))) {
-		int rc = open_nccl(c);
+		rc = open_nccl(c, from_env ? &env : NULL);
 		if (rc) {
 			tn_comm_close(c);
 			return rc;

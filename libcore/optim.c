@@ -46,7 +46,10 @@ void tn_optim_free(struct tn_optim *opt, const struct tn_model *m)
 		m->be->free(opt->m);
 	if (opt->v)
 		m->be->free(opt->v);
-	free(opt->pad);
+	if (opt->pad)
+		m->be->free(opt->pad);
+	if (opt->mine)
+		m->be->free(opt->mine);
 	free(opt);
 }
 
@@ -67,8 +70,8 @@ static int narrow(struct tn_optim *opt, const struct tn_model *m, size_t lo, siz
 			m->be->free(nm);
 		return TN_ENOMEM;
 	}
-	memcpy(nm, opt->m + lo, (hi - lo) * sizeof(float)); /* host memory: see distribute */
-	memcpy(nv, opt->v + lo, (hi - lo) * sizeof(float));
+	m->be->copy(nm, opt->m + lo, (hi - lo) * sizeof(float));
+	m->be->copy(nv, opt->v + lo, (hi - lo) * sizeof(float));
 	m->be->free(opt->m);
 	m->be->free(opt->v);
 	opt->m = nm;
@@ -87,31 +90,29 @@ int tn_optim_distribute(struct tn_optim *opt, const struct tn_model *m, struct t
 	int nccl = tn_comm_kind(comm) == TN_COMM_NCCL;
 	if (w > 1 && strcmp(m->be->name, "cpu") != 0 && !nccl)
 		return tn_fail(TN_EUSAGE, "several ranks on the GPU need NCCL");
-	if (nccl && zero)
-		return tn_fail(TN_EUSAGE, "with NCCL, --zero must be 0 (ZeRO keeps its shards in host memory)");
 	opt->comm = comm;
 	opt->zero = w > 1 ? zero : 0;
 	if (!opt->zero)
 		return TN_OK;
 	opt->shard = (m->n_floats + (size_t)w - 1) / (size_t)w;
-	opt->pad = tn_calloc((size_t)w * opt->shard, sizeof(float));
-	if (!opt->pad)
+	opt->pad = m->be->alloc((size_t)w * opt->shard * sizeof(float));
+	opt->mine = opt->pad ? m->be->alloc(opt->shard * sizeof(float)) : NULL;
+	if (!opt->mine)
 		return TN_ENOMEM;
 	size_t lo = TN_MIN((size_t)r * opt->shard, m->n_floats);
 	return narrow(opt, m, lo, TN_MIN(lo + opt->shard, m->n_floats));
 }
 
 /* Every rank's [lo, hi) of src gathered into dst[0, n_floats). */
-static int gather(const struct tn_optim *opt, size_t n, const float *src, float *dst)
+static int gather(const struct tn_optim *opt, const struct tn_model *m, const float *src,
+		  float *dst)
 {
-	float *mine = tn_calloc(opt->shard, sizeof(float));
-	if (!mine)
-		return TN_ENOMEM;
-	memcpy(mine, src, (opt->hi - opt->lo) * sizeof(float));
-	int rc = tn_comm_allgather(opt->comm, mine, opt->pad, opt->shard);
-	free(mine);
+	const struct tn_backend *be = m->be;
+	be->zero(opt->mine, opt->shard * sizeof(float));
+	be->copy(opt->mine, src, (opt->hi - opt->lo) * sizeof(float));
+	int rc = tn_comm_allgather(opt->comm, opt->mine, opt->pad, opt->shard);
 	if (!rc)
-		memcpy(dst, opt->pad, n * sizeof(float));
+		be->copy(dst, opt->pad, m->n_floats * sizeof(float));
 	return rc;
 }
 
@@ -126,9 +127,9 @@ int tn_optim_whole(const struct tn_optim *opt, const struct tn_model *m, struct 
 	full->v = full->m ? m->be->alloc(m->n_floats * sizeof(float)) : NULL;
 	int rc = full->v ? TN_OK : TN_ENOMEM;
 	if (!rc)
-		rc = gather(opt, m->n_floats, opt->m, full->m);
+		rc = gather(opt, m, opt->m, full->m);
 	if (!rc)
-		rc = gather(opt, m->n_floats, opt->v, full->v);
+		rc = gather(opt, m, opt->v, full->v);
 	if (rc)
 		tn_optim_release_whole(opt, m, full);
 	return rc;
@@ -174,13 +175,11 @@ static int reduce_grads(struct tn_optim *opt, struct tn_model *m)
 		return TN_OK;
 	if (opt->zero < 2)
 		return tn_comm_allreduce(opt->comm, m->grads, m->n_floats);
-	memset(opt->pad, 0, (size_t)ranks(opt) * opt->shard * sizeof(float));
-	memcpy(opt->pad, m->grads, m->n_floats * sizeof(float));
-	float *mine = tn_malloc(opt->shard * sizeof(float));
-	int rc = mine ? tn_comm_reduce_scatter(opt->comm, opt->pad, mine, opt->shard) : TN_ENOMEM;
+	m->be->zero(opt->pad, (size_t)ranks(opt) * opt->shard * sizeof(float));
+	m->be->copy(opt->pad, m->grads, m->n_floats * sizeof(float));
+	int rc = tn_comm_reduce_scatter(opt->comm, opt->pad, opt->mine, opt->shard);
 	if (!rc)
-		memcpy(m->grads + opt->lo, mine, (opt->hi - opt->lo) * sizeof(float));
-	free(mine);
+		m->be->copy(m->grads + opt->lo, opt->mine, (opt->hi - opt->lo) * sizeof(float));
 	return rc;
 }
 
@@ -267,5 +266,5 @@ int tn_optim_step(struct tn_optim *opt, struct tn_model *m, double *grad_norm, d
 				    decay ? (float)opt->o.weight_decay : 0.0f, gscale, bc1, bc2);
 	}
 	opt->step = t;
-	return opt->zero ? gather(opt, m->n_floats, m->params + opt->lo, m->params) : TN_OK;
+	return opt->zero ? gather(opt, m, m->params + opt->lo, m->params) : TN_OK;
 }

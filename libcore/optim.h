@@ -37,7 +37,8 @@ struct tn_optim {
 	struct tn_comm *comm;
 	int zero;
 	size_t lo, hi, shard;    /* shard = ceil(n_floats / ranks) */
-	float *pad;              /* ranks * shard floats: gathers and scatters */
+	float *pad;              /* backend memory, ranks * shard floats: gathers and scatters */
+	float *mine;             /* backend memory, shard floats: this rank's block */
 	struct tn_model *overlap; /* the model whose backward is summing its gradients */
 };
 
@@ -45,8 +46,8 @@ void tn_optim_defaults(struct tn_optim_opts *o);
 int tn_optim_new(struct tn_optim **opt, const struct tn_model *m, const struct tn_optim_opts *o);
 void tn_optim_free(struct tn_optim *opt, const struct tn_model *m);
 /* Spread the optimizer over the ranks of comm (zero: 0, 1 or 2, as above),
- * keeping this rank's part of any moments already loaded. Host memory only
- * (the CPU backend) when there is more than one rank. */
+ * keeping this rank's part of any moments already loaded. The shards live
+ * in the backend's memory, so ZeRO runs over MPI (CPU) and NCCL (GPU) alike. */
 int tn_optim_distribute(struct tn_optim *opt, const struct tn_model *m, struct tn_comm *comm,
 			int zero);
 /* Whole moments on every rank (collective), as a checkpoint stores them:

@@ -171,3 +171,20 @@ kill_a_rank() {
 	command -v mpirun >/dev/null || skip "Open MPI not installed"
 	kill_a_rank --tp 2
 }
+
+@test "ranks from the environment: one rank trains as usual, CPU ranks are sent to mpirun" {
+	TN_WORLD_SIZE=1 TN_RANK=0 train --preset tiny -o env1 --steps 2 --batch 2
+	[ -f env1/latest/model.safetensors ]
+	TN_WORLD_SIZE=2 TN_RANK=0 TN_MASTER_ADDR=127.0.0.1:1 \
+		run --separate-stderr train --preset tiny -o env2 --steps 2 --batch 2
+	[ "$status" -eq 2 ]
+	one_line_error "CPU ranks start under mpirun"
+	[ ! -e env2/latest ]
+}
+
+@test "ranks from the environment: a malformed variable is named" {
+	TN_WORLD_SIZE=2 TN_RANK=2 TN_MASTER_ADDR=127.0.0.1:1 \
+		run --separate-stderr train --preset tiny -o env3 --steps 2 --batch 2
+	[ "$status" -eq 2 ]
+	one_line_error "TN_RANK='2'"
+}
