@@ -37,7 +37,9 @@ static const char usage_text[] =
 	"  -t, --tokenizer PATH         tokenizer (tokenizer.model, tokenizer.json, ...)\n"
 	"  -p, --prompt TEXT            the prompt\n"
 	"      --prompt-file FILE       the whole file is the prompt\n"
-	"      --prompts FILE           one prompt per line; JSON lines out\n"
+	"      --prompts FILE           one prompt per line; JSON lines out. FILE.jsonl:\n"
+	"                               {\"prompt\": TEXT} or {\"ids\": [ID, ...]} per line\n"
+	"      --json                   JSON lines out for any prompts (not streamed)\n"
 	"      --ids                    prompts and continuations as decimal ids\n"
 	"  -n, --max-tokens N           generate at most N tokens (default 128)\n"
 	"      --greedy                 always the most likely token (the default)\n"
@@ -66,7 +68,7 @@ static const char usage_text[] =
 
 enum { OPT_PROMPT_FILE = 256, OPT_PROMPTS, OPT_IDS, OPT_GREEDY, OPT_TEMP, OPT_TOPK, OPT_TOPP,
        OPT_MINP, OPT_REP, OPT_SEED, OPT_STOP, OPT_EOS, OPT_NOEOS, OPT_MAXPROMPT, OPT_TIMING,
-       OPT_BACKEND };
+       OPT_BACKEND, OPT_JSON };
 
 static const struct option long_opts[] = {
 	{"model", required_argument, NULL, 'm'},
@@ -91,6 +93,7 @@ static const struct option long_opts[] = {
 	{"batch", required_argument, NULL, 'b'},
 	{"timing", no_argument, NULL, OPT_TIMING},
 	{"backend", required_argument, NULL, OPT_BACKEND},
+	{"json", no_argument, NULL, OPT_JSON},
 	{"help", no_argument, NULL, 'h'},
 	{"version", no_argument, NULL, 'V'},
 	{NULL, 0, NULL, 0},
@@ -99,7 +102,7 @@ static const struct option long_opts[] = {
 struct args {
 	const char *model, *tok, *prompt, *prompt_file, *prompts, *output;
 	const struct tn_backend *be;
-	int ids, timing, ignore_eos, have_eos, batch;
+	int ids, timing, ignore_eos, have_eos, batch, json;
 	struct tn_gen_opts g;
 	const char *stop[64];
 };
@@ -136,6 +139,7 @@ static int parse_opt(struct args *a, int c, const char *arg)
 	case OPT_PROMPT_FILE: a->prompt_file = arg; return TN_OK;
 	case OPT_PROMPTS: a->prompts = arg; return TN_OK;
 	case OPT_IDS: a->ids = 1; return TN_OK;
+	case OPT_JSON: a->json = 1; return TN_OK;
 	case OPT_GREEDY: a->g.sample.temperature = 0; return TN_OK;
 	case OPT_NOEOS: a->ignore_eos = 1; return TN_OK;
 	case OPT_TIMING: a->timing = 1; return TN_OK;
@@ -364,16 +368,60 @@ static int text_prompt(struct run *r, const char *text, size_t len)
 	return rc;
 }
 
+static int is_jsonl(const char *path)
+{
+	size_t n = path ? strlen(path) : 0;
+	return n > 6 && !strcmp(path + n - 6, ".jsonl");
+}
+
+/* A line of a .jsonl prompt file: {"prompt": TEXT} or {"ids": [ID, ...]}. */
+static int json_prompt(struct run *r, const char *path, size_t line, const char *s, size_t len)
+{
+	json_error_t err;
+	json_t *o = json_loadb(s, len, 0, &err), *p = json_object_get(o, "prompt"),
+	       *ids = json_object_get(o, "ids");
+	size_t n = json_array_size(ids), i = 0;
+	int32_t *v = json_is_array(ids) ? tn_malloc((n ? n : 1) * sizeof(int32_t)) : NULL;
+	int rc = TN_OK;
+	if (!json_is_string(p) && !json_is_array(ids))
+		rc = tn_fail(TN_EDATA, "%s:%zu: not a JSON object with \"prompt\" (text) or "
+			     "\"ids\" (an array of ids)", path, line);
+	else if (json_is_string(p) && !r->ts)
+		rc = tn_fail(TN_EUSAGE, "%s:%zu: a text prompt needs -t TOKENIZER", path, line);
+	else if (json_is_string(p))
+		rc = text_prompt(r, json_string_value(p), json_string_length(p));
+	else if (!v)
+		rc = TN_ENOMEM;
+	for (; !rc && v && i < n; i++) {
+		json_t *x = json_array_get(ids, i);
+		if (!json_is_integer(x) || json_integer_value(x) < 0 ||
+		    json_integer_value(x) >= r->m->cfg.vocab_size)
+			rc = tn_fail(TN_EDATA, "%s:%zu: ids[%zu] is not an id of the model's "
+				     "vocabulary of %d", path, line, i, r->m->cfg.vocab_size);
+		else
+			v[i] = (int32_t)json_integer_value(x);
+	}
+	if (!rc && v)
+		rc = one(r, NULL, 0, v, n);
+	free(v);
+	json_decref(o);
+	return rc;
+}
+
 /* Text prompts: one per line of the file, or its whole content. */
 static int text_prompts(struct run *r, const char *path, int per_line)
 {
 	uint8_t *data;
 	size_t len;
 	int rc = tn_read_file(path, &data, &len);
-	for (size_t at = 0; !rc && at < len;) {
+	for (size_t at = 0, line = 1; !rc && at < len; line++) {
 		const uint8_t *nl = per_line ? memchr(data + at, '\n', len - at) : NULL;
 		size_t end = nl ? (size_t)(nl - data) : len;
-		rc = text_prompt(r, (const char *)data + at, end - at);
+		if (per_line && is_jsonl(path))
+			rc = end > at ? json_prompt(r, path, line, (const char *)data + at, end - at)
+				      : TN_OK;
+		else
+			rc = text_prompt(r, (const char *)data + at, end - at);
 		at = end + 1;
 	}
 	free(data);
@@ -435,16 +483,16 @@ static int run(struct args *a)
 		a->g.eos = r.tok && r.tok->eot_id != TN_BPE_NONE ? (int32_t)r.tok->eot_id : -1;
 	if (a->ignore_eos)
 		a->g.eos = -1;
-	r.stream = !a->prompts;
+	r.stream = !a->prompts && !a->json;
 	if (!rc)
 		rc = tn_out_open(&r.out, a->output ? a->output : "-");
-	if (!rc && a->ids)
+	if (!rc && a->ids && !is_jsonl(a->prompts))
 		rc = id_prompts(&r, a->prompts ? a->prompts : "-");
 	else if (!rc && a->prompt)
 		rc = text_prompt(&r, a->prompt, strlen(a->prompt));
 	else if (!rc)
 		rc = text_prompts(&r, a->prompts ? a->prompts : a->prompt_file ? a->prompt_file : "-",
-				  a->prompts != NULL);
+				  a->prompts != NULL || (a->json && !a->prompt_file));
 	if (!rc && a->batch > 1)
 		rc = tn_generate_batch(r.m, r.tok, &a->g, a->batch, r.bp, r.nb, batch_done, &r);
 	if (!rc && r.stream && !a->ids)

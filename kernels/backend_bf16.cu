@@ -5,8 +5,8 @@
  * Decision: parameters, gradients and optimizer state stay fp32 (master
  * weights), and so do the activations the model keeps; what the products
  * read is bf16. Weights: a bf16 shadow of each allocation a matmul uses as
- * weights, made on first use and kept current by upload, zero and AdamW
- * (the only ops that write parameters). Activations: the op that produces
+ * weights, made on first use and kept current by upload, zero, copy and
+ * AdamW (the only ops that write parameters). Activations: the op that produces
  * a product's input also writes a bf16 twin of it (norms, gates, feature
  * map and head split, and their backwards), kept in a few recycled slots;
  * every op here first marks what it writes, which retires stale twins, so
@@ -636,6 +636,7 @@ extern "C" const struct tn_backend tn_backend_cuda_bf16 = {
 	.graph_end = graph_end,
 	.graph_launch = graph_launch,
 	.graph_free = graph_free,
+	.graph_epoch = tn_cuda_graph_epoch,
 	.status = tn_cuda_status,
 	.device_bytes = tn_cuda_device_bytes,
 	.profile = bf16_profile,

@@ -83,6 +83,7 @@ extern "C" void *tn_cuda_stage(enum tn_stage which, size_t bytes)
 		cudaFree(stage[which].p);
 	}
 	stage[which].bytes = 0;
+	tn_cuda_stage_epoch++; /* graphs that recorded the old buffer are stale */
 	cudaError_t e = cudaMalloc(&stage[which].p, bytes);
 	tn_cuda_note(e, "allocating a staging buffer");
 	if (e != cudaSuccess)
@@ -223,6 +224,7 @@ extern "C" const struct tn_backend tn_backend_cuda = {
 	.graph_end = tn_cuda_graph_end,
 	.graph_launch = tn_cuda_graph_launch,
 	.graph_free = tn_cuda_graph_free,
+	.graph_epoch = tn_cuda_graph_epoch,
 	.status = tn_cuda_status,
 	.device_bytes = tn_cuda_device_bytes,
 	.profile = NULL,

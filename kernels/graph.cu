@@ -109,3 +109,7 @@ void tn_cuda_graph_free(void *graph)
 	if (graph)
 		cudaGraphExecDestroy((cudaGraphExec_t)graph);
 }
+
+size_t tn_cuda_stage_epoch;
+
+size_t tn_cuda_graph_epoch(void) { return tn_cuda_stage_epoch; }

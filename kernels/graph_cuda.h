@@ -18,6 +18,9 @@ int tn_cuda_graph_begin(void);
 int tn_cuda_graph_end(void **graph);
 int tn_cuda_graph_launch(void *graph);
 void tn_cuda_graph_free(void *graph);
+/* Counted up by tn_cuda_stage each time it moves a staging buffer. */
+extern size_t tn_cuda_stage_epoch;
+size_t tn_cuda_graph_epoch(void);
 
 #ifdef __cplusplus
 }

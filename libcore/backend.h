@@ -70,13 +70,17 @@ struct tn_backend {
 	 * backend has no graphs; the ops issued between graph_begin and
 	 * graph_end are recorded, not run, into a graph that graph_launch
 	 * replays over the same memory, so nothing issued in between may
-	 * allocate, copy to or from the host, or synchronise. */
+	 * allocate, copy to or from the host, or synchronise. graph_epoch
+	 * changes whenever the backend moves memory of its own that a graph
+	 * may have recorded (staging buffers): a graph from another epoch is
+	 * captured again. */
 	void (*copy)(void *dst, const void *src, size_t bytes);
 	void (*argmax_rows)(int32_t *out, const float *x, int R, int C);
 	int (*graph_begin)(void);
 	int (*graph_end)(void **graph);
 	int (*graph_launch)(void *graph);
 	void (*graph_free)(void *graph);
+	size_t (*graph_epoch)(void);
 	/* Wait for the ops issued so far: TN_OK, or the first failure of an
 	 * asynchronous op (message set). The CPU backend has none. */
 	int (*status)(void);

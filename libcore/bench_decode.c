@@ -38,6 +38,7 @@ static void usage(void)
 	       "  --steps N           timed decode steps after one warm-up step (default 32)\n"
 	       "  --backend NAME      cpu (default) or, where built, cuda\n"
 	       "  --json              one JSON object per result instead of the table\n"
+	       "On cuda each step replays a CUDA graph (environment TN_GRAPHS=0: launched op by op).\n"
 	       "  -h, --help          this help\n");
 }
 

@@ -1030,7 +1030,10 @@ struct tn_infer {
 	float *logits;
 	int32_t *next;
 	void *graph;
-	const void *graph_key[2];
+	struct graph_key {
+		const void *acts, *state;
+		size_t epoch;
+	} key;
 };
 
 static size_t state_floats(const struct tn_model *m, int B, int l)
@@ -1195,20 +1198,21 @@ static int decode_body(struct tn_model *m, struct tn_infer *st)
 }
 
 /* The decode step as a replayed graph. A graph holds the addresses it was
- * captured over (activations, states), so it is captured again when they
- * change, and only on the second step over the same buffers: the first
- * runs directly, so whatever an op makes on first use exists before the
- * capture. */
+ * captured over (activations, states, the backend's staging buffers), so
+ * it is captured again when they change, and only on the second step over
+ * the same buffers: the first runs directly, so whatever an op makes on
+ * first use exists before the capture. */
 static int decode_graph(struct tn_model *m, struct tn_infer *st)
 {
 	const struct tn_backend *be = m->be;
-	const void *key[2] = {m->acts->mem, st->s[0]};
-	if (memcmp(key, st->graph_key, sizeof(key))) {
+	struct graph_key k = {m->acts->mem, st->s[0], be->graph_epoch()};
+	if (k.acts != st->key.acts || k.state != st->key.state || k.epoch != st->key.epoch) {
 		if (st->graph)
 			be->graph_free(st->graph);
 		st->graph = NULL;
-		memcpy(st->graph_key, key, sizeof(key));
-		return decode_body(m, st);
+		int rc = decode_body(m, st);
+		st->key = (struct graph_key){m->acts->mem, st->s[0], be->graph_epoch()};
+		return rc;
 	}
 	if (!st->graph) {
 		int rc = be->graph_begin();
@@ -1228,7 +1232,7 @@ static int decode(struct tn_model *m, struct tn_infer *st, const int32_t *tok, f
 {
 	const struct tn_backend *be = m->be;
 	const char *env = getenv("TN_GRAPHS"); /* "0": no graphs, to measure what they save */
-	int graphs = be->graph_begin && !(env && !strcmp(env, "0"));
+	int graphs = be->graph_begin && !m->tp && !(env && !strcmp(env, "0")); /* no collectives in graphs */
 	int B = st->B, V = m->cfg.vocab_size, rc = step_inputs(m, st, tok, 1);
 	if (rc)
 		return rc;
