@@ -36,7 +36,7 @@ static void usage(void)
 	       "  --ctx LIST          context lengths before decoding (default 512,4k)\n"
 	       "  --batch LIST        sequences decoded together (default 1,8)\n"
 	       "  --steps N           timed decode steps after one warm-up step (default 32)\n"
-	       "  --backend NAME      cpu (default) or, where built, cuda\n"
+	       "  --backend NAME      cpu (default) or, where built, cuda or cuda-bf16\n"
 	       "  --json              one JSON object per result instead of the table\n"
 	       "On cuda each step replays a CUDA graph (environment TN_GRAPHS=0: launched op by op).\n"
 	       "  -h, --help          this help\n");

@@ -382,7 +382,7 @@ static const char mc_usage[] =
 	"  -b, --batch N          score N items together, all their choices one batch\n"
 	"                         (default 1)\n"
 	"      --json             one JSON line per task\n"
-	"      --backend NAME     cpu (default) or, where built, cuda\n"
+	"      --backend NAME     cpu (default) or, where built, cuda or cuda-bf16\n"
 	"  -h, --help             show this help and exit\n"
 	"  -V, --version          show the version and exit\n"
 	"\n"
