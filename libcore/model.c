@@ -11,7 +11,10 @@
  * all-reduced forward, those of the input gradients of the column-split
  * ones (qkvu, l1 + l2) backward, and the in-mixer norm over all heads sums
  * its per-row statistics over the ranks. Without TP no collective runs and
- * the ops are exactly those of the one-process model. */
+ * the ops are exactly those of the one-process model.
+ * Activation checkpointing: a checkpointed layer keeps only its input; its
+ * other activations live in one work set shared by all such layers and are
+ * made again, by the same forward, just before the layer's backward. */
 #include "model.h"
 #include "rng.h"
 #include "safetensors.h"
