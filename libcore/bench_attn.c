@@ -171,7 +171,7 @@ static int gnuplot_svg(const char *script, const char *path)
 		rc = tn_fail(TN_EIO, "%s: gnuplot failed (status %d)", path, st);
 	if (!rc)
 		rc = tn_out_commit(&out);
-	if (rc && opened)
+	if (opened) /* frees it; after a commit, removes nothing */
 		tn_out_abort(&out);
 	unlink(tmp);
 	return rc;
