@@ -1,7 +1,8 @@
 /* tn-generate - generate text or ids with a model (see tn-generate(1)).
  * Options and plumbing only; the loop and the sampler are libcore/generate.c
  * and libcore/sample.c. One prompt streams to stdout as it is made; a file
- * of prompts (one per line) gives one JSON line each. */
+ * of prompts (one per line) gives one JSON line each; with --batch all
+ * prompts are read first and generated together, output in prompt order. */
 #include "backend.h"
 #include "checkpoint.h"
 #include "cli.h"
@@ -36,7 +37,9 @@ static const char usage_text[] =
 	"  -t, --tokenizer PATH         tokenizer (tokenizer.model, tokenizer.json, ...)\n"
 	"  -p, --prompt TEXT            the prompt\n"
 	"      --prompt-file FILE       the whole file is the prompt\n"
-	"      --prompts FILE           one prompt per line; JSON lines out\n"
+	"      --prompts FILE           one prompt per line; JSON lines out. FILE.jsonl:\n"
+	"                               {\"prompt\": TEXT} or {\"ids\": [ID, ...]} per line\n"
+	"      --json                   JSON lines out for any prompts (not streamed)\n"
 	"      --ids                    prompts and continuations as decimal ids\n"
 	"  -n, --max-tokens N           generate at most N tokens (default 128)\n"
 	"      --greedy                 always the most likely token (the default)\n"
@@ -52,8 +55,12 @@ static const char usage_text[] =
 	"      --ignore-eos             never stop at an end-of-text id\n"
 	"      --max-prompt N           refuse prompts longer than N tokens\n"
 	"  -o, --output FILE            write here instead of standard output\n"
+	"  -b, --batch N                decode up to N prompts together; a finished one's\n"
+	"                               place goes to the next prompt (default 1); output\n"
+	"                               as without it, in prompt order, not streamed\n"
 	"      --timing                 prefill and decode times on standard error\n"
-	"      --backend NAME           cpu (default) or, where built, cuda\n"
+	"      --backend NAME           cpu (default) or, where built, cuda (fp32)\n"
+	"                               or cuda-bf16 (bf16 products)\n"
 	"  -h, --help                   show this help and exit\n"
 	"  -V, --version                show the version and exit\n"
 	"\n"
@@ -62,7 +69,7 @@ static const char usage_text[] =
 
 enum { OPT_PROMPT_FILE = 256, OPT_PROMPTS, OPT_IDS, OPT_GREEDY, OPT_TEMP, OPT_TOPK, OPT_TOPP,
        OPT_MINP, OPT_REP, OPT_SEED, OPT_STOP, OPT_EOS, OPT_NOEOS, OPT_MAXPROMPT, OPT_TIMING,
-       OPT_BACKEND };
+       OPT_BACKEND, OPT_JSON };
 
 static const struct option long_opts[] = {
 	{"model", required_argument, NULL, 'm'},
@@ -84,8 +91,10 @@ static const struct option long_opts[] = {
 	{"ignore-eos", no_argument, NULL, OPT_NOEOS},
 	{"max-prompt", required_argument, NULL, OPT_MAXPROMPT},
 	{"output", required_argument, NULL, 'o'},
+	{"batch", required_argument, NULL, 'b'},
 	{"timing", no_argument, NULL, OPT_TIMING},
 	{"backend", required_argument, NULL, OPT_BACKEND},
+	{"json", no_argument, NULL, OPT_JSON},
 	{"help", no_argument, NULL, 'h'},
 	{"version", no_argument, NULL, 'V'},
 	{NULL, 0, NULL, 0},
@@ -94,7 +103,7 @@ static const struct option long_opts[] = {
 struct args {
 	const char *model, *tok, *prompt, *prompt_file, *prompts, *output;
 	const struct tn_backend *be;
-	int ids, timing, ignore_eos, have_eos;
+	int ids, timing, ignore_eos, have_eos, batch, json;
 	struct tn_gen_opts g;
 	const char *stop[64];
 };
@@ -131,10 +140,15 @@ static int parse_opt(struct args *a, int c, const char *arg)
 	case OPT_PROMPT_FILE: a->prompt_file = arg; return TN_OK;
 	case OPT_PROMPTS: a->prompts = arg; return TN_OK;
 	case OPT_IDS: a->ids = 1; return TN_OK;
+	case OPT_JSON: a->json = 1; return TN_OK;
 	case OPT_GREEDY: a->g.sample.temperature = 0; return TN_OK;
 	case OPT_NOEOS: a->ignore_eos = 1; return TN_OK;
 	case OPT_TIMING: a->timing = 1; return TN_OK;
 	case 'n': return parse_int("--max-tokens", arg, &a->g.max_tokens, 1u << 24);
+	case 'b':
+		if ((rc = parse_int("--batch", arg, &a->batch, 1u << 16)) || a->batch < 1)
+			return rc ? rc : tn_cli_usage_error(prog, "--batch: at least 1");
+		return TN_OK;
 	case OPT_MAXPROMPT: return parse_int("--max-prompt", arg, &a->g.max_prompt, 1u << 30);
 	case OPT_TOPK: return parse_int("--top-k", arg, &a->g.sample.top_k, 1u << 30);
 	case OPT_EOS:
@@ -168,9 +182,10 @@ static int parse_args(struct args *a, int argc, char **argv)
 	tn_gen_defaults(&a->g);
 	a->g.stop = a->stop;
 	a->be = &tn_backend_cpu;
+	a->batch = 1;
 	int c, rc = TN_OK;
 	opterr = 0;
-	while (!rc && (c = getopt_long(argc, argv, "m:t:p:n:o:hV", long_opts, NULL)) != -1)
+	while (!rc && (c = getopt_long(argc, argv, "m:t:p:n:o:b:hV", long_opts, NULL)) != -1)
 		rc = parse_opt(a, c, optarg);
 	if (rc)
 		return rc;
@@ -197,6 +212,10 @@ struct run {
 	struct tn_out out;
 	int stream;  /* text as it is made (one prompt, no JSON) */
 	size_t made; /* ids printed for the current prompt */
+	/* --batch: the prompts, kept until all are read */
+	struct tn_gen_prompt *bp;
+	char **btext;
+	size_t *blen, nb, capb;
 };
 
 static int emit_text(void *ctx, int32_t id, const char *text, size_t len)
@@ -264,21 +283,78 @@ static int json_line(struct run *r, const char *prompt, size_t plen, size_t np,
 	return rc ? rc : tn_out_write(&r->out, "\n", 1);
 }
 
+/* What one prompt's generation leaves on the output after the stream. */
+static int finish(struct run *r, const char *text, size_t len, size_t n,
+		  const struct tn_gen_result *g)
+{
+	int rc = TN_OK;
+	if (r->stream && r->a->batch > 1 && !r->a->ids) /* not streamed: all of it now */
+		rc = tn_out_write(&r->out, g->text, g->len);
+	for (size_t i = 0; r->stream && r->a->batch > 1 && r->a->ids && !rc && i < g->n; i++)
+		rc = emit_id(r, g->ids[i], NULL, 0);
+	if (rc)
+		return rc;
+	if (r->stream)
+		rc = r->a->ids ? tn_out_write(&r->out, "\n", 1) : TN_OK;
+	else
+		rc = json_line(r, text, len, n, g);
+	if (!rc && r->a->timing)
+		fprintf(stderr, "%s: prompt %zu tokens, prefill %.3f s; %zu tokens, %.3f ms/token\n",
+			prog, n, g->prefill_s, g->n, g->n ? 1e3 * g->decode_s / (double)g->n : 0.0);
+	return rc;
+}
+
+/* Keep a prompt for the batch (text and ids copied). */
+static int keep(struct run *r, const char *text, size_t len, const int32_t *ids, size_t n)
+{
+	if (r->nb == r->capb) {
+		size_t cap = r->capb ? 2 * r->capb : 64;
+		void *p = tn_realloc(r->bp, cap * sizeof(*r->bp)), *t, *l;
+		if (p)
+			r->bp = p;
+		t = p ? tn_realloc(r->btext, cap * sizeof(*r->btext)) : NULL;
+		if (t)
+			r->btext = t;
+		l = t ? tn_realloc(r->blen, cap * sizeof(*r->blen)) : NULL;
+		if (!l)
+			return TN_ENOMEM;
+		r->blen = l;
+		r->capb = cap;
+	}
+	int32_t *v = tn_malloc((n ? n : 1) * sizeof(int32_t));
+	char *t = text ? tn_malloc(len + 1) : NULL;
+	if (!v || (text && !t)) {
+		free(v);
+		free(t);
+		return TN_ENOMEM;
+	}
+	memcpy(v, ids, n * sizeof(int32_t));
+	if (t)
+		memcpy(t, text, len);
+	r->bp[r->nb] = (struct tn_gen_prompt){v, n};
+	r->btext[r->nb] = t;
+	r->blen[r->nb++] = len;
+	return TN_OK;
+}
+
+static int batch_done(void *ctx, size_t i, struct tn_gen_result *g)
+{
+	struct run *r = ctx;
+	r->made = 0;
+	return finish(r, r->btext[i], r->blen[i], r->bp[i].n, g);
+}
+
 static int one(struct run *r, const char *text, size_t len, const int32_t *ids, size_t n)
 {
+	if (r->a->batch > 1)
+		return keep(r, text, len, ids, n);
 	struct tn_gen_result g;
 	r->made = 0;
 	int rc = tn_generate(r->m, r->tok, &r->a->g, ids, n,
 			     r->stream ? (r->a->ids ? emit_id : emit_text) : NULL, r, &g);
 	if (rc)
 		return rc;
-	if (r->stream)
-		rc = r->a->ids ? tn_out_write(&r->out, "\n", 1) : TN_OK;
-	else
-		rc = json_line(r, text, len, n, &g);
-	if (!rc && r->a->timing)
-		fprintf(stderr, "%s: prompt %zu tokens, prefill %.3f s; %zu tokens, %.3f ms/token\n",
-			prog, n, g.prefill_s, g.n, g.n ? 1e3 * g.decode_s / (double)g.n : 0.0);
+	rc = finish(r, text, len, n, &g);
 	tn_gen_result_free(&g);
 	return rc;
 }
@@ -293,16 +369,60 @@ static int text_prompt(struct run *r, const char *text, size_t len)
 	return rc;
 }
 
+static int is_jsonl(const char *path)
+{
+	size_t n = path ? strlen(path) : 0;
+	return n > 6 && !strcmp(path + n - 6, ".jsonl");
+}
+
+/* A line of a .jsonl prompt file: {"prompt": TEXT} or {"ids": [ID, ...]}. */
+static int json_prompt(struct run *r, const char *path, size_t line, const char *s, size_t len)
+{
+	json_error_t err;
+	json_t *o = json_loadb(s, len, 0, &err), *p = json_object_get(o, "prompt"),
+	       *ids = json_object_get(o, "ids");
+	size_t n = json_array_size(ids), i = 0;
+	int32_t *v = json_is_array(ids) ? tn_malloc((n ? n : 1) * sizeof(int32_t)) : NULL;
+	int rc = TN_OK;
+	if (!json_is_string(p) && !json_is_array(ids))
+		rc = tn_fail(TN_EDATA, "%s:%zu: not a JSON object with \"prompt\" (text) or "
+			     "\"ids\" (an array of ids)", path, line);
+	else if (json_is_string(p) && !r->ts)
+		rc = tn_fail(TN_EUSAGE, "%s:%zu: a text prompt needs -t TOKENIZER", path, line);
+	else if (json_is_string(p))
+		rc = text_prompt(r, json_string_value(p), json_string_length(p));
+	else if (!v)
+		rc = TN_ENOMEM;
+	for (; !rc && v && i < n; i++) {
+		json_t *x = json_array_get(ids, i);
+		if (!json_is_integer(x) || json_integer_value(x) < 0 ||
+		    json_integer_value(x) >= r->m->cfg.vocab_size)
+			rc = tn_fail(TN_EDATA, "%s:%zu: ids[%zu] is not an id of the model's "
+				     "vocabulary of %d", path, line, i, r->m->cfg.vocab_size);
+		else
+			v[i] = (int32_t)json_integer_value(x);
+	}
+	if (!rc && v)
+		rc = one(r, NULL, 0, v, n);
+	free(v);
+	json_decref(o);
+	return rc;
+}
+
 /* Text prompts: one per line of the file, or its whole content. */
 static int text_prompts(struct run *r, const char *path, int per_line)
 {
 	uint8_t *data;
 	size_t len;
 	int rc = tn_read_file(path, &data, &len);
-	for (size_t at = 0; !rc && at < len;) {
+	for (size_t at = 0, line = 1; !rc && at < len; line++) {
 		const uint8_t *nl = per_line ? memchr(data + at, '\n', len - at) : NULL;
 		size_t end = nl ? (size_t)(nl - data) : len;
-		rc = text_prompt(r, (const char *)data + at, end - at);
+		if (per_line && is_jsonl(path))
+			rc = end > at ? json_prompt(r, path, line, (const char *)data + at, end - at)
+				      : TN_OK;
+		else
+			rc = text_prompt(r, (const char *)data + at, end - at);
 		at = end + 1;
 	}
 	free(data);
@@ -364,21 +484,30 @@ static int run(struct args *a)
 		a->g.eos = r.tok && r.tok->eot_id != TN_BPE_NONE ? (int32_t)r.tok->eot_id : -1;
 	if (a->ignore_eos)
 		a->g.eos = -1;
-	r.stream = !a->prompts;
+	r.stream = !a->prompts && !a->json;
 	if (!rc)
 		rc = tn_out_open(&r.out, a->output ? a->output : "-");
-	if (!rc && a->ids)
+	if (!rc && a->ids && !is_jsonl(a->prompts))
 		rc = id_prompts(&r, a->prompts ? a->prompts : "-");
 	else if (!rc && a->prompt)
 		rc = text_prompt(&r, a->prompt, strlen(a->prompt));
 	else if (!rc)
 		rc = text_prompts(&r, a->prompts ? a->prompts : a->prompt_file ? a->prompt_file : "-",
-				  a->prompts != NULL);
+				  a->prompts != NULL || (a->json && !a->prompt_file));
+	if (!rc && a->batch > 1)
+		rc = tn_generate_batch(r.m, r.tok, &a->g, a->batch, r.bp, r.nb, batch_done, &r);
 	if (!rc && r.stream && !a->ids)
 		rc = tn_out_write(&r.out, "\n", 1);
 	if (!rc)
 		rc = tn_out_commit(&r.out);
 	tn_out_abort(&r.out);
+	for (size_t i = 0; i < r.nb; i++) {
+		free((void *)r.bp[i].ids);
+		free(r.btext[i]);
+	}
+	free(r.bp);
+	free(r.btext);
+	free(r.blen);
 	tn_tok_state_free(r.ts);
 	tn_tokenizer_free(r.tok);
 	tn_model_free(r.m);

@@ -62,11 +62,18 @@ static const char usage_text[] =
 	"      --keep K              step checkpoints kept, 0 = all (default 3)\n"
 	"      --save-dtype T        weights as f32 (default, exact resume), bf16 or f16\n"
 	"      --threads N           CPU threads (default: all)\n"
-	"      --backend NAME        cpu (default) or, where built, cuda\n"
-	"Several ranks (data parallel):\n"
+	"      --backend NAME        cpu (default) or, where built, cuda (fp32)\n"
+	"                            or cuda-bf16 (bf16 products, fp32 master weights)\n"
+	"Several ranks (data and tensor parallel):\n"
 	"      --nproc N             start N ranks on this host (under Open MPI's mpirun);\n"
-	"                            --batch is per rank, so the global batch is N x batch\n"
-	"      --zero 0|1|2          shard optimizer moments (1) and gradients too (2) (default 0)\n"
+	"                            --batch is per data-parallel rank: the global batch is\n"
+	"                            N / tp x batch\n"
+	"      --tp T                tensor parallel: groups of T consecutive ranks split the\n"
+	"                            heads and the SGLU width of one model (default 1)\n"
+	"      --zero 0|1|2          shard optimizer moments (1) and gradients too (2) over\n"
+	"                            the data-parallel ranks (default 0)\n"
+	"      --no-overlap          sum gradients after the backward pass, not layer by\n"
+	"                            layer during it\n"
 	"      --timeout SECONDS     stop all ranks if a step takes longer (default 600)\n"
 	"      --json                print a summary as one JSON line on stdout\n"
 	"  -q, --quiet               no progress lines\n"
@@ -82,7 +89,7 @@ enum {
 	OPT_SEQ_LEN, OPT_BATCH, OPT_BATCH_TOKENS, OPT_ACCUM, OPT_LR, OPT_MIN_LR, OPT_WARMUP,
 	OPT_SCHEDULE, OPT_WD, OPT_DECAY_EMB, OPT_BETA1, OPT_BETA2, OPT_CLIP, OPT_SEED,
 	OPT_LOG_EVERY, OPT_EVAL_EVERY, OPT_EVAL_WINDOWS, OPT_SAVE_EVERY, OPT_KEEP, OPT_SAVE_DTYPE,
-	OPT_THREADS, OPT_JSON, OPT_BACKEND, OPT_NPROC, OPT_ZERO, OPT_TIMEOUT,
+	OPT_THREADS, OPT_JSON, OPT_BACKEND, OPT_NPROC, OPT_TP, OPT_ZERO, OPT_NO_OVERLAP, OPT_TIMEOUT,
 };
 
 static const struct option long_opts[] = {
@@ -117,7 +124,9 @@ static const struct option long_opts[] = {
 	{"threads", required_argument, NULL, OPT_THREADS},
 	{"backend", required_argument, NULL, OPT_BACKEND},
 	{"nproc", required_argument, NULL, OPT_NPROC},
+	{"tp", required_argument, NULL, OPT_TP},
 	{"zero", required_argument, NULL, OPT_ZERO},
+	{"no-overlap", no_argument, NULL, OPT_NO_OVERLAP},
 	{"timeout", required_argument, NULL, OPT_TIMEOUT},
 	{"json", no_argument, NULL, OPT_JSON},
 	{"quiet", no_argument, NULL, 'q'},
@@ -131,7 +140,7 @@ struct args {
 	const char *preset, *config;
 	const char **sets;
 	int n_sets, quiet, json, have_model;
-	uint64_t tokens, batch_tokens, threads, nproc, zero, timeout;
+	uint64_t tokens, batch_tokens, threads, nproc, tp, zero, timeout;
 };
 
 static int parse_real(const char *opt, const char *s, double lo, double *out)
@@ -220,11 +229,17 @@ static int parse_option(struct args *a, int c, const char *arg)
 	case OPT_DATA: a->t.data = arg; return TN_OK;
 	case 'o': a->t.out = arg; return TN_OK;
 	case OPT_DECAY_EMB: a->t.optim.decay_embedding = 1; return TN_OK;
+	case OPT_NO_OVERLAP: a->t.no_overlap = 1; return TN_OK;
 	case OPT_JSON: a->json = 1; return TN_OK;
 	case 'q': a->quiet = 1; return TN_OK;
 	case OPT_NPROC:
 		if (tn_cli_u64(prog, "--nproc", arg, &a->nproc, 0) || a->nproc == 0 || a->nproc > 4096)
 			return tn_cli_usage_error(prog, "--nproc: 1 to 4096");
+		return TN_OK;
+	case OPT_TP:
+		if (tn_cli_u64(prog, "--tp", arg, &a->tp, 0) || a->tp == 0 || a->tp > 4096)
+			return tn_cli_usage_error(prog, "--tp: 1 to 4096");
+		a->t.tp = (int)a->tp;
 		return TN_OK;
 	case OPT_ZERO:
 		if (tn_parse_u64(arg, &a->zero, 0) || a->zero > 2)
@@ -277,6 +292,9 @@ static int build_config(struct args *a)
 		rc = tn_config_set(&a->t.cfg, a->sets[i]);
 	if (!rc)
 		rc = tn_config_check(&a->t.cfg, a->preset ? a->preset : a->config);
+	if (!rc && a->tp > 1 && (a->t.cfg.heads % (int)a->tp || a->t.cfg.glu_dim % (int)a->tp))
+		return tn_cli_usage_error(prog, "--tp %d needs heads (%d) and glu_dim (%d) divisible "
+					  "by it", (int)a->tp, a->t.cfg.heads, a->t.cfg.glu_dim);
 	if (rc == TN_EUSAGE)
 		return tn_cli_usage_error(prog, "%s", tn_errmsg());
 	return rc ? tn_cli_report(prog, rc) : TN_OK;
@@ -298,6 +316,9 @@ static int finish_args(struct args *a)
 	}
 	if (t->steps <= 0)
 		return tn_cli_usage_error(prog, "--steps must be positive");
+	if (a->tp > 1 && (a->nproc ? a->nproc : 1) % a->tp && !tn_launched_by_mpirun())
+		return tn_cli_usage_error(prog, "--tp %llu needs --nproc a multiple of it",
+					  (unsigned long long)a->tp);
 	if (a->threads) {
 		omp_set_num_threads((int)a->threads);
 		openblas_set_num_threads((int)a->threads);

@@ -8,6 +8,7 @@
 
 #include "cuda_common.h"
 #include "lightning_attn_cuda.h"
+#include "graph_cuda.h"
 #include "ops_cuda.h"
 
 extern "C" {
@@ -49,6 +50,10 @@ extern "C" struct tn_cuda *tn_cuda_get(void)
 		s = cublasSetStream(ctx.blas, ctx.stream);
 	if (s == CUBLAS_STATUS_SUCCESS) /* fp32 means fp32: no TF32 */
 		s = cublasSetMathMode(ctx.blas, CUBLAS_PEDANTIC_MATH);
+	if (s == CUBLAS_STATUS_SUCCESS)
+		s = cublasCreate(&ctx.blas16);
+	if (s == CUBLAS_STATUS_SUCCESS)
+		s = cublasSetStream(ctx.blas16, ctx.stream);
 	tn_cuda_note_blas(s, "creating the cuBLAS handle");
 	return failed ? NULL : &ctx;
 }
@@ -61,7 +66,41 @@ extern "C" int tn_cuda_status(void)
 	return failed ? tn_fail(TN_EIO, "%s", first_error) : TN_OK;
 }
 
-static void *cuda_alloc(size_t bytes)
+static struct {
+	void *p;
+	size_t bytes;
+} stage[TN_STAGE_COUNT];
+
+extern "C" void *tn_cuda_stage(enum tn_stage which, size_t bytes)
+{
+	struct tn_cuda *cu = tn_cuda_get();
+	if (!cu)
+		return NULL;
+	if (stage[which].bytes >= bytes)
+		return stage[which].p;
+	if (stage[which].p) { /* kernels in flight may still read it */
+		tn_cuda_note(cudaStreamSynchronize(cu->stream), "staging");
+		cudaFree(stage[which].p);
+	}
+	stage[which].bytes = 0;
+	tn_cuda_stage_epoch++; /* graphs that recorded the old buffer are stale */
+	cudaError_t e = cudaMalloc(&stage[which].p, bytes);
+	tn_cuda_note(e, "allocating a staging buffer");
+	if (e != cudaSuccess)
+		return stage[which].p = NULL;
+	stage[which].bytes = bytes;
+	return stage[which].p;
+}
+
+extern "C" size_t tn_cuda_device_bytes(void)
+{
+	size_t free_b = 0, total = 0;
+	if (!tn_cuda_get() || cudaMemGetInfo(&free_b, &total) != cudaSuccess)
+		return 0;
+	return total - free_b;
+}
+
+extern "C" void *tn_cuda_alloc(size_t bytes)
 {
 	void *p = NULL;
 	struct tn_cuda *cu = tn_cuda_get();
@@ -81,7 +120,7 @@ static void *cuda_alloc(size_t bytes)
 	return p;
 }
 
-static void cuda_free(void *p)
+extern "C" void tn_cuda_free(void *p)
 {
 	if (!p)
 		return;
@@ -90,7 +129,7 @@ static void cuda_free(void *p)
 	cudaFree(p);
 }
 
-static void cuda_upload(void *dst, const void *host, size_t bytes)
+extern "C" void tn_cuda_upload(void *dst, const void *host, size_t bytes)
 {
 	struct tn_cuda *cu = tn_cuda_get();
 	if (!cu || !bytes)
@@ -100,7 +139,7 @@ static void cuda_upload(void *dst, const void *host, size_t bytes)
 	tn_cuda_note(e == cudaSuccess ? cudaStreamSynchronize(cu->stream) : e, "upload");
 }
 
-static void cuda_download(void *host, const void *src, size_t bytes)
+extern "C" void tn_cuda_download(void *host, const void *src, size_t bytes)
 {
 	struct tn_cuda *cu = tn_cuda_get();
 	if (cu && bytes) {
@@ -111,7 +150,7 @@ static void cuda_download(void *host, const void *src, size_t bytes)
 		memset(host, 0, bytes); /* never hand back uninitialised memory */
 }
 
-static void cuda_zero(void *p, size_t bytes)
+extern "C" void tn_cuda_zero(void *p, size_t bytes)
 {
 	struct tn_cuda *cu = tn_cuda_get();
 	if (cu && bytes)
@@ -140,7 +179,7 @@ static int attn_backward(const struct tn_attn_shape *sh, const float *q, const f
 					    dv, cu->stream);
 }
 
-static int attn_decode(int B, int H, int dk, int dv, const float *q, const float *k,
+extern "C" int attn_decode_cuda(int B, int H, int dk, int dv, const float *q, const float *k,
 		       const float *v, const float *decay_s, float *state, float *o)
 {
 	struct tn_cuda *cu = tn_cuda_get();
@@ -152,11 +191,11 @@ static int attn_decode(int B, int H, int dk, int dv, const float *q, const float
 
 extern "C" const struct tn_backend tn_backend_cuda = {
 	.name = "cuda",
-	.alloc = cuda_alloc,
-	.free = cuda_free,
-	.upload = cuda_upload,
-	.download = cuda_download,
-	.zero = cuda_zero,
+	.alloc = tn_cuda_alloc,
+	.free = tn_cuda_free,
+	.upload = tn_cuda_upload,
+	.download = tn_cuda_download,
+	.zero = tn_cuda_zero,
 	.matmul_forward = matmul_forward_cuda,
 	.matmul_backward = matmul_backward_cuda,
 	.embedding_forward = embedding_forward_cuda,
@@ -178,6 +217,16 @@ extern "C" const struct tn_backend tn_backend_cuda = {
 	.adamw_update = adamw_update_cuda,
 	.attn_forward = attn_forward,
 	.attn_backward = attn_backward,
-	.attn_decode = attn_decode,
+	.attn_decode = attn_decode_cuda,
+	.copy = tn_cuda_copy,
+	.argmax_rows = tn_cuda_argmax_rows,
+	.graph_begin = tn_cuda_graph_begin,
+	.graph_end = tn_cuda_graph_end,
+	.graph_launch = tn_cuda_graph_launch,
+	.graph_free = tn_cuda_graph_free,
+	.graph_epoch = tn_cuda_graph_epoch,
 	.status = tn_cuda_status,
+	.device_bytes = tn_cuda_device_bytes,
+	.profile = NULL,
+	.profile_read = NULL,
 };

@@ -17,6 +17,9 @@ struct tn_nccl;
 int tn_nccl_select_device(int local_rank);
 int tn_nccl_make_id(unsigned char id[TN_NCCL_ID_BYTES]);
 int tn_nccl_open(struct tn_nccl **c, int rank, int size, const unsigned char id[TN_NCCL_ID_BYTES]);
+/* The ranks of c with the same color, ordered by key (ncclCommSplit);
+ * collective over c. */
+int tn_nccl_split(struct tn_nccl *c, int color, int key, struct tn_nccl **sub);
 int tn_nccl_allreduce(struct tn_nccl *c, float *dev, size_t n);
 /* A host double array, summed through a device buffer. */
 int tn_nccl_allreduce_host_f64(struct tn_nccl *c, double *host, size_t n);

@@ -43,6 +43,8 @@ void crossentropy_backward_cuda(float *dx, float *demb, const float *x, const fl
 				const int32_t *target, const float *lse, float scale, int R,
 				int C, int V, float *scratch);
 double sumsq_forward_cuda(const float *x, size_t n);
+int attn_decode_cuda(int B, int H, int dk, int dv, const float *q, const float *k,
+		     const float *v, const float *decay_s, float *state, float *o);
 void adamw_update_cuda(float *p, const float *g, float *m, float *v, size_t n, float lr,
 		       float beta1, float beta2, float eps, float wd, float gscale, float bc1,
 		       float bc2);

@@ -1,7 +1,9 @@
 /* ops_lrpe.cu - head split with LRPE, its backward, and the head merge.
  * Angles and their cos/sin in double, rounded to fp32, as on the CPU; the
- * gradient of theta is one block per (head, channel), summed in double. */
+ * gradient of theta is one block per (head, channel), summed in double.
+ * The mixed-precision forms also write a bf16 twin of the output. */
 #include "cuda_common.h"
+#include "ops_bf16.h"
 #include "ops_cuda.h"
 #include "reduce.cuh"
 
@@ -10,64 +12,48 @@ __device__ static size_t head_row(int b, int h, int t, int H, int n, int dk)
 	return (((size_t)b * H + h) * n + t) * dk;
 }
 
-/* Where element i of the rows [B*n, H*hd] sits: row, channel e = h*hd + c,
- * sequence b and position t. */
-struct elem {
-	size_t row;
-	int e, h, c, b, t;
-};
-
-__device__ static struct elem locate(size_t i, int n, int H, int hd)
+/* One block per row (position) of the [B*n, H*hd] side, its threads over
+ * the channels e = h*hd + c: 32-bit index arithmetic once per element, and
+ * both sides read and written in runs of hd consecutive floats. */
+__global__ static void lrpe_fwd(float *out, bf16 *out16, const float *inp, const float *theta,
+				const int32_t *pos, int n, int H, int hd)
 {
-	struct elem x;
-	int E = H * hd;
-	x.row = i / E;
-	x.e = (int)(i % E);
-	x.h = x.e / hd;
-	x.c = x.e % hd;
-	x.b = (int)(x.row / n);
-	x.t = (int)(x.row % n);
-	return x;
+	int row = blockIdx.x, b = row / n, t = row % n, E = H * hd, dk = theta ? 2 * hd : hd;
+	double p = pos ? pos[row] : t;
+	for (int e = threadIdx.x; e < E; e += blockDim.x) {
+		int h = e / hd, c = e - h * hd;
+		float v = inp[(size_t)row * E + e];
+		size_t o = head_row(b, h, t, H, n, dk);
+		if (!theta) {
+			out[o + c] = v;
+			put16(out16, o + c, v);
+			continue;
+		}
+		double a = (double)theta[e] * p;
+		float vc = v * (float)cos(a), vs = v * (float)sin(a);
+		out[o + c] = vc;
+		out[o + hd + c] = vs;
+		put16(out16, o + c, vc);
+		put16(out16, o + hd + c, vs);
+	}
 }
 
-__global__ static void lrpe_fwd(float *out, const float *inp, const float *theta,
-				const int32_t *pos, int B, int n, int H, int hd)
+__global__ static void lrpe_bwd(float *dinp, bf16 *dinp16, const float *dout, const float *theta,
+				const int32_t *pos, int n, int H, int hd)
 {
-	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-	int dk = theta ? 2 * hd : hd;
-	if (i >= (size_t)B * n * H * hd)
-		return;
-	struct elem x = locate(i, n, H, hd);
-	int e = x.e, c = x.c, t = x.t;
-	size_t row = x.row;
-	float v = inp[i];
-	float *o = out + head_row(x.b, x.h, t, H, n, dk);
-	if (!theta) {
-		o[c] = v;
-		return;
+	int row = blockIdx.x, b = row / n, t = row % n, E = H * hd, dk = theta ? 2 * hd : hd;
+	double p = pos ? pos[row] : t;
+	for (int e = threadIdx.x; e < E; e += blockDim.x) {
+		int h = e / hd, c = e - h * hd;
+		const float *g = dout + head_row(b, h, t, H, n, dk);
+		float v = g[c];
+		if (theta) {
+			double a = (double)theta[e] * p;
+			v = g[c] * (float)cos(a) + g[hd + c] * (float)sin(a);
+		}
+		dinp[(size_t)row * E + e] = v;
+		put16(dinp16, (size_t)row * E + e, v);
 	}
-	double a = (double)theta[e] * (pos ? pos[row] : t);
-	o[c] = v * (float)cos(a);
-	o[hd + c] = v * (float)sin(a);
-}
-
-__global__ static void lrpe_bwd(float *dinp, const float *dout, const float *theta,
-				const int32_t *pos, int B, int n, int H, int hd)
-{
-	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-	int dk = theta ? 2 * hd : hd;
-	if (i >= (size_t)B * n * H * hd)
-		return;
-	struct elem x = locate(i, n, H, hd);
-	int e = x.e, c = x.c, t = x.t;
-	size_t row = x.row;
-	const float *g = dout + head_row(x.b, x.h, t, H, n, dk);
-	if (!theta) {
-		dinp[i] = g[c];
-		return;
-	}
-	double a = (double)theta[e] * (pos ? pos[row] : t);
-	dinp[i] = g[c] * (float)cos(a) + g[hd + c] * (float)sin(a);
 }
 
 /* One block per (h, c): dtheta += sum over rows of p x (-sin(a) g_cos + cos(a) g_sin). */
@@ -88,34 +74,52 @@ __global__ static void lrpe_dtheta(float *dtheta, const float *dout, const float
 		dtheta[e] += (float)acc;
 }
 
-__global__ static void merge(float *out, const float *inp, int B, int n, int H, int hd)
+__global__ static void merge(float *out, const float *inp, int n, int H, int hd)
 {
-	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-	if (i >= (size_t)B * n * H * hd)
-		return;
-	struct elem x = locate(i, n, H, hd);
-	out[i] = inp[head_row(x.b, x.h, x.t, H, n, hd) + x.c];
+	int row = blockIdx.x, b = row / n, t = row % n, E = H * hd;
+	for (int e = threadIdx.x; e < E; e += blockDim.x) {
+		int h = e / hd, c = e - h * hd;
+		out[(size_t)row * E + e] = inp[head_row(b, h, t, H, n, hd) + c];
+	}
 }
+
+/* Threads per row block: the channels, rounded up to whole warps, at most 256. */
+static unsigned row_threads(int E) { return E >= 256 ? 256 : (unsigned)((E + 31) / 32 * 32); }
 
 void lrpe_forward_cuda(float *out, const float *inp, const float *theta, const int32_t *pos,
 		       int B, int n, int H, int hd)
+{
+	lrpe_forward_twin(out, NULL, inp, theta, pos, B, n, H, hd);
+}
+
+void lrpe_forward_twin(float *out, bf16 *out16, const float *inp, const float *theta,
+		       const int32_t *pos, int B, int n, int H, int hd)
 {
 	struct tn_cuda *cu = tn_cuda_get();
 	size_t total = (size_t)B * n * H * hd;
 	if (!cu || total == 0)
 		return;
-	lrpe_fwd<<<TN_CUDA_BLOCKS(total), 256, 0, cu->stream>>>(out, inp, theta, pos, B, n, H, hd);
+	lrpe_fwd<<<(unsigned)(B * n), row_threads(H * hd), 0, cu->stream>>>(out, out16, inp, theta,
+									 pos, n, H, hd);
 	TN_CUDA_CHECK_LAUNCH("lrpe_forward");
 }
 
 void lrpe_backward_cuda(float *dinp, float *dtheta, const float *dout, const float *inp,
 			const float *theta, const int32_t *pos, int B, int n, int H, int hd)
 {
+	lrpe_backward_twin(dinp, NULL, dtheta, dout, inp, theta, pos, B, n, H, hd);
+}
+
+void lrpe_backward_twin(float *dinp, bf16 *dinp16, float *dtheta, const float *dout,
+			const float *inp, const float *theta, const int32_t *pos, int B, int n,
+			int H, int hd)
+{
 	struct tn_cuda *cu = tn_cuda_get();
 	size_t total = (size_t)B * n * H * hd;
 	if (!cu || total == 0)
 		return;
-	lrpe_bwd<<<TN_CUDA_BLOCKS(total), 256, 0, cu->stream>>>(dinp, dout, theta, pos, B, n, H, hd);
+	lrpe_bwd<<<(unsigned)(B * n), row_threads(H * hd), 0, cu->stream>>>(dinp, dinp16, dout,
+									 theta, pos, n, H, hd);
 	TN_CUDA_CHECK_LAUNCH("lrpe_backward");
 	if (!theta || !dtheta)
 		return;
@@ -129,6 +133,6 @@ void heads_merge_cuda(float *out, const float *inp, int B, int n, int H, int hd)
 	size_t total = (size_t)B * n * H * hd;
 	if (!cu || total == 0)
 		return;
-	merge<<<TN_CUDA_BLOCKS(total), 256, 0, cu->stream>>>(out, inp, B, n, H, hd);
+	merge<<<(unsigned)(B * n), row_threads(H * hd), 0, cu->stream>>>(out, inp, n, H, hd);
 	TN_CUDA_CHECK_LAUNCH("heads_merge");
 }

@@ -64,9 +64,37 @@ struct tn_backend {
 			     float *dk, float *dv);
 	int (*attn_decode)(int B, int H, int dk, int dv, const float *q, const float *k,
 			   const float *v, const float *decay_s, float *state, float *o);
+	/* Decoding. copy: memory to memory of this backend; argmax_rows:
+	 * out[r] = the index of the largest of row r's C values (the lowest
+	 * index on ties), out in this backend's memory. graph_*: NULL where the
+	 * backend has no graphs; the ops issued between graph_begin and
+	 * graph_end are recorded, not run, into a graph that graph_launch
+	 * replays over the same memory, so nothing issued in between may
+	 * allocate, copy to or from the host, or synchronise. graph_epoch
+	 * changes whenever the backend moves memory of its own that a graph
+	 * may have recorded (staging buffers): a graph from another epoch is
+	 * captured again. */
+	void (*copy)(void *dst, const void *src, size_t bytes);
+	void (*argmax_rows)(int32_t *out, const float *x, int R, int C);
+	int (*graph_begin)(void);
+	int (*graph_end)(void **graph);
+	int (*graph_launch)(void *graph);
+	void (*graph_free)(void *graph);
+	size_t (*graph_epoch)(void);
 	/* Wait for the ops issued so far: TN_OK, or the first failure of an
 	 * asynchronous op (message set). The CPU backend has none. */
 	int (*status)(void);
+
+	/* Ops added for GPU training (issue 8). */
+	/* Device memory in use now, bytes (a peak proxy: the CUDA pools keep
+	 * what they once took); NULL for a backend on host memory. */
+	size_t (*device_bytes)(void);
+	/* Device time per kind of op (NULL where not offered): profile(1)
+	 * starts timing every op, profile(0) stops; profile_read waits for the
+	 * device, then gives up to max (name, total ms since profile(1)) pairs
+	 * and returns how many. */
+	void (*profile)(int on);
+	int (*profile_read)(const char **names, double *ms, int max);
 };
 
 /* The CPU reference backend: ops.h, OpenBLAS and the CPU attention core. */
@@ -74,6 +102,10 @@ extern const struct tn_backend tn_backend_cpu;
 #ifdef TN_CUDA
 /* The CUDA backend (kernels/backend_cuda.cu), fp32. */
 extern const struct tn_backend tn_backend_cuda;
+/* The same in mixed precision (kernels/backend_bf16.cu, "cuda-bf16"): fp32
+ * master weights, gradients and optimizer state; matmuls and attention with
+ * bf16 operands on the tensor cores, fp32 accumulation. */
+extern const struct tn_backend tn_backend_cuda_bf16;
 #endif
 /* Spinning OpenMP workers take the cores from OpenBLAS's own threads (5x
  * slower training on two cores). libgomp reads OMP_WAIT_POLICY once, when
@@ -81,7 +113,7 @@ extern const struct tn_backend tn_backend_cuda;
  * variable is unset, this sets it and re-executes argv (it returns only if
  * the variable was set already or the exec failed). Call first in main. */
 void tn_cpu_passive_wait(char **argv);
-/* A backend by name ("cpu", "cuda"); NULL with a message if not built in. */
+/* A backend by name ("cpu", "cuda", "cuda-bf16"); NULL with a message if not built in. */
 const struct tn_backend *tn_backend_find(const char *name);
 
 #endif

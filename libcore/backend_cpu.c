@@ -14,6 +14,18 @@ static void cpu_copy(void *dst, const void *src, size_t bytes) { memcpy(dst, src
 static void cpu_zero(void *p, size_t bytes) { memset(p, 0, bytes); }
 static int cpu_status(void) { return TN_OK; }
 
+static void cpu_argmax_rows(int32_t *out, const float *x, int R, int C)
+{
+	for (int r = 0; r < R; r++) {
+		const float *row = x + (size_t)r * C;
+		int best = 0;
+		for (int c = 1; c < C; c++)
+			if (row[c] > row[best])
+				best = c;
+		out[r] = best;
+	}
+}
+
 void tn_cpu_passive_wait(char **argv)
 {
 	char self[4096];
@@ -31,12 +43,14 @@ const struct tn_backend *tn_backend_find(const char *name)
 #ifdef TN_CUDA
 	if (!strcmp(name, "cuda"))
 		return &tn_backend_cuda;
+	if (!strcmp(name, "cuda-bf16"))
+		return &tn_backend_cuda_bf16;
 #endif
 	tn_fail(TN_EUSAGE, "no backend '%s' in this build (cpu%s)", name,
 #ifdef TN_CUDA
-		", cuda"
+		", cuda, cuda-bf16"
 #else
-		"; build with nvcc for cuda"
+		"; build with nvcc for cuda and cuda-bf16"
 #endif
 	);
 	return NULL;
@@ -71,5 +85,7 @@ const struct tn_backend tn_backend_cpu = {
 	.attn_forward = lightning_attn_forward,
 	.attn_backward = lightning_attn_backward,
 	.attn_decode = lightning_attn_decode,
+	.copy = cpu_copy,
+	.argmax_rows = cpu_argmax_rows,
 	.status = cpu_status,
 };

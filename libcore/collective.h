@@ -26,10 +26,24 @@ int tn_comm_open(struct tn_comm **c, int device_buffers);
 int tn_comm_rank(const struct tn_comm *c);
 int tn_comm_size(const struct tn_comm *c);
 enum tn_comm_kind tn_comm_kind(const struct tn_comm *c);
+/* The ranks of c with the same color, ranked by key (MPI_Comm_split,
+ * ncclCommSplit): the tensor- and data-parallel groups of a 2-D rank grid.
+ * Collective over c; close the result before c. */
+int tn_comm_split(struct tn_comm *c, int color, int key, struct tn_comm **sub);
 
 /* buf[0..n) = the sum over ranks, in place. */
 int tn_comm_allreduce(struct tn_comm *c, float *buf, size_t n);
 int tn_comm_allreduce_f64(struct tn_comm *c, double *buf, size_t n);
+/* The same sum, started (MPI_Iallreduce) and finished by tn_comm_wait,
+ * which waits for every one started since the last wait; buf must stay
+ * untouched until then. NCCL (and one process): done at once. */
+int tn_comm_iallreduce(struct tn_comm *c, float *buf, size_t n);
+/* Started like it: send (counts[0] + ... + counts[size - 1] floats, rank
+ * q's block after those of ranks before it) summed over ranks; this rank
+ * gets its block in recv[counts[rank]]. MPI or one process only. */
+int tn_comm_ireduce_scatterv(struct tn_comm *c, const float *send, float *recv,
+			     const size_t *counts);
+int tn_comm_wait(struct tn_comm *c);
 /* send[size * n] summed over ranks; this rank gets block `rank` in recv[n]. */
 int tn_comm_reduce_scatter(struct tn_comm *c, const float *send, float *recv, size_t n);
 /* Every rank's send[n] into recv[size * n], in rank order. */

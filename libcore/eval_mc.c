@@ -33,32 +33,31 @@ static double token_ll(const float *x, int V, int32_t y, int *is_max)
 	return (double)x[y] - mx - log(s);
 }
 
-/* Score nc choices that continue the states st[0..nc) (whose last context
- * token is `last`), all in one prefill of the longest. */
-static int score_batch(struct tn_model *m, struct tn_infer *st, int32_t last,
-		       int32_t *const *cont, const size_t *ncont, int nc, double *ll, int *greedy)
+/* Score the continuations cont[r] of the states st[0..R) (row r's last
+ * context token is last[r]), all in one prefill of the longest. */
+static int score_batch(struct tn_model *m, struct tn_infer *st, const int32_t *last,
+		       int32_t *const *cont, const size_t *ncont, int R, double *ll, int *greedy)
 {
 	size_t n = 0;
 	int V = m->cfg.vocab_size;
-	for (int c = 0; c < nc; c++)
+	for (int c = 0; c < R; c++) {
 		n = TN_MAX(n, ncont[c]);
-	for (int c = 0; c < nc; c++) {
 		ll[c] = 0;
 		greedy[c] = 1;
 	}
 	if (!n)
 		return TN_OK;
-	int32_t *tok = tn_calloc((size_t)nc * n, sizeof(int32_t));
-	float *lg = tn_malloc((size_t)nc * n * V * sizeof(float));
+	int32_t *tok = tn_calloc((size_t)R * n, sizeof(int32_t));
+	float *lg = tn_malloc((size_t)R * n * V * sizeof(float));
 	int rc = tok && lg ? TN_OK : TN_ENOMEM;
-	for (int c = 0; !rc && c < nc; c++) {
-		tok[(size_t)c * n] = last;
+	for (int c = 0; !rc && c < R; c++) {
+		tok[(size_t)c * n] = last[c];
 		for (size_t t = 1; t < ncont[c]; t++)
 			tok[(size_t)c * n + t] = cont[c][t - 1];
 	}
 	if (!rc)
 		rc = tn_model_prefill(m, st, tok, (int)n, lg);
-	for (int c = 0; !rc && c < nc; c++)
+	for (int c = 0; !rc && c < R; c++)
 		for (size_t t = 0; t < ncont[c]; t++) {
 			int is_max;
 			ll[c] += token_ll(lg + ((size_t)c * n + t) * V, V, cont[c][t], &is_max);
@@ -69,34 +68,86 @@ static int score_batch(struct tn_model *m, struct tn_infer *st, int32_t last,
 	return rc;
 }
 
-int tn_mc_loglik(struct tn_model *m, const int32_t *ctx, size_t nctx, int32_t *const *cont,
-		 const size_t *ncont, int nc, int share, double *ll, int *greedy)
+/* Rows of a group of items: one per choice, in item order. */
+struct rows {
+	int n;
+	int32_t *last;
+	int32_t **cont;
+	size_t *ncont;
+	double *ll;
+	int *greedy;
+};
+
+static int rows_alloc(struct rows *r, int n)
 {
-	if (!nctx)
-		return tn_fail(TN_EDATA, "an empty context: nothing to condition on");
+	r->n = n;
+	r->last = tn_calloc((size_t)n + 1, sizeof(int32_t));
+	r->cont = tn_calloc((size_t)n + 1, sizeof(int32_t *));
+	r->ncont = tn_calloc((size_t)n + 1, sizeof(size_t));
+	r->ll = tn_calloc((size_t)n + 1, sizeof(double));
+	r->greedy = tn_calloc((size_t)n + 1, sizeof(int));
+	return r->last && r->cont && r->ncont && r->ll && r->greedy ? TN_OK : TN_ENOMEM;
+}
+
+static void rows_free(struct rows *r)
+{
+	free(r->last);
+	free(r->cont);
+	free(r->ncont);
+	free(r->ll);
+	free(r->greedy);
+}
+
+/* The context of it into one (a batch of one, from position 0). */
+static int prefill_context(struct tn_model *m, struct tn_infer *one, const struct tn_mc_item *it)
+{
+	int rc = tn_infer_reset(one, 0);
+	if (!rc && it->nctx > 1)
+		rc = tn_model_prefill(m, one, it->ctx, (int)(it->nctx - 1), NULL);
+	return rc;
+}
+
+int tn_mc_loglik_items(struct tn_model *m, const struct tn_mc_item *it, int k, int share)
+{
+	int R = 0, rc = TN_OK;
+	for (int j = 0; j < k; j++) {
+		if (!it[j].nctx)
+			return tn_fail(TN_EDATA, "an empty context: nothing to condition on");
+		R += it[j].nc;
+	}
+	struct rows r = {0};
 	struct tn_infer *one = NULL, *many = NULL;
-	int rc = tn_infer_new(&one, m, 1);
-	if (!rc && nctx > 1)
-		rc = tn_model_prefill(m, one, ctx, (int)(nctx - 1), NULL);
-	if (!rc && share && !(rc = tn_infer_new(&many, m, nc))) {
-		for (int c = 0; !rc && c < nc; c++)
-			rc = tn_infer_copy(many, c, one, 0);
-		if (!rc)
-			rc = score_batch(m, many, ctx[nctx - 1], cont, ncont, nc, ll, greedy);
+	if ((rc = rows_alloc(&r, R)) || (rc = tn_infer_new(&one, m, 1)) ||
+	    (rc = tn_infer_new(&many, m, TN_MAX(R, 1))))
+		goto out;
+	for (int j = 0, at = 0; j < k && !rc; at += it[j].nc, j++)
+		for (int c = 0; c < it[j].nc && !rc; c++) {
+			/* share: the context once per item, else again for each choice */
+			if ((c == 0 || !share) && (rc = prefill_context(m, one, &it[j])))
+				break;
+			rc = tn_infer_copy(many, at + c, one, 0);
+			r.last[at + c] = it[j].ctx[it[j].nctx - 1];
+			r.cont[at + c] = it[j].cont[c];
+			r.ncont[at + c] = it[j].ncont[c];
+		}
+	if (!rc && R)
+		rc = score_batch(m, many, r.last, r.cont, r.ncont, R, r.ll, r.greedy);
+	for (int j = 0, at = 0; j < k && !rc; at += it[j].nc, j++) {
+		memcpy(it[j].ll, r.ll + at, (size_t)it[j].nc * sizeof(double));
+		memcpy(it[j].greedy, r.greedy + at, (size_t)it[j].nc * sizeof(int));
 	}
-	for (int c = 0; !rc && !share && c < nc; c++) { /* the context again for each choice */
-		tn_infer_free(one);
-		one = NULL;
-		rc = tn_infer_new(&one, m, 1);
-		if (!rc && nctx > 1)
-			rc = tn_model_prefill(m, one, ctx, (int)(nctx - 1), NULL);
-		if (!rc)
-			rc = score_batch(m, one, ctx[nctx - 1], cont + c, ncont + c, 1, ll + c,
-					 greedy + c);
-	}
+out:
+	rows_free(&r);
 	tn_infer_free(one);
 	tn_infer_free(many);
 	return rc;
+}
+
+int tn_mc_loglik(struct tn_model *m, const int32_t *ctx, size_t nctx, int32_t *const *cont,
+		 const size_t *ncont, int nc, int share, double *ll, int *greedy)
+{
+	struct tn_mc_item it = {ctx, nctx, cont, ncont, nc, ll, greedy};
+	return tn_mc_loglik_items(m, &it, 1, share);
 }
 
 /* Characters (UTF-8 code points) of s: Python's len(), lm-eval's acc_norm. */
@@ -182,54 +233,94 @@ struct tally {
 	double acc, acc_norm, ll;
 };
 
-static int score_item(struct tn_model *m, struct tn_tok_state *ts, const struct tn_task *t,
-		      size_t i, const struct tn_mc_opts *o, struct tally *y, struct tn_out *det,
-		      struct tn_mc_result *r)
+/* One item of a group: its tokens and, after scoring, its results. */
+struct item_work {
+	struct item_toks x;
+	char *context;
+	double *ll;
+	int *greedy;
+};
+
+static int item_prepare(struct tn_tok_state *ts, const struct tn_task *t, size_t i, int shots,
+			struct item_work *w, struct tn_mc_item *mi)
 {
 	const struct tn_task_item *it = &t->items[i];
 	int nc = it->n_choices;
-	struct item_toks x = {.nc = nc};
-	char *context = NULL;
-	double *ll = tn_calloc((size_t)nc, sizeof(double));
-	int *greedy = tn_calloc((size_t)nc, sizeof(int));
-	x.cont = tn_calloc((size_t)nc, sizeof(int32_t *));
-	x.ncont = tn_calloc((size_t)nc, sizeof(size_t));
-	int rc = ll && greedy && x.cont && x.ncont ? TN_OK : TN_ENOMEM;
+	w->x.nc = nc;
+	w->ll = tn_calloc((size_t)nc, sizeof(double));
+	w->greedy = tn_calloc((size_t)nc, sizeof(int));
+	w->x.cont = tn_calloc((size_t)nc, sizeof(int32_t *));
+	w->x.ncont = tn_calloc((size_t)nc, sizeof(size_t));
+	int rc = w->ll && w->greedy && w->x.cont && w->x.ncont ? TN_OK : TN_ENOMEM;
 	if (!rc)
-		rc = tn_task_context(t, i, o->shots, &context);
+		rc = tn_task_context(t, i, shots, &w->context);
 	if (!rc)
-		rc = item_tokens(ts, context, it, &x);
-	if (!rc)
-		rc = tn_mc_loglik(m, (const int32_t *)x.ctx.v, x.ctx.n, x.cont, x.ncont, nc,
-				  o->share, ll, greedy);
-	if (rc == TN_EDATA)
-		rc = tn_fail(TN_EDATA, "%s: item %zu: %s", t->path, i + 1, tn_errmsg());
-	int pred = 0, pred_norm = 0;
-	for (int c = 1; !rc && c < nc; c++) { /* first of equal maxima, as np.argmax */
+		rc = item_tokens(ts, w->context, it, &w->x);
+	if (!rc && !w->x.ctx.n)
+		rc = tn_fail(TN_EDATA, "%s: item %zu: an empty context: nothing to condition on",
+			     t->path, i + 1);
+	*mi = (struct tn_mc_item){(const int32_t *)w->x.ctx.v, w->x.ctx.n, w->x.cont, w->x.ncont,
+				  nc, w->ll, w->greedy};
+	return rc;
+}
+
+static int item_finish(const struct tn_task *t, size_t i, const struct item_work *w,
+		       struct tally *y, struct tn_out *det, struct tn_mc_result *r)
+{
+	const struct tn_task_item *it = &t->items[i];
+	const double *ll = w->ll;
+	int nc = it->n_choices, pred = 0, pred_norm = 0;
+	for (int c = 1; c < nc; c++) { /* first of equal maxima, as np.argmax */
 		if (ll[c] > ll[pred])
 			pred = c;
 		if (ll[c] / (double)chars(it->choices[c]) >
 		    ll[pred_norm] / (double)chars(it->choices[pred_norm]))
 			pred_norm = c;
 	}
-	if (!rc) {
-		int lam = t->kind == TN_TASK_LAMBADA;
-		y->acc += lam ? greedy[0] : pred == it->gold;
-		y->acc_norm += pred_norm == it->gold;
-		y->ll += ll[0];
-		r->ctx_tokens += x.ctx.n;
-		for (int c = 0; c < nc; c++)
-			r->cont_tokens += x.ncont[c];
-	}
-	if (!rc && det)
-		rc = details_line(det, i, it, ll, greedy, pred, pred_norm);
-	free(context);
-	free(ll);
-	free(greedy);
-	free(x.cont);
-	free(x.ncont);
-	tn_idvec_free(&x.ctx);
-	tn_idvec_free(&x.whole);
+	int lam = t->kind == TN_TASK_LAMBADA;
+	y->acc += lam ? w->greedy[0] : pred == it->gold;
+	y->acc_norm += pred_norm == it->gold;
+	y->ll += ll[0];
+	r->ctx_tokens += w->x.ctx.n;
+	for (int c = 0; c < nc; c++)
+		r->cont_tokens += w->x.ncont[c];
+	return det ? details_line(det, i, it, ll, w->greedy, pred, pred_norm) : TN_OK;
+}
+
+static void item_free(struct item_work *w)
+{
+	free(w->context);
+	free(w->ll);
+	free(w->greedy);
+	free(w->x.cont);
+	free(w->x.ncont);
+	tn_idvec_free(&w->x.ctx);
+	tn_idvec_free(&w->x.whole);
+}
+
+/* Items i0 .. i0 + k - 1 scored as one batch, tallied in order. */
+static int score_group(struct tn_model *m, struct tn_tok_state *ts, const struct tn_task *t,
+		       size_t i0, int k, const struct tn_mc_opts *o, struct tally *y,
+		       struct tn_out *det, struct tn_mc_result *r)
+{
+	struct item_work *w = tn_calloc((size_t)k, sizeof(*w));
+	struct tn_mc_item *mi = tn_calloc((size_t)k, sizeof(*mi));
+	int rc = w && mi ? TN_OK : TN_ENOMEM;
+	for (int j = 0; !rc && j < k; j++)
+		rc = item_prepare(ts, t, i0 + (size_t)j, o->shots, &w[j], &mi[j]);
+	if (!rc)
+		rc = tn_mc_loglik_items(m, mi, k, o->share);
+	if (rc == TN_EDATA && k == 1)
+		rc = tn_fail(TN_EDATA, "%s: item %zu: %s", t->path, i0 + 1, tn_errmsg());
+	else if (rc == TN_EDATA)
+		rc = tn_fail(TN_EDATA, "%s: items %zu to %zu: %s", t->path, i0 + 1, i0 + (size_t)k,
+			     tn_errmsg());
+	for (int j = 0; !rc && j < k; j++)
+		rc = item_finish(t, i0 + (size_t)j, &w[j], y, det, r);
+	for (int j = 0; w && j < k; j++)
+		item_free(&w[j]);
+	free(w);
+	free(mi);
 	return rc;
 }
 
@@ -253,8 +344,10 @@ int tn_eval_mc(struct tn_model *m, const struct tn_tokenizer *tok, const struct 
 	if (!rc && o->details)
 		rc = tn_out_open(&det, o->details);
 	double t0 = now();
-	for (size_t i = 0; !rc && i < n; i++)
-		rc = score_item(m, ts, t, i, o, &y, o->details ? &det : NULL, r);
+	size_t k = o->batch > 1 ? (size_t)o->batch : 1;
+	for (size_t i = 0; !rc && i < n; i += k)
+		rc = score_group(m, ts, t, i, (int)TN_MIN(k, n - i), o, &y,
+				 o->details ? &det : NULL, r);
 	r->seconds = now() - t0;
 	if (!rc && o->details)
 		rc = tn_out_commit(&det);
@@ -286,8 +379,10 @@ static const char mc_usage[] =
 	"      --limit N          only the first N items of each task\n"
 	"      --details FILE     per-item log-likelihoods as JSON lines\n"
 	"      --no-share         score each choice from scratch (no shared context)\n"
+	"  -b, --batch N          score N items together, all their choices one batch\n"
+	"                         (default 1)\n"
 	"      --json             one JSON line per task\n"
-	"      --backend NAME     cpu (default) or, where built, cuda\n"
+	"      --backend NAME     cpu (default) or, where built, cuda or cuda-bf16\n"
 	"  -h, --help             show this help and exit\n"
 	"  -V, --version          show the version and exit\n"
 	"\n"
@@ -303,6 +398,7 @@ static const struct option mc_opts[] = {
 	{"limit", required_argument, NULL, MC_LIMIT},
 	{"details", required_argument, NULL, MC_DETAILS},
 	{"no-share", no_argument, NULL, MC_NOSHARE},
+	{"batch", required_argument, NULL, 'b'},
 	{"json", no_argument, NULL, MC_JSON},
 	{"backend", required_argument, NULL, MC_BACKEND},
 	{"help", no_argument, NULL, 'h'},
@@ -342,6 +438,11 @@ static int mc_opt(struct mc_args *a, int c, const char *arg)
 		a->o.limit = (size_t)v;
 		return rc;
 	case MC_DETAILS: a->o.details = arg; return TN_OK;
+	case 'b':
+		if ((rc = tn_cli_u64(mc_prog, "--batch", arg, &v, 0)) || v < 1 || v > 4096)
+			return rc ? rc : tn_cli_usage_error(mc_prog, "--batch: 1 to 4096");
+		a->o.batch = (int)v;
+		return TN_OK;
 	case MC_NOSHARE: a->o.share = 0; return TN_OK;
 	case MC_JSON: a->json = 1; return TN_OK;
 	case MC_BACKEND:
@@ -357,11 +458,12 @@ static int mc_opt(struct mc_args *a, int c, const char *arg)
 static int mc_parse(struct mc_args *a, int argc, char **argv)
 {
 	a->o.share = 1;
+	a->o.batch = 1;
 	a->be = &tn_backend_cpu;
 	int c, rc = TN_OK;
 	opterr = 0;
 	optind = 1;
-	while (!rc && !a->help && (c = getopt_long(argc, argv, "m:t:hV", mc_opts, NULL)) != -1)
+	while (!rc && !a->help && (c = getopt_long(argc, argv, "m:t:b:hV", mc_opts, NULL)) != -1)
 		rc = mc_opt(a, c, optarg);
 	if (rc || a->help)
 		return rc;
@@ -399,9 +501,11 @@ static void mc_print(const struct mc_args *a, const char *path, const struct tn_
 		if (!lam)
 			printf(",\"acc_norm\":%.9g,\"acc_norm_stderr\":%.9g", r->acc_norm,
 			       r->acc_norm_se);
-		printf(",\"ctx_tokens\":%llu,\"cont_tokens\":%llu,\"seconds\":%.3f}\n",
+		printf(",\"ctx_tokens\":%llu,\"cont_tokens\":%llu,\"seconds\":%.3f,"
+		       "\"items_per_s\":%.2f,\"share\":%s,\"batch\":%d,\"backend\":\"%s\"}\n",
 		       (unsigned long long)r->ctx_tokens, (unsigned long long)r->cont_tokens,
-		       r->seconds);
+		       r->seconds, r->seconds > 0 ? (double)r->n / r->seconds : 0.0,
+		       a->o.share ? "true" : "false", a->o.batch, a->be->name);
 		return;
 	}
 	printf("%-24s %-9s %6zu  %-8s %9.4f  ± %.4f\n", name, tn_task_kind_name(r->kind), r->n,

@@ -5,8 +5,8 @@
  * log-likelihood per character of the choice, standard errors of the mean;
  * LAMBADA: perplexity exp(-mean ll) and greedy exact match.
  * Decision: the context's recurrent state is computed once and every choice
- * continues from a copy of it (tn_infer_copy), all choices of an item in
- * one batch; a softmax Transformer would recompute or cache the context's
+ * continues from a copy of it (tn_infer_copy), all choices of an item (or
+ * of --batch items) in one batch; a softmax Transformer would recompute or cache the context's
  * keys and values, a linear-attention model carries one fixed-size state. */
 #ifndef TN_EVAL_MC_H
 #define TN_EVAL_MC_H
@@ -24,10 +24,25 @@
 int tn_mc_loglik(struct tn_model *m, const int32_t *ctx, size_t nctx, int32_t *const *cont,
 		 const size_t *ncont, int nc, int share, double *ll, int *greedy);
 
+/* The same for k items at once: every choice of every item is one row of
+ * one batch (share: each item's context prefilled once and copied to its
+ * choices' rows; else prefilled again for each choice). */
+struct tn_mc_item {
+	const int32_t *ctx;
+	size_t nctx;
+	int32_t *const *cont;
+	const size_t *ncont;
+	int nc;
+	double *ll;  /* out, [nc] */
+	int *greedy; /* out, [nc] */
+};
+int tn_mc_loglik_items(struct tn_model *m, const struct tn_mc_item *it, int k, int share);
+
 struct tn_mc_opts {
 	int shots;
 	size_t limit;        /* 0: all items */
 	int share;           /* shared-prefix scoring (default on) */
+	int batch;           /* items scored together (default 1) */
 	const char *details; /* per-item JSON lines here, or NULL */
 };
 

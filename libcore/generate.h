@@ -1,6 +1,6 @@
 /* generate.h - text generation: prompt -> blocked prefill -> one recurrent
  * decode step per token, with sampling, stop strings, EOS and a streaming
- * callback. Decision: the prompt's last token goes through the decode step,
+ * callback; many prompts in a batch of B slots. Decision: the prompt's last token goes through the decode step,
  * so only one row of logits is ever made (no [n, V] buffer for long
  * prompts) and the memory per generated token is constant. */
 #ifndef TN_GENERATE_H
@@ -43,5 +43,21 @@ int tn_generate(struct tn_model *m, const struct tn_tokenizer *tok, const struct
 		const int32_t *prompt, size_t n, tn_gen_emit emit, void *ctx,
 		struct tn_gen_result *res);
 void tn_gen_result_free(struct tn_gen_result *r);
+
+/* Many prompts, B sequences decoded together (continuous batching): when
+ * one finishes, its slot's state is reset to the next prompt's (prefilled
+ * alone, then copied in) and that prompt joins the batch. Each sequence
+ * samples with its own generator seeded with o->seed, so every result is
+ * the one tn_generate gives for that prompt (greedy: the same ids, up to
+ * rounding differences between batched and single products). done is
+ * called in prompt order; it may take r's memory (then zero *r). */
+struct tn_gen_prompt {
+	const int32_t *ids;
+	size_t n;
+};
+typedef int (*tn_gen_done)(void *ctx, size_t i, struct tn_gen_result *r);
+int tn_generate_batch(struct tn_model *m, const struct tn_tokenizer *tok,
+		      const struct tn_gen_opts *o, int B, const struct tn_gen_prompt *p, size_t np,
+		      tn_gen_done done, void *ctx);
 
 #endif

@@ -5,7 +5,13 @@
  * weight so q, k, v, u each come out contiguous [B * n, E].
  * Gradients: parameter gradients accumulate (+=), activation gradients are
  * assigned, except the residual stream's, which accumulates across the two
- * branches of every layer. */
+ * branches of every layer.
+ * Tensor parallelism: each rank runs its heads and its share of the SGLU
+ * width; the partial sums of the two row-split projections (out, l3) are
+ * all-reduced forward, those of the input gradients of the column-split
+ * ones (qkvu, l1 + l2) backward, and the in-mixer norm over all heads sums
+ * its per-row statistics over the ranks. Without TP no collective runs and
+ * the ops are exactly those of the one-process model. */
 #include "model.h"
 #include "rng.h"
 #include "safetensors.h"
@@ -34,25 +40,36 @@ struct tn_acts {
 	struct layer_acts *l;
 	float *xL, *hf, *rstdf, *loss, *lse, *xent;
 	float *dx, *dxn, *dh1, *dh2, *dhm, *dz, *don, *dob, *doh, *dqh, *dkh, *dvh, *dq, *dk, *dp;
+	float *tp1, *tp2, *rows; /* TP: [B * n, hidden] scratch and one float per row */
 };
 
 /* ---- parameter table ---- */
 
+/* A tensor of whole shape [s0, s1, s2]; this rank's part by `split`. */
 static void add_param(struct tn_model *m, const char *name, int layer, enum tn_param_role role,
-		      int ndim, int64_t s0, int64_t s1, int64_t s2, int decay)
+		      int ndim, int64_t s0, int64_t s1, int64_t s2, int decay,
+		      enum tn_tp_split split, int blocks)
 {
 	struct tn_param *p = &m->param[m->n_param++];
 	snprintf(p->name, sizeof(p->name), "%s", name);
 	p->ndim = ndim;
-	p->shape[0] = s0;
-	p->shape[1] = s1;
-	p->shape[2] = s2;
+	p->whole[0] = p->shape[0] = s0;
+	p->whole[1] = p->shape[1] = s1;
+	p->whole[2] = p->shape[2] = s2;
+	if (split == TN_TP_ROWS)
+		p->shape[0] /= m->tp_size;
+	else if (split == TN_TP_COLS)
+		p->shape[ndim - 1] /= m->tp_size;
+	p->split = split;
+	p->blocks = blocks;
 	p->numel = tn_numel(p->shape, ndim);
 	p->offset = m->n_floats;
+	p->whole_offset = m->whole_floats;
 	p->layer = layer;
 	p->role = role;
 	p->decay = decay;
 	m->n_floats += p->numel;
+	m->whole_floats += tn_numel(p->whole, ndim);
 }
 
 static void build_table(struct tn_model *m)
@@ -60,19 +77,22 @@ static void build_table(struct tn_model *m)
 	const struct tn_config *c = &m->cfg;
 	int64_t d = c->d, E = c->hidden_dim, g = c->glu_dim, H = c->heads, hd = E / H;
 	char name[64];
-	add_param(m, "model.embed_tokens.weight", -1, TN_P_EMB, 2, c->vocab_size, d, 0, 0);
+	add_param(m, "model.embed_tokens.weight", -1, TN_P_EMB, 2, c->vocab_size, d, 0, 0,
+		  TN_TP_WHOLE, 1);
 	for (int l = 0; l < c->layers; l++) {
-#define LAYER_PARAM(suffix, role, nd, a, b, cc, dec)                                         \
+#define LAYER_PARAM(suffix, role, nd, a, b, cc, dec, split, blocks)                          \
 	snprintf(name, sizeof(name), "model.layers.%d.%s", l, suffix);                       \
-	add_param(m, name, l, role, nd, a, b, cc, dec)
-		LAYER_PARAM("token_mixer.qkvu_proj.weight", TN_P_QKVU, 2, 4 * E, d, 0, 1);
+	add_param(m, name, l, role, nd, a, b, cc, dec, split, blocks)
+		LAYER_PARAM("token_mixer.qkvu_proj.weight", TN_P_QKVU, 2, 4 * E, d, 0, 1,
+			    TN_TP_ROWS, 4);
 		if (c->lrpe[l]) {
-			LAYER_PARAM("token_mixer.lrpe.theta", TN_P_THETA, 3, H, 1, hd, 0);
+			LAYER_PARAM("token_mixer.lrpe.theta", TN_P_THETA, 3, H, 1, hd, 0,
+				    TN_TP_ROWS, 1);
 		}
-		LAYER_PARAM("token_mixer.out_proj.weight", TN_P_OUT, 2, d, E, 0, 1);
-		LAYER_PARAM("channel_mixer.l1.weight", TN_P_L1, 2, g, d, 0, 1);
-		LAYER_PARAM("channel_mixer.l2.weight", TN_P_L2, 2, g, d, 0, 1);
-		LAYER_PARAM("channel_mixer.l3.weight", TN_P_L3, 2, d, g, 0, 1);
+		LAYER_PARAM("token_mixer.out_proj.weight", TN_P_OUT, 2, d, E, 0, 1, TN_TP_COLS, 1);
+		LAYER_PARAM("channel_mixer.l1.weight", TN_P_L1, 2, g, d, 0, 1, TN_TP_ROWS, 1);
+		LAYER_PARAM("channel_mixer.l2.weight", TN_P_L2, 2, g, d, 0, 1, TN_TP_ROWS, 1);
+		LAYER_PARAM("channel_mixer.l3.weight", TN_P_L3, 2, d, g, 0, 1, TN_TP_COLS, 1);
 #undef LAYER_PARAM
 	}
 }
@@ -99,7 +119,39 @@ static void point(const struct tn_model *m, float *base, float **emb, struct tn_
 	}
 }
 
-int tn_model_new(struct tn_model **out, const struct tn_config *cfg, const struct tn_backend *be)
+/* The TP share of heads and SGLU width (tp NULL: the whole model). */
+static int set_part(struct tn_model *m, struct tn_comm *tp)
+{
+	const struct tn_config *c = &m->cfg;
+	int T = tp ? tn_comm_size(tp) : 1;
+	if (c->heads % T || c->glu_dim % T)
+		return tn_fail(TN_EUSAGE, "tensor parallelism over %d ranks needs heads (%d) and "
+			       "glu_dim (%d) divisible by %d", T, c->heads, c->glu_dim, T);
+	m->tp = T > 1 ? tp : NULL;
+	m->tp_size = T;
+	m->tp_rank = T > 1 ? tn_comm_rank(tp) : 0;
+	m->heads = c->heads / T;
+	m->hidden = c->hidden_dim / T;
+	m->glu = c->glu_dim / T;
+	return TN_OK;
+}
+
+/* Ones for the TP row sums and broadcasts. */
+static int make_ones(struct tn_model *m)
+{
+	float *h = tn_malloc((size_t)m->hidden * sizeof(float));
+	m->ones = h ? m->be->alloc((size_t)m->hidden * sizeof(float)) : NULL;
+	if (m->ones) {
+		for (int i = 0; i < m->hidden; i++)
+			h[i] = 1.0f;
+		m->be->upload(m->ones, h, (size_t)m->hidden * sizeof(float));
+	}
+	free(h);
+	return m->ones ? TN_OK : TN_ENOMEM;
+}
+
+static int model_new(struct tn_model **out, const struct tn_config *cfg,
+		     const struct tn_backend *be, struct tn_comm *tp)
 {
 	*out = NULL;
 	int rc = tn_config_check(cfg, "model config");
@@ -112,6 +164,10 @@ int tn_model_new(struct tn_model **out, const struct tn_config *cfg, const struc
 		return TN_ENOMEM;
 	m->cfg = *cfg;
 	m->be = be;
+	if ((rc = set_part(m, tp)) || (m->tp && (rc = make_ones(m)))) {
+		tn_model_free(m);
+		return rc;
+	}
 	m->param = tn_calloc((size_t)cfg->layers * 6 + 1, sizeof(*m->param));
 	m->w = tn_calloc((size_t)cfg->layers, sizeof(*m->w));
 	m->g = tn_calloc((size_t)cfg->layers, sizeof(*m->g));
@@ -141,6 +197,103 @@ int tn_model_new(struct tn_model **out, const struct tn_config *cfg, const struc
 	return TN_OK;
 }
 
+int tn_model_new(struct tn_model **out, const struct tn_config *cfg, const struct tn_backend *be)
+{
+	return model_new(out, cfg, be, NULL);
+}
+
+/* Copy between a whole tensor (HF layout) and rank r's part of it (to_part:
+ * which way), seen as a [rows, columns] matrix. */
+static void part_copy(const struct tn_param *p, int T, int r, float *whole, float *part,
+		      int to_part)
+{
+	size_t R = (size_t)p->whole[0], C = tn_numel(p->whole, p->ndim) / R;
+	size_t blocks = 1, rb = R, rows = R, r0 = 0, cols = C, c0 = 0;
+	if (p->split == TN_TP_ROWS) {
+		blocks = (size_t)p->blocks;
+		rb = R / blocks;
+		rows = rb / (size_t)T;
+		r0 = (size_t)r * rows;
+	} else if (p->split == TN_TP_COLS) {
+		cols = C / (size_t)T;
+		c0 = (size_t)r * cols;
+	}
+	for (size_t b = 0; b < blocks; b++)
+		for (size_t i = 0; i < rows; i++) {
+			float *w = whole + (b * rb + r0 + i) * C + c0, *q = part + (b * rows + i) * cols;
+			memcpy(to_part ? q : w, to_part ? w : q, cols * sizeof(float));
+		}
+}
+
+int tn_model_tp_slice(const struct tn_model *m, const float *whole, float *part)
+{
+	float *host = tn_malloc(m->n_floats * sizeof(float));
+	if (!host)
+		return TN_ENOMEM;
+	for (size_t i = 0; i < m->n_param; i++) {
+		const struct tn_param *p = &m->param[i];
+		part_copy(p, m->tp_size, m->tp_rank, (float *)whole + p->whole_offset,
+			  host + p->offset, 1);
+	}
+	m->be->upload(part, host, m->n_floats * sizeof(float));
+	free(host);
+	return TN_OK;
+}
+
+/* Tensor by tensor, so that only the ranks that want the whole hold it. */
+int tn_model_tp_gather(const struct tn_model *m, const float *part, float *whole)
+{
+	size_t T = (size_t)m->tp_size, most = 0;
+	if (!m->tp) {
+		if (whole)
+			m->be->download(whole, part, m->n_floats * sizeof(float));
+		return TN_OK;
+	}
+	for (size_t i = 0; i < m->n_param; i++)
+		most = TN_MAX(most, m->param[i].numel);
+	float *all = m->be->alloc(T * most * sizeof(float));
+	float *host = all ? tn_malloc(T * most * sizeof(float)) : NULL;
+	int rc = host ? TN_OK : TN_ENOMEM;
+	for (size_t i = 0; !rc && i < m->n_param; i++) {
+		const struct tn_param *p = &m->param[i];
+		if ((rc = tn_comm_allgather(m->tp, part + p->offset, all, p->numel)) || !whole)
+			continue;
+		m->be->download(host, all, T * p->numel * sizeof(float));
+		for (size_t q = 0; q < T; q++) /* replicated: rank 0's copy */
+			if (p->split != TN_TP_WHOLE || q == 0)
+				part_copy(p, (int)T, (int)q, whole + p->whole_offset,
+					  host + q * p->numel, 0);
+	}
+	free(host);
+	if (all)
+		m->be->free(all);
+	return rc;
+}
+
+int tn_model_tp_split(struct tn_model **out, const struct tn_model *whole,
+		      const struct tn_backend *be, struct tn_comm *tp)
+{
+	struct tn_model *m;
+	*out = NULL;
+	int rc = model_new(&m, &whole->cfg, be, tp);
+	if (rc)
+		return rc;
+	float *host = tn_malloc(whole->n_floats * sizeof(float));
+	if (!host)
+		rc = TN_ENOMEM;
+	if (!rc) {
+		whole->be->download(host, whole->params, whole->n_floats * sizeof(float));
+		rc = tn_model_tp_slice(m, host, m->params);
+	}
+	free(host);
+	if (rc) {
+		tn_model_free(m);
+		return rc;
+	}
+	*out = m;
+	return TN_OK;
+}
+
 static void acts_free(struct tn_model *m)
 {
 	if (!m->acts)
@@ -162,6 +315,8 @@ void tn_model_free(struct tn_model *m)
 		m->be->free(m->grads);
 	if (m->decay)
 		m->be->free(m->decay);
+	if (m->ones)
+		m->be->free(m->ones);
 	free(m->param);
 	free(m->w);
 	free(m->g);
@@ -175,8 +330,18 @@ static void theta_formula(float *theta, int H, int hd)
 		theta[i] = (float)pow(10000.0, -2.0 * i / (double)(H * hd));
 }
 
+/* Whole-model operations: a TP part goes through tn_model_tp_split/gather. */
+static int check_whole(const struct tn_model *m, const char *what)
+{
+	if (m->tp)
+		return tn_fail(TN_EUSAGE, "%s needs the whole model, not a tensor-parallel part", what);
+	return TN_OK;
+}
+
 int tn_model_init(struct tn_model *m, uint64_t seed)
 {
+	if (check_whole(m, "initialisation"))
+		return TN_EUSAGE;
 	struct tn_rng r;
 	tn_rng_seed(&r, seed);
 	float *host = tn_malloc(m->n_floats * sizeof(float));
@@ -259,7 +424,9 @@ static int load_files(struct tn_model *m, struct tn_st *st, size_t n)
 int tn_model_load_weights(struct tn_model *m, const char *path)
 {
 	struct tn_st st;
-	int rc = tn_st_open(&st, path);
+	int rc = check_whole(m, "loading weights");
+	if (!rc)
+		rc = tn_st_open(&st, path);
 	if (rc)
 		return rc;
 	rc = load_files(m, &st, 1);
@@ -362,6 +529,8 @@ int tn_model_load(struct tn_model **out, const char *dir, const struct tn_backen
 
 int tn_model_save_weights(const struct tn_model *m, const char *path, enum tn_dtype dtype)
 {
+	if (check_whole(m, "saving weights"))
+		return TN_EUSAGE;
 	float *host = tn_malloc(m->n_floats * sizeof(float));
 	struct tn_st_entry *e = tn_calloc(m->n_param, sizeof(*e));
 	int rc = host && e ? TN_OK : TN_ENOMEM;
@@ -395,8 +564,8 @@ static size_t acts_layout(const struct tn_model *m, struct tn_acts *a, int B, in
 			  float *base)
 {
 	const struct tn_config *c = &m->cfg;
-	size_t BT = (size_t)B * n, d = (size_t)c->d, E = (size_t)c->hidden_dim,
-	       g = (size_t)c->glu_dim, used = 0, dkmax = 2 * (size_t)tn_config_head_dim(c);
+	size_t BT = (size_t)B * n, d = (size_t)c->d, E = (size_t)m->hidden,
+	       g = (size_t)m->glu, used = 0, dkmax = 2 * (size_t)tn_config_head_dim(c);
 #define TAKE(ptr, count)                                                                     \
 	do {                                                                                 \
 		if (base)                                                                    \
@@ -408,7 +577,7 @@ static size_t acts_layout(const struct tn_model *m, struct tn_acts *a, int B, in
 	TAKE(a->pos, BT);
 	for (int l = 0; l < c->layers; l++) {
 		struct layer_acts *x = &a->l[l];
-		size_t qk = BT * (size_t)c->heads * (size_t)layer_dk(m, l);
+		size_t qk = BT * (size_t)m->heads * (size_t)layer_dk(m, l);
 		TAKE(x->x, BT * d);
 		TAKE(x->xn1, BT * d);
 		TAKE(x->rstd1, BT);
@@ -436,6 +605,11 @@ static size_t acts_layout(const struct tn_model *m, struct tn_acts *a, int B, in
 	TAKE(a->loss, BT);
 	TAKE(a->lse, BT);
 	TAKE(a->xent, m->be->xent_scratch(c->vocab_size));
+	if (m->tp) {
+		TAKE(a->tp1, BT * E);
+		TAKE(a->tp2, BT * E);
+		TAKE(a->rows, BT);
+	}
 	if (train) {
 		TAKE(a->dx, BT * d);
 		TAKE(a->dxn, BT * d);
@@ -446,8 +620,8 @@ static size_t acts_layout(const struct tn_model *m, struct tn_acts *a, int B, in
 		TAKE(a->don, BT * E);
 		TAKE(a->dob, BT * E);
 		TAKE(a->doh, BT * E);
-		TAKE(a->dqh, BT * (size_t)c->heads * dkmax);
-		TAKE(a->dkh, BT * (size_t)c->heads * dkmax);
+		TAKE(a->dqh, BT * (size_t)m->heads * dkmax);
+		TAKE(a->dkh, BT * (size_t)m->heads * dkmax);
 		TAKE(a->dvh, BT * E);
 		TAKE(a->dq, BT * E);
 		TAKE(a->dk, BT * E);
@@ -503,6 +677,76 @@ static int acts_ensure(struct tn_model *m, int B, int n, int train)
 	return TN_OK;
 }
 
+/* ---- tensor parallelism ---- */
+
+/* Partial sums of a row-split product (or of a column-split one's input
+ * gradient) summed over the TP ranks, in place. */
+static int tp_sum(struct tn_model *m, float *buf, size_t n)
+{
+	return m->tp ? tn_comm_allreduce(m->tp, buf, n) : TN_OK;
+}
+
+/* host[r] = sum over all ranks' channels of a[r, :] * b[r, :] (rows of
+ * this rank's `hidden` channels): a product, a matmul with ones, then one
+ * all-reduce of a float per row. */
+static int tp_rowdot(struct tn_model *m, const float *a, const float *b, int BT, float *host)
+{
+	struct tn_acts *x = m->acts;
+	m->be->gate_forward(x->tp1, a, b, (size_t)BT * m->hidden);
+	m->be->matmul_forward(x->rows, x->tp1, m->ones, BT, m->hidden, 1, 0);
+	int rc = tn_comm_allreduce(m->tp, x->rows, (size_t)BT);
+	if (!rc)
+		m->be->download(host, x->rows, (size_t)BT * sizeof(float));
+	return rc;
+}
+
+/* dst[r, :] = v[r] * x[r, :] on this rank's channels (v: one float per row,
+ * backend memory), the very product the norm makes: srmsnorm_backward
+ * with a zero output adds v[r] * x[r, j] to a zeroed dst. */
+static void tp_rowscale(struct tn_model *m, float *dst, const float *x, const float *v, int BT)
+{
+	size_t bytes = (size_t)BT * m->hidden * sizeof(float);
+	m->be->zero(dst, bytes);
+	m->be->zero(m->acts->tp2, bytes);
+	m->be->srmsnorm_backward(dst, x, m->acts->tp2, v, BT, m->hidden);
+}
+
+/* SRMSNorm over all heads (MODEL.md 1.3 step 8) of rows whose channels are
+ * spread over the ranks: srmsnorm_forward with the sum of squares summed
+ * over the ranks (in fp32, where the whole-row op sums in fp64). */
+static int tp_norm_forward(struct tn_model *m, float *out, float *rstd, const float *inp, int BT)
+{
+	float *h = tn_malloc((size_t)BT * sizeof(float));
+	int rc = h ? tp_rowdot(m, inp, inp, BT, h) : TN_ENOMEM;
+	for (int r = 0; !rc && r < BT; r++)
+		h[r] = (float)(1.0 / sqrt((double)h[r] / m->cfg.hidden_dim + 1e-6));
+	if (!rc) {
+		m->be->upload(rstd, h, (size_t)BT * sizeof(float));
+		tp_rowscale(m, out, inp, rstd, BT);
+	}
+	free(h);
+	return rc;
+}
+
+/* Its backward, assigning dinp = rstd (dout - out * mean(out dout)). */
+static int tp_norm_backward(struct tn_model *m, float *dinp, const float *dout, const float *out,
+			    const float *rstd, int BT)
+{
+	struct tn_acts *x = m->acts;
+	float *h = tn_malloc((size_t)BT * sizeof(float));
+	int rc = h ? tp_rowdot(m, out, dout, BT, h) : TN_ENOMEM;
+	if (!rc) {
+		for (int r = 0; r < BT; r++)
+			h[r] = -(float)((double)h[r] / m->cfg.hidden_dim);
+		m->be->upload(x->rows, h, (size_t)BT * sizeof(float));
+		tp_rowscale(m, x->tp1, out, x->rows, BT);
+		m->be->residual_forward(x->tp1, x->tp1, dout, (size_t)BT * m->hidden);
+		tp_rowscale(m, dinp, x->tp1, rstd, BT);
+	}
+	free(h);
+	return rc;
+}
+
 /* ---- forward ---- */
 
 /* One layer over the rows of a; st_in/st_out: the attention state of this
@@ -515,10 +759,10 @@ static int layer_forward(struct tn_model *m, int l, const float *st_in, float *s
 	struct tn_acts *a = m->acts;
 	struct layer_acts *x = &a->l[l];
 	const struct tn_layer_w *w = &m->w[l];
-	int B = a->B, n = a->n, BT = B * n, d = c->d, E = c->hidden_dim, g = c->glu_dim;
-	int H = c->heads, hd = E / H;
+	int B = a->B, n = a->n, BT = B * n, d = c->d, E = m->hidden, g = m->glu;
+	int H = m->heads, hd = tn_config_head_dim(c);
 	size_t sz = (size_t)BT * E;
-	const float *decay = m->decay + (size_t)l * H;
+	const float *decay = m->decay + (size_t)l * c->heads + (size_t)m->tp_rank * H;
 
 	be->srmsnorm_forward(x->xn1, x->rstd1, x->x, BT, d);
 	for (int s = 0; s < 4; s++)
@@ -535,9 +779,14 @@ static int layer_forward(struct tn_model *m, int l, const float *st_in, float *s
 	if (rc)
 		return rc;
 	be->heads_merge(x->o, x->oh, B, n, H, hd);
-	be->srmsnorm_forward(x->on, x->rstd2, x->o, BT, E);
+	if (m->tp)
+		rc = tp_norm_forward(m, x->on, x->rstd2, x->o, BT);
+	else
+		be->srmsnorm_forward(x->on, x->rstd2, x->o, BT, E);
 	be->gate_forward(x->z, x->p + 3 * sz, x->on, sz);
 	be->matmul_forward(x->a, x->z, w->out, BT, E, d, 0);
+	if (rc || (rc = tp_sum(m, x->a, (size_t)BT * d)))
+		return rc;
 	be->residual_forward(x->a, x->a, x->x, (size_t)BT * d);
 
 	be->srmsnorm_forward(x->xn2, x->rstd3, x->a, BT, d);
@@ -545,6 +794,8 @@ static int layer_forward(struct tn_model *m, int l, const float *st_in, float *s
 	be->matmul_forward(x->h2, x->xn2, w->l2, BT, d, g, 0);
 	be->gate_forward(x->hm, x->h1, x->h2, (size_t)BT * g);
 	be->matmul_forward(out, x->hm, w->l3, BT, g, d, 0);
+	if ((rc = tp_sum(m, out, (size_t)BT * d)))
+		return rc;
 	be->residual_forward(out, out, x->a, (size_t)BT * d);
 	return TN_OK;
 }
@@ -665,19 +916,22 @@ int tn_model_zero_grad(struct tn_model *m)
 }
 
 /* Channel mixer: a->dx holds d(out); afterwards d(A), the mixer's input. */
-static void channel_backward(struct tn_model *m, int l)
+static int channel_backward(struct tn_model *m, int l)
 {
 	const struct tn_backend *be = m->be;
 	struct tn_acts *a = m->acts;
 	struct layer_acts *x = &a->l[l];
 	const struct tn_layer_w *w = &m->w[l];
 	struct tn_layer_w *gw = &m->g[l];
-	int BT = a->B * a->n, d = m->cfg.d, g = m->cfg.glu_dim;
+	int BT = a->B * a->n, d = m->cfg.d, g = m->glu;
 	be->matmul_backward(a->dhm, gw->l3, a->dx, x->hm, w->l3, BT, g, d, 0);
 	be->gate_backward(a->dh1, a->dh2, a->dhm, x->h1, x->h2, (size_t)BT * g);
 	be->matmul_backward(a->dxn, gw->l1, a->dh1, x->xn2, w->l1, BT, d, g, 0);
 	be->matmul_backward(a->dxn, gw->l2, a->dh2, x->xn2, w->l2, BT, d, g, 1);
-	be->srmsnorm_backward(a->dx, a->dxn, x->xn2, x->rstd3, BT, d);
+	int rc = tp_sum(m, a->dxn, (size_t)BT * d);
+	if (!rc)
+		be->srmsnorm_backward(a->dx, a->dxn, x->xn2, x->rstd3, BT, d);
+	return rc;
 }
 
 /* Token mixer: a->dx holds d(A); afterwards d(x), the layer's input. */
@@ -689,19 +943,26 @@ static int token_backward(struct tn_model *m, int l)
 	struct layer_acts *x = &a->l[l];
 	const struct tn_layer_w *w = &m->w[l];
 	struct tn_layer_w *gw = &m->g[l];
-	int B = a->B, n = a->n, BT = B * n, d = c->d, E = c->hidden_dim, H = c->heads,
-	    hd = E / H;
+	int B = a->B, n = a->n, BT = B * n, d = c->d, E = m->hidden, H = m->heads,
+	    hd = tn_config_head_dim(c);
 	size_t sz = (size_t)BT * E;
 	float *dp = a->dp;
 
 	be->matmul_backward(a->dz, gw->out, a->dx, x->z, w->out, BT, E, d, 0);
 	be->gate_backward(dp + 3 * sz, a->don, a->dz, x->p + 3 * sz, x->on, sz);
-	be->zero(a->dob, sz * sizeof(float));
-	be->srmsnorm_backward(a->dob, a->don, x->on, x->rstd2, BT, E);
+	int rc = TN_OK;
+	if (m->tp) {
+		rc = tp_norm_backward(m, a->dob, a->don, x->on, x->rstd2, BT);
+	} else {
+		be->zero(a->dob, sz * sizeof(float));
+		be->srmsnorm_backward(a->dob, a->don, x->on, x->rstd2, BT, E);
+	}
 	be->lrpe_forward(a->doh, a->dob, NULL, NULL, B, n, H, hd);
 	struct tn_attn_shape sh = {B, H, n, layer_dk(m, l), hd};
-	int rc = be->attn_backward(&sh, x->qh, x->kh, x->vh, m->decay + (size_t)l * H, a->doh,
-				   a->dqh, a->dkh, a->dvh);
+	if (!rc)
+		rc = be->attn_backward(&sh, x->qh, x->kh, x->vh,
+				       m->decay + (size_t)l * c->heads + (size_t)m->tp_rank * H,
+				       a->doh, a->dqh, a->dkh, a->dvh);
 	if (rc)
 		return rc;
 	be->lrpe_backward(a->dq, gw->theta, a->dqh, x->qa, w->theta, a->pos, B, n, H, hd);
@@ -712,8 +973,23 @@ static int token_backward(struct tn_model *m, int l)
 	for (int s = 0; s < 4; s++)
 		be->matmul_backward(a->dxn, gw->qkvu + (size_t)s * E * d, dp + s * sz, x->xn1,
 				    w->qkvu + (size_t)s * E * d, BT, d, E, s > 0);
+	if ((rc = tp_sum(m, a->dxn, (size_t)BT * d)))
+		return rc;
 	be->srmsnorm_backward(a->dx, a->dxn, x->xn1, x->rstd1, BT, d);
 	return TN_OK;
+}
+
+/* The gradients of layer l (or the embedding, l = -1): one range of the
+ * table, handed to the grad_ready hook. */
+static int bucket_ready(struct tn_model *m, int l)
+{
+	size_t lo = m->n_floats, hi = 0;
+	for (size_t i = 0; i < m->n_param; i++)
+		if (m->param[i].layer == l) {
+			lo = TN_MIN(lo, m->param[i].offset);
+			hi = TN_MAX(hi, m->param[i].offset + m->param[i].numel);
+		}
+	return m->grad_ready ? m->grad_ready(m->grad_ctx, lo, hi - lo) : TN_OK;
 }
 
 int tn_model_backward(struct tn_model *m, float scale)
@@ -729,14 +1005,17 @@ int tn_model_backward(struct tn_model *m, float scale)
 	m->be->zero(a->dx, (size_t)BT * c->d * sizeof(float));
 	m->be->srmsnorm_backward(a->dx, a->dxn, a->hf, a->rstdf, BT, c->d);
 	for (int l = c->layers - 1; l >= 0; l--) {
-		channel_backward(m, l);
-		int rc = token_backward(m, l);
+		int rc = channel_backward(m, l);
+		if (!rc)
+			rc = token_backward(m, l);
+		if (!rc)
+			rc = bucket_ready(m, l);
 		if (rc)
 			return rc;
 	}
 	m->be->embedding_backward(m->gemb, a->dx, a->tok, BT, c->d,
 				  (float)tn_config_embed_scale(c), c->pad_id);
-	return TN_OK;
+	return bucket_ready(m, -1);
 }
 
 /* ---- inference: blocked prefill and recurrent decode ---- */
@@ -746,12 +1025,21 @@ struct tn_infer {
 	int B;
 	float **s, **t;  /* per layer: current state and the next one (swapped) */
 	int64_t *pos;
+	/* decode step: logits [B, V] and their argmax [B] (backend memory),
+	 * and its graph with the buffers it was captured over */
+	float *logits;
+	int32_t *next;
+	void *graph;
+	struct graph_key {
+		const void *acts, *state;
+		size_t epoch;
+	} key;
 };
 
 static size_t state_floats(const struct tn_model *m, int B, int l)
 {
 	int hd = tn_config_head_dim(&m->cfg);
-	return (size_t)B * m->cfg.heads * layer_dk(m, l) * hd;
+	return (size_t)B * m->heads * layer_dk(m, l) * hd;
 }
 
 size_t tn_infer_bytes_per_sequence(const struct tn_model *m)
@@ -798,6 +1086,12 @@ void tn_infer_free(struct tn_infer *st)
 		if (st->t && st->t[l])
 			st->m->be->free(st->t[l]);
 	}
+	if (st->graph)
+		st->m->be->graph_free(st->graph);
+	if (st->logits)
+		st->m->be->free(st->logits);
+	if (st->next)
+		st->m->be->free(st->next);
 	free(st->s);
 	free(st->t);
 	free(st->pos);
@@ -815,25 +1109,27 @@ int64_t tn_infer_pos(const struct tn_infer *st, int b) { return st->pos[b]; }
 int tn_infer_copy(struct tn_infer *dst, int db, const struct tn_infer *src, int sb)
 {
 	const struct tn_model *m = src->m;
-	size_t most = state_floats(m, 1, 0);
-	for (int l = 1; l < m->cfg.layers; l++)
-		most = TN_MAX(most, state_floats(m, 1, l));
-	float *tmp = tn_malloc(most * sizeof(float));
-	if (!tmp)
-		return TN_ENOMEM;
-	for (int l = 0; l < m->cfg.layers; l++) { /* through the host: no device-to-device op */
+	for (int l = 0; l < m->cfg.layers; l++) {
 		size_t n = state_floats(m, 1, l);
-		m->be->download(tmp, src->s[l] + (size_t)sb * n, n * sizeof(float));
-		m->be->upload(dst->s[l] + (size_t)db * n, tmp, n * sizeof(float));
+		m->be->copy(dst->s[l] + (size_t)db * n, src->s[l] + (size_t)sb * n, n * sizeof(float));
 	}
-	free(tmp);
 	dst->pos[db] = src->pos[sb];
 	return TN_OK;
 }
 
-/* Rows of n tokens per sequence continuing each sequence's state; swaps
- * the states and advances the position counters. */
-static int infer_step(struct tn_model *m, struct tn_infer *st, const int32_t *tok, int n)
+int tn_infer_reset(struct tn_infer *st, int b)
+{
+	const struct tn_model *m = st->m;
+	for (int l = 0; l < m->cfg.layers; l++) {
+		size_t n = state_floats(m, 1, l);
+		m->be->zero(st->s[l] + (size_t)b * n, n * sizeof(float));
+	}
+	st->pos[b] = 0;
+	return TN_OK;
+}
+
+/* Tokens and positions of n rows per sequence into the activations. */
+static int step_inputs(struct tn_model *m, struct tn_infer *st, const int32_t *tok, int n)
 {
 	int B = st->B, rc = check_tokens(m, tok, (size_t)B * n, "input position");
 	if (!rc)
@@ -849,15 +1145,23 @@ static int infer_step(struct tn_model *m, struct tn_infer *st, const int32_t *to
 	m->be->upload(m->acts->tok, tok, (size_t)B * n * sizeof(int32_t));
 	m->be->upload(m->acts->pos, pos, (size_t)B * n * sizeof(int32_t));
 	free(pos);
-	if (n == 1) /* the decode op updates the state in place */
-		for (int l = 0; l < m->cfg.layers; l++)
-			m->be->upload(st->t[l], st->s[l], state_floats(m, B, l) * sizeof(float));
-	if ((rc = stack_forward(m, st->s, st->t)))
+	return TN_OK;
+}
+
+/* Rows of n tokens per sequence continuing each sequence's state; the
+ * decode op (n = 1) updates the state in place, blocks go to the other
+ * buffer and swap. Advances the position counters. */
+static int infer_step(struct tn_model *m, struct tn_infer *st, const int32_t *tok, int n)
+{
+	int rc = step_inputs(m, st, tok, n);
+	if (rc || (rc = stack_forward(m, st->s, n == 1 ? st->s : st->t)))
 		return rc;
-	float **tmp = st->s;
-	st->s = st->t;
-	st->t = tmp;
-	for (int b = 0; b < B; b++)
+	if (n > 1) {
+		float **tmp = st->s;
+		st->s = st->t;
+		st->t = tmp;
+	}
+	for (int b = 0; b < st->B; b++)
 		st->pos[b] += n;
 	return TN_OK;
 }
@@ -881,10 +1185,87 @@ int tn_model_prefill(struct tn_model *m, struct tn_infer *st, const int32_t *tok
 	return rc;
 }
 
+/* The decode step after its inputs: layers, head into st->logits, argmax. */
+static int decode_body(struct tn_model *m, struct tn_infer *st)
+{
+	int rc = stack_forward(m, st->s, st->s);
+	if (rc)
+		return rc;
+	m->be->matmul_forward(st->logits, m->acts->hf, m->emb, st->B, m->cfg.d,
+			      m->cfg.vocab_size, 0);
+	m->be->argmax_rows(st->next, st->logits, st->B, m->cfg.vocab_size);
+	return TN_OK;
+}
+
+/* The decode step as a replayed graph. A graph holds the addresses it was
+ * captured over (activations, states, the backend's staging buffers), so
+ * it is captured again when they change, and only on the second step over
+ * the same buffers: the first runs directly, so whatever an op makes on
+ * first use exists before the capture. */
+static int decode_graph(struct tn_model *m, struct tn_infer *st)
+{
+	const struct tn_backend *be = m->be;
+	struct graph_key k = {m->acts->mem, st->s[0], be->graph_epoch()};
+	if (k.acts != st->key.acts || k.state != st->key.state || k.epoch != st->key.epoch) {
+		if (st->graph)
+			be->graph_free(st->graph);
+		st->graph = NULL;
+		int rc = decode_body(m, st);
+		st->key = (struct graph_key){m->acts->mem, st->s[0], be->graph_epoch()};
+		return rc;
+	}
+	if (!st->graph) {
+		int rc = be->graph_begin();
+		if (rc)
+			return rc;
+		rc = decode_body(m, st);
+		int end = be->graph_end(&st->graph);
+		if (rc || end)
+			return rc ? rc : end;
+	}
+	return be->graph_launch(st->graph);
+}
+
+/* One decode step; logits (host, [B, V]) and/or next (host, [B]) if wanted. */
+static int decode(struct tn_model *m, struct tn_infer *st, const int32_t *tok, float *logits,
+		  int32_t *next)
+{
+	const struct tn_backend *be = m->be;
+	const char *env = getenv("TN_GRAPHS"); /* "0": no graphs, to measure what they save */
+	int graphs = be->graph_begin && !m->tp && !(env && !strcmp(env, "0")); /* no collectives in graphs */
+	int B = st->B, V = m->cfg.vocab_size, rc = step_inputs(m, st, tok, 1);
+	if (rc)
+		return rc;
+	if (!st->logits && (logits || next || graphs)) {
+		st->logits = be->alloc((size_t)B * V * sizeof(float));
+		st->next = st->logits ? be->alloc((size_t)B * sizeof(int32_t)) : NULL;
+		if (!st->next)
+			return TN_ENOMEM;
+	}
+	if (graphs)
+		rc = decode_graph(m, st);
+	else if (logits || next)
+		rc = decode_body(m, st);
+	else
+		rc = stack_forward(m, st->s, st->s);
+	if (rc)
+		return rc;
+	for (int b = 0; b < B; b++)
+		st->pos[b]++;
+	if (logits)
+		be->download(logits, st->logits, (size_t)B * V * sizeof(float));
+	if (next)
+		be->download(next, st->next, (size_t)B * sizeof(int32_t));
+	return be->status();
+}
+
 int tn_model_decode(struct tn_model *m, struct tn_infer *st, const int32_t *tok, float *logits)
 {
-	int rc = infer_step(m, st, tok, 1);
-	if (!rc && logits)
-		rc = logits_rows(m, 0, st->B, logits);
-	return rc;
+	return decode(m, st, tok, logits, NULL);
+}
+
+int tn_model_decode_greedy(struct tn_model *m, struct tn_infer *st, const int32_t *tok,
+			   int32_t *next)
+{
+	return decode(m, st, tok, NULL, next);
 }

@@ -5,7 +5,13 @@
  * name and shape; parameters and gradients are each one flat allocation
  * carved in table order, so the loader, the saver and the optimizer all
  * walk the same table and whole-state operations are one loop. All memory
- * and every op go through a backend (backend.h). Tokens are int32. */
+ * and every op go through a backend (backend.h). Tokens are int32.
+ * Tensor parallelism (Megatron style): a model split over the ranks of a
+ * TP group holds only its heads' columns of qkvu, l1, l2 (split by rows of
+ * the [out, in] weights) and rows of out, l3 (split by columns), and the
+ * whole embedding; the table then lists this rank's parts, each with the
+ * whole tensor's shape and offset, so a whole model is sliced into parts
+ * and the parts gathered back into a whole by one walk of the table. */
 #ifndef TN_MODEL_H
 #define TN_MODEL_H
 
@@ -13,16 +19,25 @@
 #include <stdint.h>
 
 #include "backend.h"
+#include "collective.h"
 #include "config.h"
 #include "tensor.h"
 
 enum tn_param_role { TN_P_EMB, TN_P_QKVU, TN_P_THETA, TN_P_OUT, TN_P_L1, TN_P_L2, TN_P_L3 };
+/* How a tensor is split over TP ranks: not (replicated), by rows (its first
+ * dimension, within each of `blocks` equal row blocks: q, k, v, u) or by
+ * columns (its last dimension). */
+enum tn_tp_split { TN_TP_WHOLE, TN_TP_ROWS, TN_TP_COLS };
 
 struct tn_param {
 	char name[64];      /* HF state-dict key */
 	int ndim;
-	int64_t shape[3];   /* as stored in the HF file */
+	int64_t shape[3];   /* as stored in the HF file; this rank's part with TP */
 	size_t offset, numel; /* in floats, inside the flat parameter buffer */
+	int64_t whole[3];   /* the whole tensor's shape (= shape without TP) */
+	size_t whole_offset; /* inside the flat buffer of the whole model */
+	enum tn_tp_split split;
+	int blocks;
 	int layer;          /* -1 for the embedding */
 	enum tn_param_role role;
 	int decay;          /* 1: a matrix that weight decay applies to */
@@ -42,13 +57,37 @@ struct tn_model {
 	float *params, *grads;     /* grads is NULL until tn_model_zero_grad */
 	float *emb, *gemb;
 	struct tn_layer_w *w, *g;  /* [layers] */
-	float *decay;              /* s[l, h], [layers * heads] */
+	float *decay;              /* s[l, h], [layers * heads] (all heads) */
 	struct tn_acts *acts;
+	/* Tensor parallelism: this is part tp_rank of tp_size, with heads
+	 * [tp_rank * heads, (tp_rank + 1) * heads); tp is NULL when whole. */
+	struct tn_comm *tp;
+	int tp_rank, tp_size;
+	int heads, hidden, glu;    /* this rank's share of H, E and g */
+	size_t whole_floats;       /* parameters of the whole model */
+	float *ones;               /* [hidden] ones: row sums and broadcasts (TP) */
+	/* If set, tn_model_backward calls this as soon as a bucket of gradients
+	 * is final: grads[offset, offset + n), each layer's from the last layer
+	 * down, then the embedding's (gradient reduction overlapped with the
+	 * rest of the backward). A failure stops the backward. */
+	int (*grad_ready)(void *ctx, size_t offset, size_t n);
+	void *grad_ctx;
 };
 
 /* A model of this config with zero weights (no gradients yet). */
 int tn_model_new(struct tn_model **m, const struct tn_config *cfg, const struct tn_backend *be);
 void tn_model_free(struct tn_model *m);
+/* Part tp_rank of whole (weights copied) for the ranks of the TP group tp
+ * (several ranks): heads and the SGLU width must divide among them. */
+int tn_model_tp_split(struct tn_model **part, const struct tn_model *whole,
+		      const struct tn_backend *be, struct tn_comm *tp);
+/* This rank's part (backend memory, laid out by m's table) of a flat host
+ * buffer laid out like the whole model's table: weights or moments. */
+int tn_model_tp_slice(const struct tn_model *m, const float *whole, float *part);
+/* The inverse, collective over m's TP group: every part into the whole
+ * (host, whole_floats), or only taking part where whole is NULL; a model
+ * without TP just downloads. */
+int tn_model_tp_gather(const struct tn_model *m, const float *part, float *whole);
 /* The HF initialisation (MODEL.md 3.2): N(0, init_std^2) matrices and
  * embedding, padding row zero, LRPE theta from its formula. */
 int tn_model_init(struct tn_model *m, uint64_t seed);
@@ -89,13 +128,22 @@ int64_t tn_infer_pos(const struct tn_infer *st, int b);
 /* Sequence sb of src (state and position) into slot db of dst, both of the
  * same model: a shared prefix is computed once and continued many ways. */
 int tn_infer_copy(struct tn_infer *dst, int db, const struct tn_infer *src, int sb);
+/* Sequence b back to the start: zero state, position 0 (a slot for a new
+ * sequence in a batch). */
+int tn_infer_reset(struct tn_infer *st, int b);
 
 #define TN_PREFILL_BLOCK 256
 /* n more tokens of each sequence (tok[b * n + t]), in blocks of
  * TN_PREFILL_BLOCK, continuing from the state; logits [B, n, V] if wanted. */
 int tn_model_prefill(struct tn_model *m, struct tn_infer *st, const int32_t *tok, int n,
 		     float *logits);
-/* One token per sequence by the recurrence; logits [B, V] if wanted. */
+/* One token per sequence by the recurrence; logits [B, V] if wanted. On a
+ * backend with graphs the step is captured once per state and replayed
+ * (unless the environment has TN_GRAPHS=0). */
 int tn_model_decode(struct tn_model *m, struct tn_infer *st, const int32_t *tok, float *logits);
+/* The same step, next[b] = the argmax of sequence b's logits (lowest id on
+ * ties), found on the backend: only B ids come back to the host. */
+int tn_model_decode_greedy(struct tn_model *m, struct tn_infer *st, const int32_t *tok,
+			   int32_t *next);
 
 #endif

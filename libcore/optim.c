@@ -1,6 +1,8 @@
 /* optim.c - AdamW over the model's parameter table, clipping and schedule.
  * The clipping factor is folded into the update (gradients are never
- * rewritten), so a skipped step leaves the gradients as they were. */
+ * rewritten), so a skipped step leaves the gradients as they were. With a
+ * tensor-parallel model the tensors replicated on the TP ranks count once
+ * in the gradient norm. */
 #include "optim.h"
 #include "collective.h"
 #include "util.h"
@@ -44,7 +46,10 @@ void tn_optim_free(struct tn_optim *opt, const struct tn_model *m)
 		m->be->free(opt->m);
 	if (opt->v)
 		m->be->free(opt->v);
-	free(opt->pad);
+	if (opt->pad)
+		m->be->free(opt->pad);
+	if (opt->mine)
+		m->be->free(opt->mine);
 	free(opt);
 }
 
@@ -65,8 +70,8 @@ static int narrow(struct tn_optim *opt, const struct tn_model *m, size_t lo, siz
 			m->be->free(nm);
 		return TN_ENOMEM;
 	}
-	memcpy(nm, opt->m + lo, (hi - lo) * sizeof(float)); /* host memory: see distribute */
-	memcpy(nv, opt->v + lo, (hi - lo) * sizeof(float));
+	m->be->copy(nm, opt->m + lo, (hi - lo) * sizeof(float));
+	m->be->copy(nv, opt->v + lo, (hi - lo) * sizeof(float));
 	m->be->free(opt->m);
 	m->be->free(opt->v);
 	opt->m = nm;
@@ -85,31 +90,29 @@ int tn_optim_distribute(struct tn_optim *opt, const struct tn_model *m, struct t
 	int nccl = tn_comm_kind(comm) == TN_COMM_NCCL;
 	if (w > 1 && strcmp(m->be->name, "cpu") != 0 && !nccl)
 		return tn_fail(TN_EUSAGE, "several ranks on the GPU need NCCL");
-	if (nccl && zero)
-		return tn_fail(TN_EUSAGE, "with NCCL, --zero must be 0 (ZeRO keeps its shards in host memory)");
 	opt->comm = comm;
 	opt->zero = w > 1 ? zero : 0;
 	if (!opt->zero)
 		return TN_OK;
 	opt->shard = (m->n_floats + (size_t)w - 1) / (size_t)w;
-	opt->pad = tn_calloc((size_t)w * opt->shard, sizeof(float));
-	if (!opt->pad)
+	opt->pad = m->be->alloc((size_t)w * opt->shard * sizeof(float));
+	opt->mine = opt->pad ? m->be->alloc(opt->shard * sizeof(float)) : NULL;
+	if (!opt->mine)
 		return TN_ENOMEM;
 	size_t lo = TN_MIN((size_t)r * opt->shard, m->n_floats);
 	return narrow(opt, m, lo, TN_MIN(lo + opt->shard, m->n_floats));
 }
 
 /* Every rank's [lo, hi) of src gathered into dst[0, n_floats). */
-static int gather(const struct tn_optim *opt, size_t n, const float *src, float *dst)
+static int gather(const struct tn_optim *opt, const struct tn_model *m, const float *src,
+		  float *dst)
 {
-	float *mine = tn_calloc(opt->shard, sizeof(float));
-	if (!mine)
-		return TN_ENOMEM;
-	memcpy(mine, src, (opt->hi - opt->lo) * sizeof(float));
-	int rc = tn_comm_allgather(opt->comm, mine, opt->pad, opt->shard);
-	free(mine);
+	const struct tn_backend *be = m->be;
+	be->zero(opt->mine, opt->shard * sizeof(float));
+	be->copy(opt->mine, src, (opt->hi - opt->lo) * sizeof(float));
+	int rc = tn_comm_allgather(opt->comm, opt->mine, opt->pad, opt->shard);
 	if (!rc)
-		memcpy(dst, opt->pad, n * sizeof(float));
+		be->copy(dst, opt->pad, m->n_floats * sizeof(float));
 	return rc;
 }
 
@@ -124,9 +127,9 @@ int tn_optim_whole(const struct tn_optim *opt, const struct tn_model *m, struct 
 	full->v = full->m ? m->be->alloc(m->n_floats * sizeof(float)) : NULL;
 	int rc = full->v ? TN_OK : TN_ENOMEM;
 	if (!rc)
-		rc = gather(opt, m->n_floats, opt->m, full->m);
+		rc = gather(opt, m, opt->m, full->m);
 	if (!rc)
-		rc = gather(opt, m->n_floats, opt->v, full->v);
+		rc = gather(opt, m, opt->v, full->v);
 	if (rc)
 		tn_optim_release_whole(opt, m, full);
 	return rc;
@@ -144,27 +147,87 @@ void tn_optim_release_whole(const struct tn_optim *opt, const struct tn_model *m
 	full->m = full->v = NULL;
 }
 
+/* A bucket of finished gradients: summed in full, or (ZeRO-2) each rank
+ * receiving the part inside its shard, into pad[0, hi - lo). */
+static int bucket_ready(void *ctx, size_t offset, size_t n)
+{
+	struct tn_optim *opt = ctx;
+	float *g = opt->overlap->grads + offset;
+	if (opt->zero < 2)
+		return tn_comm_iallreduce(opt->comm, g, n);
+	size_t w = (size_t)ranks(opt), *cnt = tn_malloc(w * sizeof(*cnt));
+	if (!cnt)
+		return TN_ENOMEM;
+	for (size_t q = 0; q < w; q++) {
+		size_t a = TN_MAX(offset, q * opt->shard), b = TN_MIN(offset + n, (q + 1) * opt->shard);
+		cnt[q] = b > a ? b - a : 0;
+	}
+	size_t mine = TN_MIN(TN_MAX(offset, opt->lo), opt->hi) - opt->lo;
+	int rc = tn_comm_ireduce_scatterv(opt->comm, g, opt->pad + mine, cnt);
+	free(cnt);
+	return rc;
+}
+
+void tn_optim_overlap(struct tn_optim *opt, struct tn_model *m)
+{
+	if (!communicating(opt) || tn_comm_kind(opt->comm) != TN_COMM_MPI)
+		return; /* NCCL: its all-reduce waits for the stream, which would stall the backward */
+	opt->overlap = m;
+	m->grad_ready = bucket_ready;
+	m->grad_ctx = opt;
+}
+
 /* Sum the gradients over the ranks: in full (DP, ZeRO-1), or only this
- * rank's shard (ZeRO-2). */
+ * rank's shard (ZeRO-2); or wait for the sums the backward started. */
 static int reduce_grads(struct tn_optim *opt, struct tn_model *m)
 {
+	if (opt->overlap) {
+		opt->overlap = NULL;
+		m->grad_ready = NULL;
+		int rc = tn_comm_wait(opt->comm);
+		if (!rc && opt->zero == 2)
+			m->be->copy(m->grads + opt->lo, opt->pad, (opt->hi - opt->lo) * sizeof(float));
+		return rc;
+	}
 	if (!communicating(opt))
 		return TN_OK;
 	if (opt->zero < 2)
 		return tn_comm_allreduce(opt->comm, m->grads, m->n_floats);
-	memset(opt->pad, 0, (size_t)ranks(opt) * opt->shard * sizeof(float));
-	memcpy(opt->pad, m->grads, m->n_floats * sizeof(float));
-	float *mine = tn_malloc(opt->shard * sizeof(float));
-	int rc = mine ? tn_comm_reduce_scatter(opt->comm, opt->pad, mine, opt->shard) : TN_ENOMEM;
+	m->be->zero(opt->pad, (size_t)ranks(opt) * opt->shard * sizeof(float));
+	m->be->copy(opt->pad, m->grads, m->n_floats * sizeof(float));
+	int rc = tn_comm_reduce_scatter(opt->comm, opt->pad, opt->mine, opt->shard);
 	if (!rc)
-		memcpy(m->grads + opt->lo, mine, (opt->hi - opt->lo) * sizeof(float));
-	free(mine);
+		m->be->copy(m->grads + opt->lo, opt->mine, (opt->hi - opt->lo) * sizeof(float));
 	return rc;
 }
 
-/* The global gradient norm, over what this rank holds summed over ranks. */
+/* Sum of squares of the gradients in [lo, hi) of a TP part, counting the
+ * replicated tensors on TP rank 0 only. */
+static double part_sumsq(const struct tn_model *m, size_t lo, size_t hi)
+{
+	double ss = 0;
+	for (size_t i = 0; i < m->n_param; i++) {
+		const struct tn_param *p = &m->param[i];
+		size_t a = TN_MAX(p->offset, lo), b = TN_MIN(p->offset + p->numel, hi);
+		if (a < b && (p->split != TN_TP_WHOLE || m->tp_rank == 0))
+			ss += m->be->sumsq_forward(m->grads + a, b - a);
+	}
+	return ss;
+}
+
+/* The global gradient norm, over what this rank holds summed over ranks:
+ * with TP over the TP group, and with ZeRO-2 over the DP group too. */
 static int global_grad_norm(struct tn_optim *opt, const struct tn_model *m, double *norm)
 {
+	if (m->tp) {
+		int z2 = opt->zero == 2;
+		double ss = part_sumsq(m, z2 ? opt->lo : 0, z2 ? opt->hi : m->n_floats);
+		int rc = tn_comm_allreduce_f64(m->tp, &ss, 1);
+		if (!rc && z2)
+			rc = tn_comm_allreduce_f64(opt->comm, &ss, 1);
+		*norm = sqrt(ss);
+		return rc;
+	}
 	if (opt->zero < 2) {
 		*norm = tn_optim_grad_norm(m);
 		return TN_OK;
@@ -221,5 +284,5 @@ int tn_optim_step(struct tn_optim *opt, struct tn_model *m, double *grad_norm, d
 				    decay ? (float)opt->o.weight_decay : 0.0f, gscale, bc1, bc2);
 	}
 	opt->step = t;
-	return opt->zero ? gather(opt, m->n_floats, m->params + opt->lo, m->params) : TN_OK;
+	return opt->zero ? gather(opt, m, m->params + opt->lo, m->params) : TN_OK;
 }

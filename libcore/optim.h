@@ -37,15 +37,17 @@ struct tn_optim {
 	struct tn_comm *comm;
 	int zero;
 	size_t lo, hi, shard;    /* shard = ceil(n_floats / ranks) */
-	float *pad;              /* ranks * shard floats: gathers and scatters */
+	float *pad;              /* backend memory, ranks * shard floats: gathers and scatters */
+	float *mine;             /* backend memory, shard floats: this rank's block */
+	struct tn_model *overlap; /* the model whose backward is summing its gradients */
 };
 
 void tn_optim_defaults(struct tn_optim_opts *o);
 int tn_optim_new(struct tn_optim **opt, const struct tn_model *m, const struct tn_optim_opts *o);
 void tn_optim_free(struct tn_optim *opt, const struct tn_model *m);
 /* Spread the optimizer over the ranks of comm (zero: 0, 1 or 2, as above),
- * keeping this rank's part of any moments already loaded. Host memory only
- * (the CPU backend) when there is more than one rank. */
+ * keeping this rank's part of any moments already loaded. The shards live
+ * in the backend's memory, so ZeRO runs over MPI (CPU) and NCCL (GPU) alike. */
 int tn_optim_distribute(struct tn_optim *opt, const struct tn_model *m, struct tn_comm *comm,
 			int zero);
 /* Whole moments on every rank (collective), as a checkpoint stores them:
@@ -54,6 +56,13 @@ int tn_optim_distribute(struct tn_optim *opt, const struct tn_model *m, struct t
 int tn_optim_whole(const struct tn_optim *opt, const struct tn_model *m, struct tn_optim *full);
 void tn_optim_release_whole(const struct tn_optim *opt, const struct tn_model *m,
 			    struct tn_optim *full);
+/* Sum the gradients over the ranks in buckets (a layer each) as the next
+ * tn_model_backward finishes them, overlapped with the rest of it; the
+ * next tn_optim_step waits for the sums instead of making them. Call
+ * before the backward of an update's last micro-batch. With ZeRO-2 each
+ * bucket is reduce-scattered to the ranks whose shards it crosses. Without
+ * several ranks, and with NCCL, it does nothing. */
+void tn_optim_overlap(struct tn_optim *opt, struct tn_model *m);
 /* Learning rate of update number `step` (0-based). */
 double tn_optim_lr(const struct tn_optim_opts *o, int64_t step);
 /* Global norm of the model's gradients. */

@@ -33,6 +33,11 @@ int tn_sample_check(const struct tn_sample_opts *o)
 	return TN_OK;
 }
 
+int tn_sample_is_argmax(const struct tn_sample_opts *o)
+{
+	return (o->temperature <= 0 || o->top_k == 1) && o->rep_penalty == 1;
+}
+
 static int by_logit(const void *a, const void *b, void *logits)
 {
 	int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;

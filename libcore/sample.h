@@ -23,6 +23,10 @@ void tn_sample_defaults(struct tn_sample_opts *o);
 /* Check the options' ranges; TN_EUSAGE naming the bad one. */
 int tn_sample_check(const struct tn_sample_opts *o);
 
+/* Whether the choice is the plain argmax of the logits (no penalty), so a
+ * backend can make it without the logits coming to the host. */
+int tn_sample_is_argmax(const struct tn_sample_opts *o);
+
 /* One token from logits[0..V) (changed in place by the penalty and the
  * temperature); seen[0..n_seen) are the ids the penalty applies to. */
 int tn_sample(const struct tn_sample_opts *o, struct tn_rng *rng, float *logits, int V,

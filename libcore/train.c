@@ -37,13 +37,56 @@ struct run {
 	struct point *pts;
 	size_t n_pts, cap_pts;
 	char ckpt[64]; /* name of the newest checkpoint, "" if none */
+	/* The 2-D rank grid: a TP group of consecutive ranks shares one model
+	 * (NULL without TP); the DP group holds the ranks of the same TP rank
+	 * in each TP group (o->comm itself without TP). */
+	struct tn_comm *tp, *dp;
+	int stop; /* the ranks agreed to stop after this step */
 };
 
-/* Data parallel: ranks share one global batch of batch x ranks windows;
- * the trainer state records the global batch and the global loader
- * position, so a run resumes on any number of ranks. */
-static uint32_t ranks(const struct run *r) { return r->o->comm ? (uint32_t)tn_comm_size(r->o->comm) : 1; }
-static uint32_t rank(const struct run *r) { return r->o->comm ? (uint32_t)tn_comm_rank(r->o->comm) : 0; }
+/* Data parallel: the DP ranks share one global batch of batch x ranks
+ * windows; the trainer state records the global batch and the global
+ * loader position, so a run resumes on any number of ranks. The ranks of a
+ * TP group read the same windows. */
+static uint32_t ranks(const struct run *r) { return r->dp ? (uint32_t)tn_comm_size(r->dp) : 1; }
+static uint32_t rank(const struct run *r) { return r->dp ? (uint32_t)tn_comm_rank(r->dp) : 0; }
+static int world_rank(const struct run *r) { return r->o->comm ? tn_comm_rank(r->o->comm) : 0; }
+
+/* Split the ranks into TP groups of o->tp consecutive ranks and DP groups. */
+static int setup_grid(struct run *r)
+{
+	struct tn_comm *c = r->o->comm;
+	int T = r->o->tp > 1 ? r->o->tp : 1;
+	r->dp = c;
+	if (T == 1)
+		return TN_OK;
+	int w = c ? tn_comm_size(c) : 1, me = c ? tn_comm_rank(c) : 0;
+	if (!c || w % T)
+		return tn_fail(TN_EUSAGE, "tensor parallelism over %d ranks needs a multiple of %d "
+			       "ranks, not %d", T, T, w);
+	int rc = tn_comm_split(c, me / T, me, &r->tp);
+	r->dp = NULL;
+	if (!rc)
+		rc = tn_comm_split(c, me % T, me, &r->dp);
+	return rc;
+}
+
+/* The whole model (weights, and moments when wopt) made into this rank's
+ * TP part, r->m and r->opt (teardown frees what was made). */
+static int split_model(struct run *r, struct tn_model *whole, struct tn_optim *wopt,
+		       const struct tn_backend *be, const struct tn_optim_opts *oo)
+{
+	int rc = tn_model_tp_split(&r->m, whole, be, r->tp);
+	if (!rc)
+		rc = tn_optim_new(&r->opt, r->m, oo);
+	if (!rc && wopt) {
+		rc = tn_model_tp_slice(r->m, wopt->m, r->opt->m);
+		if (!rc)
+			rc = tn_model_tp_slice(r->m, wopt->v, r->opt->v);
+		r->opt->step = wopt->step;
+	}
+	return rc;
+}
 
 void tn_train_defaults(struct tn_train_opts *o)
 {
@@ -223,13 +266,15 @@ static int setup_model(struct run *r, uint32_t data_vocab)
 		return rc;
 	const struct tn_train_opts *o = r->o;
 	const struct tn_backend *be = o->be ? o->be : &tn_backend_cpu;
+	/* with TP, the whole model is made in host memory, then split */
+	const struct tn_backend *whole_be = r->tp ? &tn_backend_cpu : be;
 	struct tn_optim_opts oo = o->optim;
 	oo.steps = o->steps;
 	if (o->resume) {
 		char *dir;
 		if ((rc = tn_ckpt_resolve(o->resume, &dir)))
 			return rc;
-		rc = tn_model_load(&r->m, dir, be);
+		rc = tn_model_load(&r->m, dir, whole_be);
 		if (!rc)
 			rc = tn_optim_new(&r->opt, r->m, &oo);
 		if (!rc)
@@ -241,29 +286,40 @@ static int setup_model(struct run *r, uint32_t data_vocab)
 		struct tn_config cfg = o->cfg;
 		if (!cfg.vocab_size)
 			cfg.vocab_size = (int)data_vocab;
-		rc = tn_model_new(&r->m, &cfg, be);
+		rc = tn_model_new(&r->m, &cfg, whole_be);
 		if (!rc)
 			rc = tn_model_init(r->m, o->seed);
-		if (!rc)
+		if (!rc && !r->tp) /* with TP, the part gets its own (zero) moments */
 			rc = tn_optim_new(&r->opt, r->m, &oo);
 		r->ts = (struct tn_train_state){.seq_len = o->seq_len, .batch = o->batch * ranks(r),
 						.accum = o->accum, .seed = o->seed};
 		tn_rng_seed(&r->ts.rng, o->seed);
 		memcpy(r->ts.tokenizer, tokenizer, sizeof(tokenizer));
 	}
+	if (!rc && r->tp) {
+		struct tn_model *whole = r->m;
+		struct tn_optim *wopt = r->opt;
+		r->m = NULL;
+		r->opt = NULL;
+		rc = split_model(r, whole, wopt, be, &oo);
+		tn_optim_free(wopt, whole);
+		tn_model_free(whole);
+	}
 	if (!rc && data_vocab > (uint32_t)r->m->cfg.vocab_size)
 		rc = tn_fail(TN_EDATA, "%s: the data's vocabulary of %u is larger than the model's %d",
 			     o->data, data_vocab, r->m->cfg.vocab_size);
-	if (!rc && o->comm)
-		rc = tn_optim_distribute(r->opt, r->m, o->comm, o->zero);
+	if (!rc && r->dp)
+		rc = tn_optim_distribute(r->opt, r->m, r->dp, o->zero);
 	return rc;
 }
 
 static int setup(struct run *r)
 {
 	const struct tn_train_opts *o = r->o;
+	int rc = setup_grid(r);
 	struct tn_loader_opts lo = {o->data, "train", o->seq_len, o->seed, 1, rank(r), ranks(r)};
-	int rc = tn_loader_open(&r->train, &lo);
+	if (!rc)
+		rc = tn_loader_open(&r->train, &lo);
 	if (!rc)
 		rc = setup_model(r, tn_loader_vocab_size(r->train));
 	if (!rc && o->resume)
@@ -273,7 +329,7 @@ static int setup(struct run *r)
 		struct tn_loader_opts vo = {o->data, "val", o->seq_len, o->seed, 0, 0, 1};
 		rc = tn_loader_open(&r->val, &vo);
 	}
-	if (!rc && rank(r) == 0 && mkdir(o->out, 0777) != 0 && errno != EEXIST)
+	if (!rc && world_rank(r) == 0 && mkdir(o->out, 0777) != 0 && errno != EEXIST)
 		rc = tn_fail_errno("%s: cannot create", o->out);
 	if (!rc && o->resume)
 		rc = read_metrics(r, r->ts.step);
@@ -290,6 +346,10 @@ static void teardown(struct run *r)
 {
 	tn_optim_free(r->opt, r->m);
 	tn_model_free(r->m);
+	if (r->tp) {
+		tn_comm_close(r->tp);
+		tn_comm_close(r->dp);
+	}
 	tn_loader_free(r->train);
 	if (r->val)
 		tn_loader_free(r->val);
@@ -306,8 +366,57 @@ static void emit(const struct run *r, struct tn_train_log *l)
 	l->step = r->ts.step;
 	l->steps = r->o->steps;
 	l->tokens = r->ts.tokens;
-	if (r->o->log && rank(r) == 0)
+	if (r->o->log && world_rank(r) == 0)
 		r->o->log(r->o->log_ctx, l);
+}
+
+/* With TP: the whole model and moments gathered from the parts (collective
+ * over the TP group) into wm (host memory) and wopt, on world rank 0 only. */
+static int gather_whole(const struct run *r, const struct tn_optim *mine, struct tn_model **wm,
+			struct tn_optim *wopt)
+{
+	*wopt = *mine;
+	wopt->m = wopt->v = NULL;
+	int rc = TN_OK, root = world_rank(r) == 0;
+	if (root) {
+		rc = tn_model_new(wm, &r->m->cfg, &tn_backend_cpu);
+		size_t n = rc ? 0 : (*wm)->n_floats;
+		wopt->m = rc ? NULL : tn_malloc(n * sizeof(float));
+		wopt->v = wopt->m ? tn_malloc(n * sizeof(float)) : NULL;
+		if (!rc && !wopt->v)
+			rc = TN_ENOMEM;
+		wopt->lo = 0;
+		wopt->hi = n;
+	}
+	if (!rc) /* a failed root leaves the others waiting; the caller aborts them */
+		rc = tn_model_tp_gather(r->m, r->m->params, root ? (*wm)->params : NULL);
+	if (!rc)
+		rc = tn_model_tp_gather(r->m, mine->m, wopt->m);
+	if (!rc)
+		rc = tn_model_tp_gather(r->m, mine->v, wopt->v);
+	return rc;
+}
+
+/* The checkpoint of the whole model: the moments gathered over the DP
+ * group, then (TP, in the first TP group) the parts over the TP group;
+ * world rank 0 writes. */
+static int write_ckpt(struct run *r, const char *dir)
+{
+	struct tn_optim whole, wopt = {0};
+	struct tn_model *wm = NULL;
+	int rc = tn_optim_whole(r->opt, r->m, &whole);
+	if (rc)
+		return rc;
+	if (r->tp && rank(r) == 0)
+		rc = gather_whole(r, &whole, &wm, &wopt);
+	if (!rc && world_rank(r) == 0)
+		rc = tn_ckpt_save(dir, wm ? wm : r->m, wm ? &wopt : &whole, &r->ts,
+				  r->o->save_dtype);
+	free(wopt.m);
+	free(wopt.v);
+	tn_model_free(wm);
+	tn_optim_release_whole(r->opt, r->m, &whole);
+	return rc;
 }
 
 /* Every rank takes part (the moments are gathered); rank 0 writes. */
@@ -319,16 +428,11 @@ static int save(struct run *r)
 		return TN_ENOMEM;
 	r->ts.cursor = tn_loader_get_cursor(r->train);
 	r->ts.cursor.position *= ranks(r);
-	struct tn_optim whole;
-	int rc = tn_optim_whole(r->opt, r->m, &whole);
-	if (rc || rank(r) != 0) {
-		if (!rc)
-			tn_optim_release_whole(r->opt, r->m, &whole);
+	int rc = write_ckpt(r, dir);
+	if (rc || world_rank(r) != 0) {
 		free(dir);
 		return rc;
 	}
-	rc = tn_ckpt_save(dir, r->m, &whole, &r->ts, r->o->save_dtype);
-	tn_optim_release_whole(r->opt, r->m, &whole);
 	if (!rc)
 		rc = write_metrics(r);
 	if (!rc)
@@ -343,8 +447,9 @@ static int save(struct run *r)
 	return rc;
 }
 
-/* One micro-batch: batch windows forward and backward; its mean loss. */
-static int micro_step(struct run *r, double *loss)
+/* One micro-batch: batch windows forward and backward; its mean loss.
+ * The last of an update sums its gradients over the ranks as they finish. */
+static int micro_step(struct run *r, int last, double *loss)
 {
 	const struct tn_train_opts *o = r->o;
 	size_t n = o->seq_len;
@@ -362,6 +467,8 @@ static int micro_step(struct run *r, double *loss)
 		rc = tn_fail(TN_EDATA, "step %lld: the loss is %g; stopped (the last good checkpoint "
 			     "is %s/%s)", (long long)r->ts.step + 1, *loss, o->out,
 			     r->ckpt[0] ? r->ckpt : "(none yet)");
+	if (!rc && last && !o->no_overlap)
+		tn_optim_overlap(r->opt, r->m);
 	if (!rc) /* the optimizer sums over ranks: each contributes its mean / ranks */
 		rc = tn_model_backward(r->m, 1.0f / (float)(o->accum * ranks(r)));
 	return rc;
@@ -390,12 +497,14 @@ static int train_step(struct run *r, double *loss, double *lr, double *gnorm)
 	*loss = 0;
 	for (uint32_t a = 0; a < r->o->accum && !rc; a++) {
 		double l;
-		rc = micro_step(r, &l);
+		rc = micro_step(r, a + 1 == r->o->accum, &l);
 		*loss += l / r->o->accum;
 	}
-	if (!rc && r->o->comm) {
-		rc = tn_comm_allreduce_f64(r->o->comm, loss, 1);
-		*loss /= ranks(r);
+	if (!rc && r->o->comm) { /* one reduction: the loss and whether to stop */
+		double v[2] = {*loss, r->o->stop && *r->o->stop};
+		rc = tn_comm_allreduce_f64(r->o->comm, v, 2);
+		*loss = v[0] / tn_comm_size(r->o->comm); /* TP ranks hold the same loss */
+		r->stop = v[1] > 0;
 	}
 	if (!rc)
 		rc = tn_optim_step(r->opt, r->m, gnorm, lr);
@@ -433,12 +542,8 @@ static int loop(struct run *r, struct tn_train_result *res)
 		}
 		if (o->eval_every > 0 && (s % o->eval_every == 0 || s == o->steps))
 			rc = evaluate(r, &res->val_loss);
-		int stop = o->stop && *o->stop;
-		if (!rc && o->comm && ranks(r) > 1) { /* all ranks stop at the same step */
-			double any = stop;
-			rc = tn_comm_allreduce_f64(o->comm, &any, 1);
-			stop = any > 0;
-		}
+		/* all ranks stop at the same step, as agreed with the loss */
+		int stop = o->comm ? r->stop : o->stop && *o->stop;
 		if (!rc && ((o->save_every > 0 && s % o->save_every == 0) || stop)) {
 			rc = save(r);
 			saved = 1;

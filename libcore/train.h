@@ -4,7 +4,9 @@
  * metrics log and an SVG loss curve in the output directory.
  * Decision: everything a run depends on (weights, moments, step, RNG, data
  * cursor) is in the checkpoint, and every reduction is ordered, so a
- * resumed run continues bit for bit like an uninterrupted one. */
+ * resumed run continues bit for bit like an uninterrupted one. Several
+ * ranks form a 2-D grid (tensor-parallel groups of consecutive ranks, data
+ * parallel across them); a checkpoint always holds the whole model. */
 #ifndef TN_TRAIN_H
 #define TN_TRAIN_H
 
@@ -40,9 +42,12 @@ struct tn_train_opts {
 	int keep;                    /* step checkpoints kept; 0 = all */
 	enum tn_dtype save_dtype;
 	const volatile sig_atomic_t *stop; /* set asynchronously: checkpoint and return */
-	struct tn_comm *comm;        /* data-parallel ranks (NULL: this process alone) */
+	struct tn_comm *comm;        /* all ranks (NULL: this process alone) */
+	int tp;                      /* tensor-parallel degree: groups of tp consecutive ranks
+					share one model (0 or 1: none); data parallel across them */
 	void (*heartbeat)(void *ctx); /* after every step, on every rank (a watchdog) */
 	int zero;                    /* ZeRO stage with several ranks: 0, 1 or 2 */
+	int no_overlap;              /* sum gradients after the backward, not during it */
 	void (*log)(void *ctx, const struct tn_train_log *r);
 	void *log_ctx;
 };

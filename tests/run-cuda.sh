@@ -3,7 +3,9 @@
 # (or by hand there, with bin/ and build/ made elsewhere): runs each
 # tests/cuda/test_*.c as built by make into $O/tests, then its --small
 # cases under compute-sanitizer memcheck and racecheck; then the model's golden tests (test_model) on the CUDA backend,
-# and a short `tn-bench attn` from $1 (the bin folder).
+# generation and mc scoring on the GPU against the CPU (test_generate, test_eval_mc),
+# one-rank NCCL training against the plain path, and a short `tn-bench attn`
+# from $1 (the bin folder).
 BIN=${1:-bin}
 O=${O:-build/release}
 status=0
@@ -28,6 +30,38 @@ for src in tests/cuda/test_*.c; do
 done
 if [ -x "$O/tests/test_model" ]; then
 	TN_BACKEND=cuda "$O/tests/test_model" || status=1
+fi
+# generation (batched, through the decode graph) and multiple-choice scoring
+# on the GPU against the CPU; built by make check
+for t in test_generate test_eval_mc; do
+	if [ -x "$O/tests/$t" ]; then
+		TN_BACKEND=cuda "$O/tests/$t" || status=1
+	fi
+done
+# The NCCL path with one rank (TN_COMM=nccl), also started from the launch
+# environment (TN_WORLD_SIZE=1), trains as the plain CUDA path does: the
+# step losses agree to 1e-6 (the embedding gradient's order of additions is
+# the only difference between runs).
+losses() { grep -o '"loss":[^,}]*' "$1/metrics.jsonl" | cut -d: -f2; }
+nccl_one_rank() {
+	dir=$(mktemp -d) || return 1
+	"$BIN/tn-tokenize" encode -q -t share/demo/spm8k.model --split-docs --eot \
+		share/demo/moby-dick-1-30.txt | "$BIN/tn-shard" pack -q -o "$dir/data" - || return 1
+	train="$BIN/tn-train --backend cuda --preset tiny --data $dir/data --steps 30 --seq-len 64 --batch 8 -q"
+	$train -o "$dir/plain" && TN_COMM=nccl $train -o "$dir/nccl" &&
+		TN_COMM=nccl TN_WORLD_SIZE=1 TN_RANK=0 $train -o "$dir/env" || return 1
+	losses "$dir/plain" >"$dir/plain.txt"
+	for run in nccl env; do
+		losses "$dir/$run" | paste "$dir/plain.txt" - |
+			awk -v run="$run" '{ d = ($1 - $2) / $1; if (d < 0) d = -d; if (d > m) m = d; n++ }
+				END { ok = n == 30 && m <= 1e-6
+				      printf "%s NCCL one rank (%s): %d losses, largest relative gap %.2g\n",
+				      ok ? "ok  " : "FAIL", run, n, m; exit !ok }' || return 1
+	done
+	rm -rf "$dir"
+}
+if [ -x "$BIN/tn-train" ]; then
+	nccl_one_rank || status=1
 fi
 if [ -x "$BIN/tn-bench" ]; then
 	"$BIN/tn-bench" attn --dims 64 --n 1k --tokens 4k --reps 3 || status=1

@@ -13,6 +13,15 @@ mpi() {
 	for n in 2 3; do
 		run mpi "$n" "$TN_TESTS/test_collective"
 		[ "$status" -eq 0 ] || { echo "$output"; return 1; }
-		[ "$(grep -c 'PASSED  \] 3 test' <<< "$output")" -eq "$n" ]
+		[ "$(grep -c 'PASSED  \] 6 test' <<< "$output")" -eq "$n" ]
+	done
+}
+
+@test "a model split over 2 and 4 ranks gives the whole model's loss and gradients" {
+	command -v mpirun >/dev/null || skip "Open MPI not installed"
+	for n in 2 4; do
+		run mpi "$n" "$TN_TESTS/test_tp"
+		[ "$status" -eq 0 ] || { echo "$output"; return 1; }
+		[ "$(grep -c 'PASSED  \] 2 test' <<< "$output")" -eq "$n" ]
 	done
 }

@@ -38,3 +38,11 @@ setup_file() {
 		[[ "$output" == *"$o"* ]]
 	done
 }
+
+@test "--batch 0 is refused; --help lists --batch" {
+	run --separate-stderr "$TN_BIN/tn-eval" mc -m "$MODEL" -t "$TOK" \
+		--task "$TN_SHARED/data/evals/wn_define.jsonl" --batch 0
+	[ "$status" -eq 2 ]
+	run "$TN_BIN/tn-eval" mc --help
+	[[ "$output" == *--batch* ]]
+}

@@ -59,3 +59,32 @@ G() { echo "$TN_SHARED/golden/$1"; }
 	[ "$status" -eq 0 ]
 	[[ "$output" == *--repetition-penalty* ]]
 }
+
+@test "--batch gives the same lines in the same order, ids and JSON; --batch 0 is refused" {
+	printf '1 2 3\n4 5\n60\n7 8 9 10\n11\n' >p.txt
+	one=$("$TN_BIN/tn-generate" -m "$(G A)" --ids -n 5 --eos 3 <p.txt)
+	many=$("$TN_BIN/tn-generate" -m "$(G A)" --ids -n 5 --eos 3 -b 2 <p.txt)
+	[ "$one" = "$many" ]
+	[ "$(wc -l <<<"$many")" -eq 5 ]
+	"$TN_BIN/tn-generate" -m "$(G B)" --ids -n 4 --prompts p.txt -o one.jsonl
+	"$TN_BIN/tn-generate" -m "$(G B)" --ids -n 4 --prompts p.txt --batch 3 -o many.jsonl
+	cmp one.jsonl many.jsonl
+	run --separate-stderr "$TN_BIN/tn-generate" -m "$(G A)" --ids --batch 0 <p.txt
+	[ "$status" -eq 2 ]
+}
+
+@test "--prompts FILE.jsonl takes {\"ids\": [...]} lines; --json gives JSON lines from stdin; bad lines named" {
+	printf '1 2 3\n4 5\n60\n' >p.txt
+	printf '{"ids": [1, 2, 3]}\n{"ids": [4, 5]}\n\n{"ids": [60]}\n' >p.jsonl
+	"$TN_BIN/tn-generate" -m "$(G B)" --ids -n 4 --prompts p.txt -o want.jsonl
+	"$TN_BIN/tn-generate" -m "$(G B)" --ids -n 4 --prompts p.jsonl -b 2 -o got.jsonl
+	cmp want.jsonl got.jsonl
+	"$TN_BIN/tn-generate" -m "$(G B)" --ids -n 4 --json -o stdin.jsonl <p.txt
+	cmp want.jsonl stdin.jsonl
+	printf '{"ids": [1, 2]}\n{"ids": [4, 99]}\n' >bad.jsonl
+	run --separate-stderr "$TN_BIN/tn-generate" -m "$(G A)" --ids --prompts bad.jsonl
+	one_line_error "bad.jsonl:2: ids[1]"
+	printf '{"text": "x"}\n' >bad.jsonl
+	run --separate-stderr "$TN_BIN/tn-generate" -m "$(G A)" --ids --prompts bad.jsonl
+	one_line_error "bad.jsonl:1: not a JSON object"
+}

@@ -1,7 +1,7 @@
 /* test_collective.c - the collectives, as a single process (make check) and
  * under mpirun with several ranks (tests/cli/collective.bats): sums,
  * reduce-scatter, all-gather and broadcast give what their definitions say
- * for every rank count. */
+ * for every rank count, also inside the groups of a split. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -69,6 +69,67 @@ static void broadcast_from_last(void **state)
 	assert_int_equal(tn_comm_barrier(comm), TN_OK);
 }
 
+/* Two non-blocking sums in flight at once, finished by one wait. */
+static void allreduce_started_then_waited(void **state)
+{
+	(void)state;
+	int r = tn_comm_rank(comm), w = tn_comm_size(comm);
+	float a[300], b[7];
+	for (int i = 0; i < 300; i++)
+		a[i] = (float)(r + i);
+	for (int i = 0; i < 7; i++)
+		b[i] = (float)(r * i);
+	assert_int_equal(tn_comm_iallreduce(comm, a, 300), TN_OK);
+	assert_int_equal(tn_comm_iallreduce(comm, b, 7), TN_OK);
+	assert_int_equal(tn_comm_wait(comm), TN_OK);
+	for (int i = 0; i < 300; i++)
+		assert_float_equal(a[i], (float)(w * (w - 1) / 2 + w * i), 0);
+	for (int i = 0; i < 7; i++)
+		assert_float_equal(b[i], (float)(w * (w - 1) / 2 * i), 0);
+	assert_int_equal(tn_comm_wait(comm), TN_OK); /* nothing left: a no-op */
+}
+
+/* Rank q receives q + 1 floats of a started reduce-scatter. */
+static void reduce_scatter_started_then_waited(void **state)
+{
+	(void)state;
+	int r = tn_comm_rank(comm), w = tn_comm_size(comm);
+	size_t cnt[8], total = 0;
+	float send[36], recv[8];
+	for (int q = 0; q < w; q++)
+		total += cnt[q] = (size_t)q + 1;
+	for (size_t i = 0; i < total; i++)
+		send[i] = (float)(r + 1) * (float)i;
+	assert_int_equal(tn_comm_ireduce_scatterv(comm, send, recv, cnt), TN_OK);
+	assert_int_equal(tn_comm_wait(comm), TN_OK);
+	size_t first = (size_t)r * (size_t)(r + 1) / 2; /* blocks of ranks before this one */
+	for (int i = 0; i <= r; i++)
+		assert_float_equal(recv[i], (float)(w * (w + 1) / 2) * (float)(first + (size_t)i), 0);
+}
+
+/* Groups of even and odd ranks (the DP groups of a 2-way TP grid). */
+static void split_groups(void **state)
+{
+	(void)state;
+	int r = tn_comm_rank(comm), w = tn_comm_size(comm);
+	struct tn_comm *sub;
+	assert_int_equal(tn_comm_split(comm, r % 2, r, &sub), TN_OK);
+	assert_int_equal(tn_comm_rank(sub), r / 2);
+	assert_int_equal(tn_comm_size(sub), (w - r % 2 + 1) / 2);
+	float v = (float)r, all[8];
+	double sum = 0;
+	for (int q = r % 2; q < w; q += 2)
+		sum += q;
+	assert_int_equal(tn_comm_allreduce(sub, &v, 1), TN_OK);
+	assert_float_equal(v, sum, 0);
+	v = (float)r;
+	assert_int_equal(tn_comm_allgather(sub, &v, all, 1), TN_OK);
+	for (int i = 0; i < tn_comm_size(sub); i++)
+		assert_float_equal(all[i], (float)(2 * i + r % 2), 0);
+	assert_int_equal(tn_comm_barrier(sub), TN_OK);
+	tn_comm_close(sub);
+}
+
 int main(void)
 {
 	if (tn_comm_open(&comm, 0)) {
@@ -79,6 +140,9 @@ int main(void)
 		cmocka_unit_test(allreduce_sums),
 		cmocka_unit_test(scatter_and_gather),
 		cmocka_unit_test(broadcast_from_last),
+		cmocka_unit_test(allreduce_started_then_waited),
+		cmocka_unit_test(reduce_scatter_started_then_waited),
+		cmocka_unit_test(split_groups),
 	};
 	int failed = cmocka_run_group_tests_name("collective", tests, NULL, NULL);
 	tn_comm_close(comm);

@@ -202,6 +202,47 @@ static void shared_equals_scratch(void **s)
 	tn_model_free(m);
 }
 
+/* Three items scored as one batch on the backend under test (TN_BACKEND)
+ * give each item's log-likelihoods scored alone on the CPU, with and
+ * without the shared context. */
+static void items_batched(void **s)
+{
+	(void)s;
+	struct tn_model *m = tiny_model_on(test_backend(), 29, 20, 5, 3, 0.3, 17);
+	struct tn_model *ref = tiny_model(29, 20, 5, 3, 0.3, 17);
+	int32_t ctx[320], c0[5], c1[1], c2[3];
+	int32_t *cont[] = {c0, c1, c2, c2};
+	const size_t ncont[] = {5, 1, 3, 0}, nctx[] = {7, 300, 1};
+	const int nc[] = {4, 2, 3};
+	fill(ctx, 320, 29, 1);
+	fill(c0, 5, 29, 2);
+	fill(c1, 1, 29, 3);
+	fill(c2, 3, 29, 4);
+	double ll[3][4];
+	int g[3][4];
+	struct tn_mc_item it[3];
+	for (int share = 0; share < 2; share++) {
+		for (int j = 0; j < 3; j++) /* item j: its own context and choices */
+			it[j] = (struct tn_mc_item){ctx + 10 * j, nctx[j], cont + 4 - nc[j],
+						    ncont + 4 - nc[j], nc[j], ll[j], g[j]};
+		assert_int_equal(tn_mc_loglik_items(m, it, 3, share), TN_OK);
+		for (int j = 0; j < 3; j++) {
+			double want[4];
+			int gw[4];
+			assert_int_equal(tn_mc_loglik(ref, it[j].ctx, nctx[j], it[j].cont, it[j].ncont,
+						      nc[j], 1, want, gw), TN_OK);
+			for (int c = 0; c < nc[j]; c++) {
+				if (!(fabs(ll[j][c] - want[c]) <= 1e-5 * (1 + fabs(want[c]))))
+					fail_msg("item %d choice %d: batched %.9g alone %.9g", j, c,
+						 ll[j][c], want[c]);
+				assert_int_equal(g[j][c], gw[c]);
+			}
+		}
+	}
+	tn_model_free(m);
+	tn_model_free(ref);
+}
+
 /* A model dir of a random vocab-8000 model for the spm8k tokenizer. */
 static const char *save_model(void)
 {
@@ -283,11 +324,12 @@ static void shared_sets(void **s)
 	for (size_t k = 0; k < TN_ARRAY_LEN(sets); k++) {
 		snprintf(task, sizeof(task), "%s/data/evals/%s.jsonl", shared_dir(), sets[k]);
 		int shots = k % 2; /* some with one solved example before */
-		char shot_s[4];
+		char shot_s[4], batch_s[4];
 		snprintf(shot_s, sizeof(shot_s), "%d", shots);
+		snprintf(batch_s, sizeof(batch_s), "%d", (int)(k % 3) + 1); /* 1 to 3 items a batch */
 		char *argv[] = {"mc", "-m", (char *)dir, "-t", tok_path, "--task", task,
 				"--limit", "3", "--shots", shot_s, "--details", details, "--json",
-				NULL};
+				"--batch", batch_s, NULL};
 		fflush(stdout);
 		assert_int_equal(tn_eval_mc_main((int)TN_ARRAY_LEN(argv) - 1, argv), 0);
 		check_details(m, ts, task, details, shots, 3);
@@ -306,6 +348,7 @@ int main(void)
 		cmocka_unit_test(bad_lines),
 		cmocka_unit_test(shared_equals_scratch),
 		cmocka_unit_test(shared_sets),
+		cmocka_unit_test(items_batched),
 	};
 	return cmocka_run_group_tests(tests, make_tmp, remove_tmp);
 }

@@ -2,7 +2,8 @@
  * equals repeated argmax over the parallel-form logits (random models of odd
  * sizes, a prompt crossing the prefill block, the golden models against
  * their stored logits), sampling is a function of the seed, stop strings cut
- * the text and the stream exactly. */
+ * the text and the stream exactly, and batched generation on the backend
+ * under test (TN_BACKEND) equals one prompt at a time on the CPU. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -58,15 +59,20 @@ static void expect_greedy(struct tn_model *m, const int32_t *prompt, int n, int 
 	tn_gen_result_free(&r);
 }
 
+/* n pseudo-random ids below 13 (the tiny models' vocabulary). */
+static void ids13(int32_t *p, int n, uint64_t x)
+{
+	for (int i = 0; i < n; i++) {
+		x = x * 6364136223846793005ull + 1442695040888963407ull;
+		p[i] = (int32_t)((x >> 33) % 13);
+	}
+}
+
 static void greedy_odd_models(void **s)
 {
 	(void)s;
 	int32_t p[300];
-	uint64_t x = 7;
-	for (int i = 0; i < 300; i++) {
-		x = x * 6364136223846793005ull + 1442695040888963407ull;
-		p[i] = (int32_t)((x >> 33) % 13);
-	}
+	ids13(p, 300, 7);
 	struct tn_model *m = tiny_model(13, 12, 3, 2, 0.5, 5);
 	expect_greedy(m, p, 1, 6);
 	expect_greedy(m, p, 5, 6);
@@ -233,6 +239,72 @@ static void stop_strings(void **s)
 	tn_tokenizer_free(tok);
 }
 
+struct collected {
+	struct tn_gen_result r[8];
+	size_t n;
+};
+
+static int collect_result(void *ctx, size_t i, struct tn_gen_result *r)
+{
+	struct collected *c = ctx;
+	assert_int_equal(i, c->n); /* in prompt order */
+	c->r[c->n++] = *r;
+	memset(r, 0, sizeof(*r));
+	return TN_OK;
+}
+
+/* Batches of 3 over 7 prompts (lengths 1 to 300, some ending at the EOS id
+ * early, so slots are refilled mid-batch) give each prompt's tn_generate. */
+static int expect_batch(struct tn_model *m, struct tn_model *ref, const struct tn_gen_opts *o,
+			const int32_t *p)
+{
+	static const size_t len[7] = {1, 5, 300, 2, 17, 1, 40};
+	struct tn_gen_prompt ps[7];
+	for (int i = 0; i < 7; i++)
+		ps[i] = (struct tn_gen_prompt){p + 3 * i, len[i]};
+	struct collected c = {0};
+	assert_int_equal(tn_generate_batch(m, NULL, o, 3, ps, 7, collect_result, &c), TN_OK);
+	assert_int_equal(c.n, 7);
+	int early = 0;
+	for (int i = 0; i < 7; i++) {
+		struct tn_gen_result one;
+		assert_int_equal(tn_generate(ref, NULL, o, ps[i].ids, ps[i].n, NULL, NULL, &one),
+				 TN_OK);
+		assert_int_equal(c.r[i].n, one.n);
+		assert_memory_equal(c.r[i].ids, one.ids, one.n * sizeof(int32_t));
+		assert_string_equal(c.r[i].reason, one.reason);
+		early += one.n < (size_t)o->max_tokens;
+		tn_gen_result_free(&one);
+		tn_gen_result_free(&c.r[i]);
+	}
+	return early;
+}
+
+static void batch_equals_single(void **s)
+{
+	(void)s;
+	int32_t p[320];
+	ids13(p, 320, 11);
+	struct tn_model *m = tiny_model_on(test_backend(), 13, 12, 3, 2, 0.5, 5);
+	struct tn_model *ref = tiny_model(13, 12, 3, 2, 0.5, 5);
+	struct tn_gen_opts o;
+	tn_gen_defaults(&o);
+	o.max_tokens = 12;
+	o.eos = 4;
+	assert_true(expect_batch(m, ref, &o, p) > 0);
+	o.sample.temperature = 1;
+	o.sample.top_p = 0.9f;
+	o.seed = 3;
+	assert_true(expect_batch(m, ref, &o, p) > 0);
+	o.sample.temperature = 0;
+	o.sample.rep_penalty = 1.3f; /* greedy through the host's logits */
+	assert_true(expect_batch(m, ref, &o, p) > 0);
+	o.max_tokens = 0;
+	expect_batch(m, ref, &o, p);
+	tn_model_free(m);
+	tn_model_free(ref);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -240,6 +312,7 @@ int main(void)
 		cmocka_unit_test(greedy_golden),
 		cmocka_unit_test(sampler),
 		cmocka_unit_test(stop_strings),
+		cmocka_unit_test(batch_equals_single),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,68 @@
+/* ops_bf16.h - the mixed-precision ops of the cuda-bf16 backend: the same
+ * arguments as their fp32 forms in ops_cuda.h (fp32 tensors in and out),
+ * but the products run on the tensor cores with bf16 operands and fp32
+ * accumulation. Weights come from the backend's bf16 shadows, activations
+ * are rounded to bf16 in staging buffers (cuda_common.h). C++ only. */
+#ifndef TN_OPS_BF16_H
+#define TN_OPS_BF16_H
+
+#include <cuda_bf16.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef __nv_bfloat16 bf16;
+
+/* Ops that also write a bf16 twin of their output (for the product that
+ * reads it next) take it as an extra pointer; NULL: no twin. */
+static __device__ inline void put16(bf16 *twin, size_t i, float v)
+{
+	if (twin)
+		twin[i] = __float2bfloat16_rn(v);
+}
+
+/* The bf16 shadow of n weights at w (kernels/backend_bf16.cu), current with
+ * the fp32 values; NULL on failure (noted). */
+const bf16 *tn_bf16_weight(const float *w, size_t n);
+/* The shadow of the parameter at p, or NULL when its memory has none. */
+bf16 *tn_bf16_shadow_of(const float *p);
+/* dst[0, n) = bf16(src[0, n)), on the stream. */
+void tn_bf16_round(bf16 *dst, const float *src, size_t n);
+void tn_bf16_widen(float *dst, const bf16 *src, size_t n);
+/* The bf16 twin of the activations [src, src + n): the one an op made
+ * with them, or else rounded now (and kept); NULL on failure (noted). */
+const bf16 *tn_bf16_twin(const float *src, size_t n);
+/* Column-major C[m,n] = A.B (+ C when accumulate), bf16 A and B, fp32 C. */
+void tn_gemm_bf16(int ta, int tb, int m, int n, int k, const bf16 *A, int lda, const bf16 *B,
+		  int ldb, int accumulate, float *C, int ldc, const char *what);
+
+/* The fp32 forms' products with bf16 operands: inp and dout as twins, w as
+ * the weights' shadow. */
+void matmul_forward_bf16(float *out, const bf16 *inp, const bf16 *w, int BT, int C, int OC,
+			 int accumulate);
+void matmul_backward_bf16(float *dinp, float *dw, const bf16 *dout, const bf16 *inp,
+			  const bf16 *w, int BT, int C, int OC, int accumulate);
+void srmsnorm_forward_twin(float *out, bf16 *out16, float *rstd, const float *inp, int N, int C);
+void srmsnorm_backward_twin(float *dinp, bf16 *dinp16, const float *dout, const float *out,
+			    const float *rstd, int N, int C);
+void act_backward_twin(float *dinp, bf16 *dinp16, const float *dout, const float *inp, size_t n,
+		       int act);
+void gate_forward_twin(float *out, bf16 *out16, const float *a, const float *b, size_t n);
+void gate_backward_twin(float *da, bf16 *da16, float *db, bf16 *db16, const float *dout,
+			const float *a, const float *b, size_t n);
+void lrpe_forward_twin(float *out, bf16 *out16, const float *inp, const float *theta,
+		       const int32_t *pos, int B, int n, int H, int hd);
+void lrpe_backward_twin(float *dinp, bf16 *dinp16, float *dtheta, const float *dout,
+			const float *inp, const float *theta, const int32_t *pos, int B, int n,
+			int H, int hd);
+size_t xent_scratch_bf16(int V);
+/* The fp32 forms' arguments, with x (the final hidden states) in bf16. */
+void crossentropy_forward_bf16(float *loss, float *lse, const bf16 *x16, const float *emb,
+			       const int32_t *target, int R, int C, int V, float *scratch);
+void crossentropy_backward_bf16(float *dx, float *demb, const bf16 *x16, const float *emb,
+				const int32_t *target, const float *lse, float scale, int R,
+				int C, int V, float *scratch);
+void adamw_update_bf16(float *p, const float *g, float *m, float *v, size_t n, float lr,
+		       float beta1, float beta2, float eps, float wd, float gscale, float bc1,
+		       float bc2);
+
+#endif
