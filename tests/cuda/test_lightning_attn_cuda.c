@@ -393,6 +393,8 @@ int main(int argc, char **argv)
 		run_case(2, 2, 200, 8, 64, dt, 1, 0);
 		run_case(1, 1, 4099, 128, 128, dt, 1, 0);
 		run_case(1, 2, 300, 100, 96, dt, 0, 1);
+		/* B*H enough to fill the GPU: one segment of several chunks a block */
+		run_case(17, 16, 130, 64, 64, dt, 1, 1);
 		run_decode(4, 4, 128, 128, 130, 5, dt);
 		run_decode(1, 2, 256, 128, 64, 3, dt);
 	}
