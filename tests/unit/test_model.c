@@ -470,6 +470,34 @@ static void recompute_odd(void **s)
 	}
 }
 
+/* Inference over the activations of a training forward that checkpoints
+ * every layer (the shared work set) gives the logits of a plain model. */
+static void recompute_then_infer(void **s)
+{
+	(void)s;
+	struct tn_model *m = odd_model(3, TN_ACT_SILU, 17);
+	enum { B = 2, N = 9, V = 13 };
+	int32_t tok[B * N];
+	random_tokens(tok, B * N, V, 6);
+	float want[B * N * V], got[B * N * V], pre0[B * N * V], pre1[B * N * V];
+	struct tn_infer *st;
+	assert_int_equal(tn_model_forward(m, tok, NULL, B, N, NULL), TN_OK);
+	assert_int_equal(tn_model_logits(m, want), TN_OK);
+	assert_int_equal(tn_infer_new(&st, m, B), TN_OK);
+	assert_int_equal(tn_model_prefill(m, st, tok, N, pre0), TN_OK);
+	tn_infer_free(st);
+	tn_model_set_recompute(m, -1);
+	loss_at(m, tok, tok, B, N);
+	assert_int_equal(tn_model_forward(m, tok, NULL, B, N, NULL), TN_OK);
+	assert_int_equal(tn_model_logits(m, got), TN_OK);
+	assert_memory_equal(got, want, sizeof(want));
+	assert_int_equal(tn_infer_new(&st, m, B), TN_OK);
+	assert_int_equal(tn_model_prefill(m, st, tok, N, pre1), TN_OK);
+	assert_memory_equal(pre1, pre0, sizeof(pre0));
+	tn_infer_free(st);
+	tn_model_free(m);
+}
+
 /* The activation bytes fall by one layer's set per checkpointed layer but
  * the first, whose set (LRPE: the widest) becomes the shared work set. */
 static void recompute_memory(void **s)
@@ -516,6 +544,7 @@ int main(void)
 		cmocka_unit_test(decode_parallel), cmocka_unit_test(reuse_activations),
 		cmocka_unit_test(bad_input), cmocka_unit_test(recompute_golden),
 		cmocka_unit_test(recompute_odd), cmocka_unit_test(recompute_memory),
+		cmocka_unit_test(recompute_then_infer),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
