@@ -183,6 +183,15 @@ PY
 	[ ! -e U/latest ] && [ ! -e U/step-00000001 ]
 	run --separate-stderr TR --preset tiny --data D -o R --on-nan maybe
 	[ "$status" -eq 2 ]
+	# two data-parallel ranks (ZeRO-1): the all-reduced loss and global norm, so they skip and stop alike
+	command -v mpirun >/dev/null || skip "Open MPI not installed"
+	export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 ASAN_OPTIONS=detect_leaks=0
+	run --separate-stderr TR --preset tiny --data D -o P --steps 5 --seq-len 16 --batch 2 --lr 1e30 \
+		--clip 0 --save-every 1 --on-nan skip --max-skips 2 --nproc 2 --zero 1 --threads 1 -q
+	[ "$status" -eq 1 ]
+	[[ "$stderr" == *'tn-train: step 2: 2 steps in a row skipped'* ]]
+	[ "$(grep -c '"step":2,"skipped":true' P/metrics.jsonl)" -eq 2 ]
+	[ "$(readlink P/latest)" = step-00000001 ]
 }
 
 @test "tn-bench train measures a few steps" {
