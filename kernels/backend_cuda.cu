@@ -2,7 +2,9 @@
  * handle, the sticky error, and the op table over the ops_*.cu kernels and
  * the Lightning Attention kernels. It implements libcore/backend.h, so the
  * one model definition runs on the GPU unchanged. fp32 throughout (the
- * check mode); every op is asynchronous on one stream. */
+ * check mode); every op is asynchronous on one stream. Deterministic: no
+ * op adds with atomics, every reduction has a fixed order and cuBLAS
+ * repeats itself on one stream, so a run repeats bit for bit on one GPU. */
 #include <stdio.h>
 #include <string.h>
 
