@@ -10,9 +10,10 @@
  * each segment ("span", `sub` chunks) into a [B,H,spans,dk,dv] fp32 buffer;
  * (2) a scan over spans, element-parallel, turns it into the state before
  * (forward) or after (backward) each span, where chunk_seq starts.
- * Matrix products run on mma.sync m16n8k16 bf16 tensor cores; an fp32
- * operand x enters as hi = bf16(x), lo = bf16(x - hi) and costs three
- * products (hi.hi + hi.lo + lo.hi). Only
+ * Matrix products run on mma.sync m16n8k16 bf16 tensor cores; the fp32
+ * values among their operands (scores, state, decay-weighted rows) enter as
+ * hi = bf16(x), lo = bf16(x - hi), two products each. fp32 inputs (the
+ * checking mode) take the same walk on the CUDA cores (chunk_seq_f32). Only
  * non-negative powers lambda^p, p <= span length, appear (MODEL.md §6.11).
  * Documents: seg[t] = last start <= t (-1: none); tokens t, j interact iff
  * seg[t] <= j <= t, as in libcore/lightning_attn.c. */
@@ -111,31 +112,22 @@ __device__ __forceinline__ void load_b2(uint32_t b[4], const bf16 *X, int ld, in
 		ldsm4<true>(b, X + (k0 + (q & 1) * 8 + i) * ld + n0 + (q >> 1) * 8);
 }
 
-/* acc[16 x 8NT] += A[ar0.., ak0 .. ak0+K) . B[bk0 .. bk0+K, bn0..), one warp. */
+/* acc[16 x 8NT] += A[ar0.., ak0 .. ak0+K) . B[bk0 .. bk0+K, bn0..), one warp
+ * (the hi halves: A and B are bf16 inputs). */
 template <int NT, bool ATR, bool BKN>
 __device__ void warp_mma(float (&acc)[NT][4], const op &A, int ar0, int ak0, const op &B,
 			 int bk0, int bn0, int K)
 {
 	static_assert(NT % 2 == 0, "B pieces come in pairs");
 	for (int k = 0; k < K; k += 16) {
-		uint32_t ah[4], al[4];
-		load_a<ATR>(ah, A.hi, A.ld, ar0, ak0 + k);
-		if (A.lo)
-			load_a<ATR>(al, A.lo, A.ld, ar0, ak0 + k);
+		uint32_t a[4];
+		load_a<ATR>(a, A.hi, A.ld, ar0, ak0 + k);
 #pragma unroll
 		for (int n = 0; n < NT; n += 2) {
-			uint32_t bh[4], bl[4];
-			load_b2<BKN>(bh, B.hi, B.ld, bk0 + k, bn0 + 8 * n);
-			if (B.lo)
-				load_b2<BKN>(bl, B.lo, B.ld, bk0 + k, bn0 + 8 * n);
-#pragma unroll
-			for (int u = 0; u < 2; u++) {
-				mma(acc[n + u], ah, bh + 2 * u);
-				if (B.lo)
-					mma(acc[n + u], ah, bl + 2 * u);
-				if (A.lo)
-					mma(acc[n + u], al, bh + 2 * u);
-			}
+			uint32_t b[4];
+			load_b2<BKN>(b, B.hi, B.ld, bk0 + k, bn0 + 8 * n);
+			mma(acc[n], a, b);
+			mma(acc[n + 1], a, b + 2);
 		}
 	}
 }
@@ -152,81 +144,6 @@ template <int NT> __device__ __forceinline__ void zero(float (&acc)[NT][4])
 __device__ __forceinline__ int acc_row(int r) { return ((threadIdx.x & 31) >> 2) + (r >> 1) * 8; }
 __device__ __forceinline__ int acc_col(int n, int r) { return 8 * n + 2 * (threadIdx.x & 3) + (r & 1); }
 
-/* Eight consecutive elements of row r from column c of a global matrix into
- * x, zero past nrows / ncols; one 16-byte load (two for fp32) when `vec`. */
-__device__ __forceinline__ void load8(float x[8], const float *src, long ld, int r, int c,
-				      bool ok, int left, bool vec)
-{
-	if (ok && vec && left >= 8) {
-		float4 a = __ldg((const float4 *)(src + r * ld + c));
-		float4 b = __ldg((const float4 *)(src + r * ld + c + 4));
-		x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w;
-		x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
-		return;
-	}
-#pragma unroll
-	for (int k = 0; k < 8; k++)
-		x[k] = ok && k < left ? src[r * ld + c + k] : 0.f;
-}
-
-__device__ __forceinline__ void load8(float x[8], const bf16 *src, long ld, int r, int c,
-				      bool ok, int left, bool vec)
-{
-	if (ok && vec && left >= 8) {
-		uint4 a = __ldg((const uint4 *)(src + r * ld + c));
-		const bf16 *h = (const bf16 *)&a;
-#pragma unroll
-		for (int k = 0; k < 8; k++)
-			x[k] = __bfloat162float(h[k]);
-		return;
-	}
-#pragma unroll
-	for (int k = 0; k < 8; k++)
-		x[k] = ok && k < left ? __bfloat162float(src[r * ld + c + k]) : 0.f;
-}
-
-/* x[0..8) into row r, columns c..c+7 of d: one 16-byte store per half. */
-__device__ __forceinline__ void store8(const op &d, int r, int c, const float x[8])
-{
-	uint4 hv, lv;
-	bf16 *h = (bf16 *)&hv, *l = (bf16 *)&lv;
-#pragma unroll
-	for (int k = 0; k < 8; k++) {
-		h[k] = __float2bfloat16_rn(x[k]);
-		l[k] = __float2bfloat16_rn(x[k] - __bfloat162float(h[k]));
-	}
-	*(uint4 *)(d.hi + r * d.ld + c) = hv;
-	if (d.lo)
-		*(uint4 *)(d.lo + r * d.ld + c) = lv;
-}
-
-/* Copy a rows x cols block (cols a multiple of 8) of a row-major global
- * matrix (row stride ld) into a shared operand, zero outside nrows x ncols.
- * Called by the whole block;
- * all of a thread's loads are issued before its stores. */
-template <typename T>
-__device__ void load_tile(const op &d, const T *src, long ld, int rows, int cols, int nrows,
-			  int ncols)
-{
-	constexpr int U = 4;
-	int per_row = cols / 8, items = rows * per_row;
-	bool vec = ld % 8 == 0 && ((uintptr_t)src & 15) == 0;
-	for (int i0 = threadIdx.x; i0 < items; i0 += U * blockDim.x) {
-		float x[U][8];
-#pragma unroll
-		for (int u = 0; u < U; u++) {
-			int it = i0 + u * blockDim.x, r = it / per_row, c = it % per_row * 8;
-			load8(x[u], src, ld, r, c, it < items && r < nrows, ncols - c, vec);
-		}
-#pragma unroll
-		for (int u = 0; u < U; u++) {
-			int it = i0 + u * blockDim.x, r = it / per_row, c = it % per_row * 8;
-			if (it < items)
-				store8(d, r, c, x[u]);
-		}
-	}
-}
-
 /* cp.async: 16 bytes global -> shared without passing through registers. */
 __device__ __forceinline__ void cp_async16(void *dst, const void *src)
 {
@@ -239,32 +156,25 @@ template <int N> __device__ __forceinline__ void cp_wait()
 	asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
-/* load_tile, asynchronous where it can be: bf16 rows copied
- * as they are (cp.async), zeros stored directly; fp32 (split into hi + lo)
- * and unaligned sources go through load_tile. Completion: cp_wait + a barrier. */
-template <typename T>
-__device__ void issue_tile(const op &d, const T *src, long ld, int rows, int cols, int nrows,
+/* Rows x cols (a multiple of 8) of a row-major global matrix (row stride ld)
+ * into a shared tile, zero outside nrows x ncols: 16-byte cp.async where an
+ * aligned piece is whole, plain copies elsewhere. Completion: cp_wait + a
+ * barrier. */
+__device__ void issue_tile(const op &d, const bf16 *src, long ld, int rows, int cols, int nrows,
 			   int ncols)
 {
-	if constexpr (sizeof(T) == 4) {
-		load_tile<T>(d, src, ld, rows, cols, nrows, ncols);
-	} else {
-		if (ld % 8 || ((uintptr_t)src & 15)) {
-			load_tile<T>(d, src, ld, rows, cols, nrows, ncols);
-			return;
-		}
-		int per_row = cols / 8;
-		for (int it = threadIdx.x; it < rows * per_row; it += blockDim.x) {
-			int r = it / per_row, c = it % per_row * 8;
-			bf16 *dst = d.hi + r * d.ld + c;
-			if (r < nrows && c + 8 <= ncols)
-				cp_async16(dst, src + r * ld + c);
-			else if (r >= nrows || c >= ncols)
-				*(uint4 *)dst = make_uint4(0, 0, 0, 0);
-			else
-				for (int k = 0; k < 8; k++)
-					dst[k] = c + k < ncols ? src[r * ld + c + k] : __float2bfloat16_rn(0.f);
-		}
+	bool vec = ld % 8 == 0 && ((uintptr_t)src & 15) == 0;
+	int per_row = cols / 8;
+	for (int it = threadIdx.x; it < rows * per_row; it += blockDim.x) {
+		int r = it / per_row, c = it % per_row * 8;
+		bf16 *dst = d.hi + r * d.ld + c;
+		if (vec && r < nrows && c + 8 <= ncols)
+			cp_async16(dst, src + r * ld + c);
+		else if (r >= nrows || c >= ncols)
+			*(uint4 *)dst = make_uint4(0, 0, 0, 0);
+		else
+			for (int k = 0; k < 8; k++)
+				dst[k] = c + k < ncols ? src[r * ld + c + k] : __float2bfloat16_rn(0.f);
 	}
 }
 
@@ -405,20 +315,15 @@ __device__ __forceinline__ float2 unpack2(uint32_t x)
 	return make_float2(__uint_as_float(x << 16), __uint_as_float(x & 0xffff0000u));
 }
 
-/* An A fragment (hi, and lo when given) with its column k scaled by w[k],
- * split again into hi + lo. */
-__device__ __forceinline__ void scale_cols(const uint32_t h[4], const uint32_t *l,
-					   const float *w, uint32_t xh[4], uint32_t xl[4])
+/* An A fragment with its column k scaled by w[k], split into hi + lo. */
+__device__ __forceinline__ void scale_cols(const uint32_t h[4], const float *w, uint32_t xh[4],
+					   uint32_t xl[4])
 {
 	int t = threadIdx.x & 3;
 	float2 wa = *(const float2 *)(w + 2 * t), wb = *(const float2 *)(w + 2 * t + 8);
 #pragma unroll
 	for (int i = 0; i < 4; i++) {
 		float2 x = unpack2(h[i]), sc = i < 2 ? wa : wb;
-		if (l) {
-			float2 y = unpack2(l[i]);
-			x.x += y.x, x.y += y.y;
-		}
 		split_pair(x.x * sc.x, x.y * sc.y, xh[i], xl[i]);
 	}
 }
@@ -430,14 +335,37 @@ __device__ __forceinline__ op shifted(const op &o, int n)
 
 /* The rows of chunk c of F (unless NULL), M and W (columns cb.. of W) into
  * shared memory. */
-template <typename T, int DA, int CW>
-__device__ void issue_chunk(const dims &d, const pass<T> &p, const op &F, const op &M,
+template <int DA, int CW>
+__device__ void issue_chunk(const dims &d, const pass<bf16> &p, const op &F, const op &M,
 			    const op &W, long base, int c, int cb)
 {
 	if (p.F)
-		issue_tile<T>(F, p.F + (base + c) * p.da, p.da, BC, DA, d.N - c, p.da);
-	issue_tile<T>(M, p.M + (base + c) * p.da, p.da, BC, DA, d.N - c, p.da);
-	issue_tile<T>(W, p.W + (base + c) * p.dw + cb, p.dw, BC, CW, d.N - c, p.dw - cb);
+		issue_tile(F, p.F + (base + c) * p.da, p.da, BC, DA, d.N - c, p.da);
+	issue_tile(M, p.M + (base + c) * p.da, p.da, BC, DA, d.N - c, p.da);
+	issue_tile(W, p.W + (base + c) * p.dw + cb, p.dw, BC, CW, d.N - c, p.dw - cb);
+}
+
+/* What a block walks: its segment's chunks from c, nch of them, `step` apart
+ * (REV: last to first), and the state it starts from (NULL: zero). Also
+ * fills pw[p] = lambda^p, p <= BC (a barrier must follow). */
+struct walk {
+	const int *sq; /* seg of this sequence, or NULL */
+	int nch, step, c;
+	long base; /* (b*H + h) * N */
+	const float *S0;
+};
+
+template <bool REV, typename T>
+__device__ walk walk_of(const dims &d, const pass<T> &p, const float *decay_s, const int *seg,
+			int bh, float *pw)
+{
+	float s = decay_s[bh % d.H];
+	for (int i = threadIdx.x; i <= BC; i += blockDim.x)
+		pw[i] = expf(-s * (float)i);
+	int cs = blockIdx.x * d.SR, nch = (min(d.N, cs + d.SR) - cs + BC - 1) / BC;
+	return walk{seg ? seg + (long)(bh / d.H) * d.N : nullptr, nch, REV ? -BC : BC,
+		    REV ? cs + (nch - 1) * BC : cs, (long)bh * d.N,
+		    p.state ? p.state + ((long)bh * p.nst + blockIdx.x) * d.dk * d.dv : nullptr};
 }
 
 /* The decay factors of chunk [c, c+m): rs[i] for output row i (how much of R
@@ -467,30 +395,22 @@ __device__ float chunk_decay(const dims &d, const int *sq, int c, int m, const f
 }
 
 /* A warp's 16 columns x 64 rows of output (acc holds them transposed, as
- * chunk_seq computes them) into rows [0, m), columns [0, ncols) of dst (row
- * stride ld). bf16 goes through `stage` (64 x (CW + 8) bf16 of shared memory,
- * free on entry) to be stored 16 bytes at a time; fp32 (the checking mode)
- * is stored directly. */
-template <typename T, int CW>
-__device__ void store_chunk(T *dst, long ld, int m, int ncols, const float (&acc)[8][4],
-			    bf16 *stage)
+ * chunk_seq computes them; warp w has columns 16w mod CW, written when
+ * `mine`) into rows [0, m), columns [0, ncols) of dst (row stride ld),
+ * through `stage` (64 x (CW + 8) bf16 of shared memory, free on entry) so
+ * that the stores are 16 bytes wide. */
+template <int CW>
+__device__ void store_chunk(bf16 *dst, long ld, int m, int ncols, const float (&acc)[8][4],
+			    bf16 *stage, bool mine)
 {
 	constexpr int LD = CW + 8;
-	int r0 = 16 * (threadIdx.x >> 5), g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+	int r0 = 16 * (threadIdx.x >> 5) % CW, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
 #pragma unroll
-	for (int n = 0; n < 8; n++)
+	for (int n = 0; n < (mine ? 8 : 0); n++)
 #pragma unroll
-		for (int e = 0; e < 4; e++) {
-			int i = 8 * n + 2 * t + (e & 1), col = r0 + g + 8 * (e >> 1);
-			if (sizeof(T) == 4) {
-				if (i < m && col < ncols)
-					dst[i * ld + col] = from_f<T>(acc[n][e]);
-			} else {
-				stage[i * LD + col] = __float2bfloat16_rn(acc[n][e]);
-			}
-		}
-	if (sizeof(T) == 4)
-		return;
+		for (int e = 0; e < 4; e++)
+			stage[(8 * n + 2 * t + (e & 1)) * LD + r0 + g + 8 * (e >> 1)] =
+				__float2bfloat16_rn(acc[n][e]);
 	__syncthreads();
 	bool vec = ld % 8 == 0 && ((uintptr_t)dst & 15) == 0;
 	for (int it = threadIdx.x; it < BC * CW / 8; it += blockDim.x) {
@@ -502,14 +422,15 @@ __device__ void store_chunk(T *dst, long ld, int m, int ncols, const float (&acc
 			*(uint4 *)(dst + i * ld + col) = *(const uint4 *)src;
 		else
 			for (int k = 0; k < 8 && col + k < ncols; k++)
-				dst[i * ld + col + k] = from_f<T>(__bfloat162float(src[k]));
+				dst[i * ld + col + k] = src[k];
 	}
 }
 
 /* (3) One segment of chunks, walked in order (REV: backwards), for CW output
- * columns; warp w (of CW / 16) owns output columns cb + 16w.. and keeps the
- * same rows of R^T in registers, as mma accumulators, which are the A
- * fragments of the product with F^T. Per chunk (F its rows of the input the
+ * columns; warp w (of KS * CW / 16) owns output columns cb + 16 (w mod CW/16)..
+ * and keeps the same rows of R^T, its part (w / (CW/16) of KS) of the columns,
+ * in registers, as mma accumulators, which are the A fragments of the product
+ * with F^T; the KS parts add their sums in shared memory (red). Per chunk (F its rows of the input the
  * output rows belong to, M and W the same rows of the other two inputs):
  *   out^T = R^T F^T diag(rs) + W^T P^T,  P = mask(F M^T) (REV: mask(M F^T)^T)
  *   R^T  <- g R^T + W^T diag(wu) M
@@ -520,54 +441,47 @@ __device__ void store_chunk(T *dst, long ld, int m, int ncols, const float (&acc
  * is the [dk, dv] state itself). The output goes through shared memory (bf16)
  * so that its stores are 16 bytes wide. ST (state only): no F, no output, R
  * from zero, and the final R of each segment into p.state_out[b,h,segment]. */
-template <typename T, int DA, int CW, bool REV, bool STN, bool ST>
-__global__ void __launch_bounds__(2 * CW, 1) chunk_seq(dims d, pass<T> p, const float *decay_s,
-						       const int *seg)
+template <int DA, int CW, int KS, bool REV, bool STN, bool ST>
+__global__ void __launch_bounds__(2 * CW * KS, 1) chunk_seq(dims d, pass<bf16> p,
+							   const float *decay_s, const int *seg)
 {
 	extern __shared__ __align__(16) char smem[];
-	constexpr bool SPLIT = sizeof(T) == 4;
-	constexpr int NW = CW / 16, NST = SPLIT ? 1 : 2, NR = DA / 8;
-	int w = threadIdx.x >> 5, r0 = 16 * w, bh = blockIdx.y, cb = blockIdx.z * CW;
-	int g4 = (threadIdx.x & 31) >> 2, t4 = threadIdx.x & 3;
+	constexpr int NB = CW / 16, NW = NB * KS, NR = DA / KS / 8;
+	constexpr int JP = BC / 16 / KS; /* k-steps of W^T P^T per part */
+	int w = threadIdx.x >> 5, r0 = 16 * (w % NB), part = KS > 1 ? w / NB : 0;
+	int k0 = part * (DA / KS);
+	int bh = blockIdx.y, cb = blockIdx.z * CW, g4 = (threadIdx.x & 31) >> 2, t4 = threadIdx.x & 3;
 	smem_alloc al{smem};
-	op F0 = al.take(BC, DA, SPLIT), M0 = al.take(BC, DA, SPLIT), W0 = al.take(BC, CW, SPLIT);
-	int stage = (int)((bf16 *)al.p - F0.hi); /* bf16 elements per stage */
-	al.p += (NST - 1) * stage * sizeof(bf16);
+	op F0 = al.take(BC, DA, false), M0 = al.take(BC, DA, false), W0 = al.take(BC, CW, false);
+	int stage = (int)((bf16 *)al.p - F0.hi); /* bf16 elements per stage; two stages */
+	al.p += stage * sizeof(bf16);
 	op P = al.take(BC, BC, true);
-	float *pw = (float *)al.p, *rs = pw + 2 * BC, *wu = rs + BC;
-	float s = decay_s[bh % d.H];
-	for (int i = threadIdx.x; i <= BC; i += blockDim.x)
-		pw[i] = expf(-s * (float)i);
-	const int *sq = seg ? seg + (long)(bh / d.H) * d.N : nullptr;
-	int cs = blockIdx.x * d.SR, nch = (min(d.N, cs + d.SR) - cs + BC - 1) / BC;
-	int step = REV ? -BC : BC, c = REV ? cs + (nch - 1) * BC : cs;
-	long base = (long)bh * d.N;
-	const float *S0 = p.state ? p.state + ((long)bh * p.nst + blockIdx.x) * d.dk * d.dv : nullptr;
+	float *pw = (float *)al.p, *rs = pw + 2 * BC, *wu = rs + BC, *red = wu + BC;
+	walk wk = walk_of<REV>(d, p, decay_s, seg, bh, pw);
+	const int *sq = wk.sq;
+	int nch = wk.nch, step = wk.step, c = wk.c;
+	long base = wk.base;
+	const float *S0 = wk.S0;
 	float R[NR][4];
 #pragma unroll
 	for (int n = 0; n < NR; n++)
 #pragma unroll
 		for (int e = 0; e < 4; e++) {
-			int r = cb + r0 + g4 + 8 * (e >> 1), k = 8 * n + 2 * t4 + (e & 1);
+			int r = cb + r0 + g4 + 8 * (e >> 1), k = k0 + 8 * n + 2 * t4 + (e & 1);
 			R[n][e] = S0 && r < p.dw && k < p.da ? S0[state_at<STN>(d, r, k)] : 0.f;
 		}
-	issue_chunk<T, DA, CW>(d, p, F0, M0, W0, base, c, cb);
+	issue_chunk<DA, CW>(d, p, F0, M0, W0, base, c, cb);
 	cp_commit();
 	__syncthreads(); /* pw */
 	for (int it = 0; it < nch; it++, c += step) {
-		int m = min(BC, d.N - c), now = NST > 1 ? (it & 1) * stage : 0, next = stage - now;
+		int m = min(BC, d.N - c), now = (it & 1) * stage, next = stage - now;
 		op F = shifted(F0, now), M = shifted(M0, now), W = shifted(W0, now);
-		if (NST == 1 && it > 0)
-			issue_chunk<T, DA, CW>(d, p, F0, M0, W0, base, c, cb);
-		if (NST > 1 && it + 1 < nch)
-			issue_chunk<T, DA, CW>(d, p, shifted(F0, next), shifted(M0, next),
-					       shifted(W0, next), base, c + step, cb);
+		if (it + 1 < nch)
+			issue_chunk<DA, CW>(d, p, shifted(F0, next), shifted(M0, next), shifted(W0, next),
+					    base, c + step, cb);
 		cp_commit();
 		float g = chunk_decay<REV>(d, sq, c, m, pw, rs, wu);
-		if (NST > 1)
-			cp_wait<1>();
-		else
-			cp_wait<0>();
+		cp_wait<1>();
 		__syncthreads(); /* this chunk's tiles, rs, wu */
 		float acc[8][4];
 		zero(acc);
@@ -589,16 +503,12 @@ __global__ void __launch_bounds__(2 * CW, 1) chunk_seq(dims d, pass<T> p, const 
 				split_pair(R[2 * kk + 1][2], R[2 * kk + 1][3], ah[3], al[3]);
 #pragma unroll
 				for (int n = 0; n < 8; n += 2) {
-					uint32_t bh[4], bl[4];
-					load_b2<false>(bh, F.hi, F.ld, 16 * kk, 8 * n);
-					if (SPLIT)
-						load_b2<false>(bl, F.lo, F.ld, 16 * kk, 8 * n);
+					uint32_t b[4];
+					load_b2<false>(b, F.hi, F.ld, k0 + 16 * kk, 8 * n);
 #pragma unroll
 					for (int u = 0; u < 2; u++) {
-						mma(acc[n + u], ah, bh + 2 * u);
-						mma(acc[n + u], al, bh + 2 * u);
-						if (SPLIT)
-							mma(acc[n + u], ah, bl + 2 * u);
+						mma(acc[n + u], ah, b + 2 * u);
+						mma(acc[n + u], al, b + 2 * u);
 					}
 				}
 			}
@@ -615,12 +525,10 @@ __global__ void __launch_bounds__(2 * CW, 1) chunk_seq(dims d, pass<T> p, const 
 				R[n][e] *= g;
 #pragma unroll
 		for (int jj = 0; jj < BC / 16; jj++) {
-			uint32_t wh[4], wl[4], xh[4], xl[4];
+			uint32_t wh[4], xh[4], xl[4];
 			load_a<true>(wh, W.hi, W.ld, r0, 16 * jj);
-			if (SPLIT)
-				load_a<true>(wl, W.lo, W.ld, r0, 16 * jj);
 #pragma unroll
-			for (int n = 0; n < (ST ? 0 : 8); n += 2) { /* W^T P^T */
+			for (int n = 0; n < (ST || jj / JP != part ? 0 : 8); n += 2) { /* W^T P^T */
 				uint32_t ph[4], pl[4];
 				load_b2<REV>(ph, P.hi, P.ld, 16 * jj, 8 * n);
 				load_b2<REV>(pl, P.lo, P.ld, 16 * jj, 8 * n);
@@ -628,30 +536,40 @@ __global__ void __launch_bounds__(2 * CW, 1) chunk_seq(dims d, pass<T> p, const 
 				for (int u = 0; u < 2; u++) {
 					mma(acc[n + u], wh, ph + 2 * u);
 					mma(acc[n + u], wh, pl + 2 * u);
-					if (SPLIT)
-						mma(acc[n + u], wl, ph + 2 * u);
 				}
 			}
-			scale_cols(wh, SPLIT ? wl : nullptr, wu + 16 * jj, xh, xl);
+			scale_cols(wh, wu + 16 * jj, xh, xl);
 #pragma unroll
 			for (int n = 0; n < NR; n += 2) { /* R^T += W^T diag(wu) M */
-				uint32_t mh[4], ml[4];
-				load_b2<true>(mh, M.hi, M.ld, 16 * jj, 8 * n);
-				if (SPLIT)
-					load_b2<true>(ml, M.lo, M.ld, 16 * jj, 8 * n);
+				uint32_t mb[4];
+				load_b2<true>(mb, M.hi, M.ld, 16 * jj, k0 + 8 * n);
 #pragma unroll
 				for (int u = 0; u < 2; u++) {
-					mma(R[n + u], xh, mh + 2 * u);
-					mma(R[n + u], xl, mh + 2 * u);
-					if (SPLIT)
-						mma(R[n + u], xh, ml + 2 * u);
+					mma(R[n + u], xh, mb + 2 * u);
+					mma(R[n + u], xl, mb + 2 * u);
 				}
 			}
 		}
-		__syncthreads(); /* P, the tiles, rs, wu are free */
+		int lane = threadIdx.x & 31;
+		if (!ST && part > 0) /* the parts' sums meet in part 0 */
+#pragma unroll
+			for (int n = 0; n < 8; n++)
+#pragma unroll
+				for (int e = 0; e < 4; e++)
+					red[((part - 1) * 32 + 4 * n + e) * NB * 32 + (w % NB) * 32 + lane] =
+						acc[n][e];
+		__syncthreads(); /* P, the tiles, rs, wu are free; red is written */
+		if (!ST && part == 0)
+			for (int q = 1; q < KS; q++)
+#pragma unroll
+				for (int n = 0; n < 8; n++)
+#pragma unroll
+					for (int e = 0; e < 4; e++)
+						acc[n][e] += red[((q - 1) * 32 + 4 * n + e) * NB * 32 +
+								 w * 32 + lane];
 		if (!ST)
-			store_chunk<T, CW>(p.out + (base + c) * p.dw + cb, p.dw, m, p.dw - cb, acc,
-					   P.hi);
+			store_chunk<CW>(p.out + (base + c) * p.dw + cb, p.dw, m, p.dw - cb, acc,
+					   P.hi, part == 0);
 	}
 	if (p.state_out && (ST || blockIdx.x == gridDim.x - 1)) {
 		long at = ST ? (long)bh * gridDim.x + blockIdx.x : bh;
@@ -660,10 +578,101 @@ __global__ void __launch_bounds__(2 * CW, 1) chunk_seq(dims d, pass<T> p, const 
 		for (int n = 0; n < NR; n++)
 #pragma unroll
 			for (int e = 0; e < 4; e++) {
-				int r = cb + r0 + g4 + 8 * (e >> 1), k = 8 * n + 2 * t4 + (e & 1);
+				int r = cb + r0 + g4 + 8 * (e >> 1), k = k0 + 8 * n + 2 * t4 + (e & 1);
 				if (r < p.dw && k < p.da)
 					So[state_at<STN>(d, r, k)] = R[n][e];
 			}
+	}
+}
+
+/* fp32 inputs (the checking mode): the walk of chunk_seq on the CUDA cores,
+ * fp32 throughout, so results are exact to fp32 rounding (the tensor cores'
+ * bf16 pairs are not: ~2e-5). One block of 256 threads per segment and 32
+ * output columns; R [da][32] in shared memory, F and M rows padded by one
+ * float so that the score loop reads 16 different rows without conflicts. */
+template <bool REV, bool STN, bool ST>
+__global__ void __launch_bounds__(256) chunk_seq_f32(dims d, pass<float> p, const float *decay_s,
+						     const int *seg)
+{
+	extern __shared__ __align__(16) char smem[];
+	const int da = p.da, FS = da + 1, PS = BC + 1, t = threadIdx.x, lane = t & 31, wq = t >> 5;
+	int bh = blockIdx.y, cb = blockIdx.z * 32;
+	float *F = (float *)smem, *M = F + BC * FS, *W = M + BC * FS, *P = W + BC * 32;
+	float *R = P + BC * PS, *pw = R + da * 32, *rs = pw + 2 * BC, *wu = rs + BC;
+	walk wk = walk_of<REV>(d, p, decay_s, seg, bh, pw);
+	const int *sq = wk.sq;
+	int nch = wk.nch, step = wk.step, c = wk.c;
+	long base = wk.base;
+	const float *S0 = wk.S0;
+	for (int e = t; e < da * 32; e += blockDim.x) {
+		int r = cb + e % 32;
+		R[e] = S0 && r < p.dw ? S0[state_at<STN>(d, r, e / 32)] : 0.f;
+	}
+	__syncthreads(); /* pw */
+	for (int it = 0; it < nch; it++, c += step) {
+		int m = min(BC, d.N - c);
+		for (int e = t; e < BC * da; e += blockDim.x) {
+			int i = e / da, k = e % da;
+			if (!ST)
+				F[i * FS + k] = i < m ? p.F[(base + c + i) * da + k] : 0.f;
+			M[i * FS + k] = i < m ? p.M[(base + c + i) * da + k] : 0.f;
+		}
+		for (int e = t; e < BC * 32; e += blockDim.x) {
+			int j = e / 32, col = cb + e % 32;
+			W[e] = j < m && col < p.dw ? p.W[(base + c + j) * p.dw + col] : 0.f;
+		}
+		float g = chunk_decay<REV>(d, sq, c, m, pw, rs, wu);
+		__syncthreads(); /* tiles, rs, wu */
+		if (!ST) {
+			/* P[i][j] = mask(F_i . M_j): the query is i (REV: j) */
+			chunk ch = chunk_of(d, seg, c, bh);
+			int i0 = 4 * (t / 16), j0 = 4 * (t % 16);
+			float acc[4][4] = {};
+			for (int k = 0; k < da; k++) {
+				float f[4], x[4];
+#pragma unroll
+				for (int a = 0; a < 4; a++)
+					f[a] = F[(i0 + a) * FS + k], x[a] = M[(j0 + a) * FS + k];
+#pragma unroll
+				for (int a = 0; a < 4; a++)
+#pragma unroll
+					for (int b = 0; b < 4; b++)
+						acc[a][b] += f[a] * x[b];
+			}
+#pragma unroll
+			for (int a = 0; a < 4; a++)
+#pragma unroll
+				for (int b = 0; b < 4; b++) {
+					int q = REV ? j0 + b : i0 + a, k = REV ? i0 + a : j0 + b;
+					bool keep = q >= k && ch.seg_of(c + q) <= c + k;
+					P[(i0 + a) * PS + j0 + b] = keep ? acc[a][b] * pw[q - k] : 0.f;
+				}
+			__syncthreads(); /* P */
+			for (int i = wq; i < BC; i += blockDim.x / 32) {
+				float x = 0.f, y = 0.f;
+				for (int j = 0; j < BC; j++)
+					x += P[i * PS + j] * W[j * 32 + lane];
+				for (int a = 0; a < da; a++)
+					y += F[i * FS + a] * R[a * 32 + lane];
+				if (i < m && cb + lane < p.dw)
+					p.out[(base + c + i) * p.dw + cb + lane] = x + rs[i] * y;
+			}
+			__syncthreads(); /* R is read */
+		}
+		for (int a = wq; a < da; a += blockDim.x / 32) {
+			float x = 0.f;
+			for (int j = 0; j < BC; j++)
+				x += wu[j] * M[j * FS + a] * W[j * 32 + lane];
+			R[a * 32 + lane] = g * R[a * 32 + lane] + x;
+		}
+		__syncthreads(); /* the tiles, P, rs, wu are free */
+	}
+	if (p.state_out && (ST || blockIdx.x == gridDim.x - 1)) {
+		long at = ST ? (long)bh * gridDim.x + blockIdx.x : bh;
+		float *So = p.state_out + at * d.dk * d.dv;
+		for (int e = t; e < da * 32; e += blockDim.x)
+			if (cb + e % 32 < p.dw)
+				So[state_at<STN>(d, cb + e % 32, e / 32)] = R[e];
 	}
 }
 
@@ -745,32 +754,50 @@ cudaError_t launch(K kern, dim3 grid, int threads, int bytes, cudaStream_t st, A
 	return cudaGetLastError();
 }
 
-template <typename T, int DA, int CW, bool REV, bool STN, bool ST>
-cudaError_t seq_pass(const dims &d, const pass<T> &p, const float *s, const int *seg,
+/* KS = 2 (two warps per 16 output columns, each with half of R's columns)
+ * where the registers allow (R up to 128 columns) and there are products
+ * to share. */
+template <int DA, int CW, bool REV, bool STN, bool ST>
+cudaError_t seq_pass(const dims &d, const pass<bf16> &p, const float *s, const int *seg,
 		     cudaStream_t st)
 {
-	constexpr bool SP = sizeof(T) == 4;
-	constexpr int NST = SP ? 1 : 2;
-	int bytes = NST * (2 * tile_bytes(BC, DA, SP) + tile_bytes(BC, CW, SP)) +
-		    tile_bytes(BC, BC, true) + 4 * BC * (int)sizeof(float);
-	return launch(chunk_seq<T, DA, CW, REV, STN, ST>, dim3(d.TS, d.B * d.H, (p.dw + CW - 1) / CW),
-		      2 * CW, bytes, st, d, p, s, seg);
+	constexpr int KS = DA <= 128 && !ST ? 2 : 1;
+	int bytes = 2 * (2 * tile_bytes(BC, DA, false) + tile_bytes(BC, CW, false)) +
+		    tile_bytes(BC, BC, true) + 4 * BC * (int)sizeof(float) +
+		    (KS - 1) * 32 * 32 * (CW / 16) * (int)sizeof(float);
+	return launch(chunk_seq<DA, CW, KS, REV, STN, ST>,
+		      dim3(d.TS, d.B * d.H, (p.dw + CW - 1) / CW), 2 * CW * KS, bytes, st, d, p, s,
+		      seg);
 }
 
-/* chunk_seq for the padded width of F and M (64, 128 or 256) and 64 or 128
- * output columns per block. */
+/* chunk_seq for the padded width of F and M (64, 128 or 256). */
+template <int CW, bool REV, bool STN, bool ST>
+cudaError_t seq_cw(const dims &d, const pass<bf16> &p, const float *s, const int *seg,
+		   cudaStream_t st)
+{
+	int P = pad64(p.da);
+	return P <= 64	  ? seq_pass<64, CW, REV, STN, ST>(d, p, s, seg, st)
+	       : P <= 128 ? seq_pass<128, CW, REV, STN, ST>(d, p, s, seg, st)
+			  : seq_pass<256, CW, REV, STN, ST>(d, p, s, seg, st);
+}
+
+/* One walk: bf16 through chunk_seq with 64 or 128 output columns per block
+ * (the state-only walk always takes 64: with no scores to share, narrower
+ * blocks only add parallelism); fp32 through chunk_seq_f32. */
 template <typename T, bool REV, bool STN, bool ST = false>
 cudaError_t seq_any(const dims &d, const pass<T> &p, const float *s, const int *seg,
 		    cudaStream_t st)
 {
-	int P = pad64(p.da);
-	if (p.dw <= 64)
-		return P <= 64	  ? seq_pass<T, 64, 64, REV, STN, ST>(d, p, s, seg, st)
-		       : P <= 128 ? seq_pass<T, 128, 64, REV, STN, ST>(d, p, s, seg, st)
-				  : seq_pass<T, 256, 64, REV, STN, ST>(d, p, s, seg, st);
-	return P <= 64	  ? seq_pass<T, 64, 128, REV, STN, ST>(d, p, s, seg, st)
-	       : P <= 128 ? seq_pass<T, 128, 128, REV, STN, ST>(d, p, s, seg, st)
-			  : seq_pass<T, 256, 128, REV, STN, ST>(d, p, s, seg, st);
+	if constexpr (sizeof(T) == 4) {
+		int bytes = (int)sizeof(float) * (2 * BC * (p.da + 1) + BC * 32 + BC * (BC + 1) +
+						  p.da * 32 + 4 * BC);
+		return launch(chunk_seq_f32<REV, STN, ST>, dim3(d.TS, d.B * d.H, (p.dw + 31) / 32),
+			      256, bytes, st, d, p, s, seg);
+	} else {
+		if (ST || p.dw <= 64)
+			return seq_cw<64, REV, STN, ST>(d, p, s, seg, st);
+		return seq_cw<ST ? 64 : 128, REV, STN, ST>(d, p, s, seg, st);
+	}
 }
 
 /* (1) The local state sum_j w_j x_j y_j^T of each span (segment) into L,

@@ -3,8 +3,8 @@
  *
  * All tensor pointers are device pointers; q, k, v, o, dout, dq, dk, dv are in
  * `dtype` (fp32 or bf16), decay_s [H] and the states are fp32, arithmetic
- * accumulates in fp32 (fp32 inputs go through the tensor cores as bf16
- * hi + lo pairs, so fp32 results keep ~1e-5 relative accuracy). dk <= 256,
+ * accumulates in fp32 (bf16 inputs on the tensor cores; fp32 inputs, the
+ * checking mode, on the CUDA cores in fp32: ~1e-6 relative). dk <= 256,
  * dv <= 128 and a multiple of 4, any B, H, N >= 1; states 16-byte aligned.
  * Temporary memory (when B*H is too small to fill the GPU, the states of the
  * segments each sequence is cut into: B*H*segments*dk*dv floats, two of them

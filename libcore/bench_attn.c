@@ -7,13 +7,15 @@
  * output written once) over the memory bandwidth. The shapes keep B*N fixed
  * (--tokens), so the same buffers serve every N. Peak memory = the tensors a
  * mode touches + the high-water mark of the kernels' temporary pool (+ the
- * baseline's N x N buffers). Needs a CUDA build. */
+ * baseline's N x N buffers). Measuring needs a CUDA build; --plot --from
+ * redraws the figures of an earlier --json run anywhere. */
 #include "bench.h"
 #include "cli.h"
 #include "io.h"
 #include "util.h"
 
 #include <getopt.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +29,7 @@ struct attn_opts {
 	int ns[16], n_ns, dk[8], dv[8], n_dims, bf16, json, csv;
 	double tflops, tbps;
 	const char *plot; /* --plot PREFIX, or NULL */
+	const char *from; /* --from FILE: plot its figures instead of measuring */
 };
 
 /* "128,64,256x128": head dims, d alone meaning dk = dv = d. */
@@ -79,6 +82,7 @@ static void usage(void)
 	       "                      0: never; bf16, dk = dv only)\n"
 	       "  --csv, --json       one CSV row / JSON object per figure instead of the table\n"
 	       "  --plot PREFIX       also PREFIX-time.svg and PREFIX-memory.svg (gnuplot)\n"
+	       "  --from FILE         with --plot: plot the --json figures in FILE, measure nothing\n"
 	       "  -h, --help          this help\n");
 }
 
@@ -92,6 +96,7 @@ static int parse(int argc, char **argv, struct attn_opts *o)
 		{"peak-tbps", required_argument, NULL, 'B'},
 		{"quadratic-max", required_argument, NULL, 'Q'},
 		{"plot", required_argument, NULL, 'P'},
+		{"from", required_argument, NULL, 'f'},
 		{"csv", no_argument, NULL, 'c'},	  {"json", no_argument, NULL, 'j'},
 		{"help", no_argument, NULL, 'h'},	  {NULL, 0, NULL, 0}};
 	int c, rc = TN_OK;
@@ -112,6 +117,7 @@ static int parse(int argc, char **argv, struct attn_opts *o)
 		case 'B': o->tbps = atof(optarg); break;
 		case 'c': o->csv = 1; break;
 		case 'P': o->plot = optarg; break;
+		case 'f': o->from = optarg; break;
 		case 'j': o->json = 1; break;
 		case 'h': usage(); exit(0);
 		default: return tn_cli_usage_error(prog, "unknown option");
@@ -120,6 +126,154 @@ static int parse(int argc, char **argv, struct attn_opts *o)
 	if (!rc && (!o->tokens || !o->heads || o->heads > 1024 || !o->reps || o->tflops <= 0 ||
 		    o->tbps <= 0))
 		return tn_cli_usage_error(prog, "--tokens, --heads, --reps and the peaks must be positive");
+	if (!rc && o->from && !o->plot)
+		return tn_cli_usage_error(prog, "--from needs --plot");
+	return rc;
+}
+
+/* What --plot draws: the figures of this run, or of an earlier --json run
+ * (--from). */
+struct row {
+	char mode[16];
+	int dk, dv, H, BN, bf16, N;
+	double ms, mib;
+};
+struct rows {
+	struct row r[1024];
+	int n;
+};
+
+/* The SVG of one gnuplot script (svg terminal, output on stdout) into path. */
+static int gnuplot_svg(const char *script, const char *path)
+{
+	char tmp[] = "/tmp/tn-bench-plot-XXXXXX", cmd[64], buf[65536];
+	int fd = mkstemp(tmp), opened = 0;
+	if (fd < 0)
+		return tn_fail_errno("%s: cannot create the gnuplot script", tmp);
+	FILE *f = fdopen(fd, "w");
+	if (!f)
+		close(fd);
+	int rc = f && fputs(script, f) >= 0 && fclose(f) == 0
+			 ? TN_OK
+			 : tn_fail_errno("%s: cannot write the gnuplot script", tmp);
+	snprintf(cmd, sizeof cmd, "gnuplot %s", tmp);
+	FILE *p = rc ? NULL : popen(cmd, "r");
+	struct tn_out out;
+	if (!rc && !p)
+		rc = tn_fail_errno("cannot run gnuplot");
+	if (!rc)
+		opened = !(rc = tn_out_open(&out, path));
+	size_t n;
+	while (!rc && (n = fread(buf, 1, sizeof buf, p)) > 0)
+		rc = tn_out_write(&out, buf, n);
+	int st = p ? pclose(p) : 0;
+	if (!rc && st != 0)
+		rc = tn_fail(TN_EIO, "%s: gnuplot failed (status %d)", path, st);
+	if (!rc)
+		rc = tn_out_commit(&out);
+	if (opened) /* frees it; after a commit, removes nothing */
+		tn_out_abort(&out);
+	unlink(tmp);
+	return rc;
+}
+
+static int plotted(const char *mode)
+{
+	return !strcmp(mode, "fwd") || !strcmp(mode, "fwd+bwd") || !strcmp(mode, "quad-fwd") ||
+	       !strcmp(mode, "quad-f+b");
+}
+
+/* The index of the first row of row i's series (mode, dk, dv). */
+static int series_head(const struct rows *r, int i)
+{
+	int j = 0;
+	while (strcmp(r->r[j].mode, r->r[i].mode) || r->r[j].dk != r->r[i].dk ||
+	       r->r[j].dv != r->r[i].dv)
+		j++;
+	return j;
+}
+
+/* PREFIX-time.svg and PREFIX-memory.svg: ms and peak MiB against N, one
+ * line per mode and head dim (prefill and decode left out). */
+static int plot(const struct rows *r, const char *prefix)
+{
+	if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
+		fprintf(stderr, "%s: gnuplot is not installed: no plots written\n", prog);
+		return TN_OK;
+	}
+	for (int what = 0; what < 2; what++) {
+		char *s = NULL, path[4096];
+		size_t len = 0;
+		FILE *m = open_memstream(&s, &len);
+		if (!m)
+			return tn_fail(TN_ENOMEM, "plot: out of memory");
+		fprintf(m, "set terminal svg size 800,500 dynamic background rgb 'white'\n"
+			   "set logscale xy 2\nset key outside right\nset grid\n"
+			   "set title 'Lightning Attention, H = %d, B*N = %d, %s'\n"
+			   "set xlabel 'N'\nset ylabel '%s'\n",
+			r->n ? r->r[0].H : 0, r->n ? r->r[0].BN : 0,
+			r->n && !r->r[0].bf16 ? "fp32" : "bf16",
+			what ? "peak memory (MiB)" : "time (ms)");
+		int series = 0;
+		for (int i = 0; i < r->n; i++) { /* one data block per series */
+			if (!plotted(r->r[i].mode) || series_head(r, i) != i)
+				continue;
+			fprintf(m, "$s%d << EOD\n", series++);
+			for (int j = i; j < r->n; j++)
+				if (series_head(r, j) == i)
+					fprintf(m, "%d %g\n", r->r[j].N, what ? r->r[j].mib : r->r[j].ms);
+			fprintf(m, "EOD\n");
+		}
+		fprintf(m, "plot");
+		for (int i = 0, k = 0; i < r->n; i++)
+			if (plotted(r->r[i].mode) && series_head(r, i) == i)
+				fprintf(m, "%s $s%d with linespoints title '%s %dx%d'", k ? "," : "", k,
+					r->r[i].mode, r->r[i].dk, r->r[i].dv), k++;
+		fprintf(m, "\n");
+		fclose(m);
+		snprintf(path, sizeof path, "%s-%s.svg", prefix, what ? "memory" : "time");
+		int rc = series ? gnuplot_svg(s, path)
+				: tn_fail(TN_EDATA, "%s: nothing to plot (no fwd or fwd+bwd figure)",
+					  path);
+		free(s);
+		if (rc)
+			return rc;
+	}
+	return TN_OK;
+}
+
+/* The figures of an earlier `tn-bench attn --json` run, one object a line. */
+static int read_rows(const char *path, struct rows *r)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return tn_fail_errno("%s: cannot open", path);
+	char *line = NULL;
+	size_t cap = 0;
+	int rc = TN_OK;
+	for (long no = 1; !rc && getline(&line, &cap, f) > 0; no++) {
+		json_error_t err;
+		json_t *j = json_loads(line, 0, &err);
+		const char *mode = NULL, *dt = NULL;
+		struct row x = {0};
+		int B = 0;
+		if (!j || json_unpack(j, "{s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:F, s:F}", "mode",
+				      &mode, "dtype", &dt, "B", &B, "H", &x.H, "N", &x.N, "dk", &x.dk,
+				      "dv", &x.dv, "ms", &x.ms, "peak_mib", &x.mib) != 0)
+			rc = tn_fail(TN_EDATA, "%s:%ld: not a tn-bench attn --json figure", path, no);
+		else if (r->n == (int)TN_ARRAY_LEN(r->r))
+			rc = tn_fail(TN_EDATA, "%s:%ld: more than %zu figures", path, no,
+				     TN_ARRAY_LEN(r->r));
+		else {
+			snprintf(x.mode, sizeof x.mode, "%s", mode);
+			x.bf16 = !strcmp(dt, "bf16");
+			x.BN = B * x.N;
+			r->r[r->n++] = x;
+		}
+		json_decref(j);
+	}
+	free(line);
+	fclose(f);
 	return rc;
 }
 
@@ -297,21 +451,16 @@ static int peak_mib(enum mode m, const struct tn_attn_shape *sh, const struct bu
 	return rc;
 }
 
-/* The figures of one run, kept for --plot. */
-struct rows {
-	struct figure f[512];
-	int dk[512], N[512], n;
-};
-
 static void report(const struct attn_opts *o, const struct tn_attn_shape *sh, const struct figure *f,
 		   struct rows *rows)
 {
 	const char *dt = o->bf16 ? "bf16" : "f32";
 	double tf = f->flops / (f->ms * 1e-3) / 1e12, pct = 100 * f->bound_ms / f->ms;
-	if (rows->n < (int)TN_ARRAY_LEN(rows->f)) {
-		rows->f[rows->n] = *f;
-		rows->dk[rows->n] = sh->dk;
-		rows->N[rows->n++] = sh->N;
+	if (rows->n < (int)TN_ARRAY_LEN(rows->r)) {
+		struct row *r = &rows->r[rows->n++];
+		*r = (struct row){.dk = sh->dk, .dv = sh->dv, .H = sh->H, .BN = sh->B * sh->N, .bf16 = o->bf16,
+				  .N = sh->N, .ms = f->ms, .mib = f->mib};
+		snprintf(r->mode, sizeof r->mode, "%s", f->mode);
 	}
 	if (o->json)
 		printf("{\"op\":\"attn\",\"mode\":\"%s\",\"dtype\":\"%s\",\"B\":%d,\"H\":%d,\"N\":%d,"
@@ -398,96 +547,6 @@ static int bench_decode(const struct attn_opts *o, const struct bufs *b, int dk,
 	return rc ? rc : measure(o, &sh, b, DECODE, &f, rows);
 }
 
-/* The SVG of one gnuplot script (svg terminal, output on stdout) into path. */
-static int gnuplot_svg(const char *script, const char *path)
-{
-	char tmp[] = "/tmp/tn-bench-plot-XXXXXX", cmd[64], buf[65536];
-	int fd = mkstemp(tmp), opened = 0;
-	if (fd < 0)
-		return tn_fail_errno("%s: cannot create the gnuplot script", tmp);
-	FILE *f = fdopen(fd, "w");
-	if (!f)
-		close(fd);
-	int rc = f && fputs(script, f) >= 0 && fclose(f) == 0
-			 ? TN_OK
-			 : tn_fail_errno("%s: cannot write the gnuplot script", tmp);
-	snprintf(cmd, sizeof cmd, "gnuplot %s", tmp);
-	FILE *p = rc ? NULL : popen(cmd, "r");
-	struct tn_out out;
-	if (!rc && !p)
-		rc = tn_fail_errno("cannot run gnuplot");
-	if (!rc)
-		opened = !(rc = tn_out_open(&out, path));
-	size_t n;
-	while (!rc && (n = fread(buf, 1, sizeof buf, p)) > 0)
-		rc = tn_out_write(&out, buf, n);
-	int st = p ? pclose(p) : 0;
-	if (!rc && st != 0)
-		rc = tn_fail(TN_EIO, "%s: gnuplot failed (status %d)", path, st);
-	if (!rc)
-		rc = tn_out_commit(&out);
-	if (rc && opened)
-		tn_out_abort(&out);
-	unlink(tmp);
-	return rc;
-}
-
-/* PREFIX-time.svg and PREFIX-memory.svg: ms and peak MiB against N, one
- * line per mode and head dim (prefill and decode left out). */
-static int plot(const struct attn_opts *o, const struct rows *r, const char *prefix)
-{
-	static const char *modes[] = {"fwd", "fwd+bwd", "quad-fwd", "quad-f+b"};
-	if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
-		fprintf(stderr, "%s: gnuplot is not installed: no plots written\n", prog);
-		return TN_OK;
-	}
-	for (int what = 0; what < 2; what++) {
-		char *s = NULL, path[4096];
-		size_t len = 0;
-		FILE *m = open_memstream(&s, &len);
-		if (!m)
-			return tn_fail(TN_ENOMEM, "plot: out of memory");
-		fprintf(m, "set terminal svg size 800,500 dynamic background rgb 'white'\n"
-			   "set logscale xy 2\nset key left top\nset grid\n"
-			   "set title 'Lightning Attention, H = %d, B*N = %llu, %s'\n"
-			   "set xlabel 'N'\nset ylabel '%s'\n",
-			(int)o->heads, (unsigned long long)o->tokens, o->bf16 ? "bf16" : "fp32",
-			what ? "peak memory (MiB)" : "time (ms)");
-		int series = 0;
-		for (int d = 0; d < o->n_dims; d++)
-			for (size_t k = 0; k < TN_ARRAY_LEN(modes); k++) {
-				int any = 0;
-				for (int i = 0; i < r->n; i++)
-					if (r->dk[i] == o->dk[d] && !strcmp(r->f[i].mode, modes[k])) {
-						if (!any)
-							fprintf(m, "$s%d << EOD\n", series);
-						any = 1;
-						fprintf(m, "%d %g\n", r->N[i], what ? r->f[i].mib : r->f[i].ms);
-					}
-				if (any)
-					fprintf(m, "EOD\n# %s d=%d\n", modes[k], o->dk[d]), series++;
-			}
-		fprintf(m, "plot");
-		for (int i = 0, sr = 0; i < o->n_dims; i++)
-			for (size_t k = 0; k < TN_ARRAY_LEN(modes); k++) {
-				int any = 0;
-				for (int j = 0; j < r->n; j++)
-					any |= r->dk[j] == o->dk[i] && !strcmp(r->f[j].mode, modes[k]);
-				if (any)
-					fprintf(m, "%s $s%d with linespoints title '%s d=%d'", sr ? "," : "",
-						sr, modes[k], o->dk[i]), sr++;
-			}
-		fprintf(m, "\n");
-		fclose(m);
-		snprintf(path, sizeof path, "%s-%s.svg", prefix, what ? "memory" : "time");
-		int rc = series ? gnuplot_svg(s, path) : TN_OK;
-		free(s);
-		if (rc)
-			return rc;
-	}
-	return TN_OK;
-}
-
 static int run(const struct attn_opts *o)
 {
 	struct bufs b;
@@ -509,7 +568,7 @@ static int run(const struct attn_opts *o)
 	bufs_free(&b);
 	fflush(stdout);
 	if (!rc && o->plot)
-		rc = plot(o, rows, o->plot);
+		rc = plot(rows, o->plot);
 	free(rows);
 	return rc;
 }
@@ -532,6 +591,14 @@ int tn_bench_attn(int argc, char **argv)
 		rc = parse(argc, argv, &o);
 	if (rc)
 		return rc;
-	rc = run(&o);
+	if (o.from) {
+		struct rows *rows = tn_calloc(1, sizeof *rows);
+		rc = rows ? read_rows(o.from, rows) : TN_ENOMEM;
+		if (!rc)
+			rc = plot(rows, o.plot);
+		free(rows);
+	} else {
+		rc = run(&o);
+	}
 	return rc ? tn_cli_report(prog, rc) : 0;
 }

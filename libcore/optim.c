@@ -187,7 +187,7 @@ static int reduce_grads(struct tn_optim *opt, struct tn_model *m)
 		m->grad_ready = NULL;
 		int rc = tn_comm_wait(opt->comm);
 		if (!rc && opt->zero == 2)
-			memcpy(m->grads + opt->lo, opt->pad, (opt->hi - opt->lo) * sizeof(float));
+			m->be->copy(m->grads + opt->lo, opt->pad, (opt->hi - opt->lo) * sizeof(float));
 		return rc;
 	}
 	if (!communicating(opt))

@@ -12,7 +12,9 @@
 # The model comes from MODEL (default "--preset tnl-385m"), given to the first
 # run only; the other options go to every run (--data and -o are set here).
 # Environment: BIN (the tn binaries, default ../bin beside this script),
-# SLICE (seconds per run, default 540), BACKEND (default cuda).
+# SLICE (seconds per run, default 540), TOTAL (seconds of training in all,
+# counted from the first run; when spent, the job scores the last
+# checkpoint; default: no limit), BACKEND (default cuda).
 set -eu
 [ $# -ge 3 ] || { echo "usage: $0 CORPUS_DIR TOKENIZER WORK [TN-TRAIN-OPTION]..." >&2; exit 2; }
 corpus=$1 tok=$2 work=$3
@@ -30,10 +32,18 @@ if [ ! -f "$work/data/manifest.json" ]; then
 fi
 "$bin/tn-shard" info "$work/data"
 
-# One run: at most $slice seconds; tn-train turns the SIGTERM of timeout(1)
-# into a checkpoint and a clean exit, reported as "interrupted" in --json.
+# One run: at most $slice seconds (fewer when TOTAL runs out); tn-train
+# turns the SIGTERM of timeout(1) into a checkpoint and a clean exit,
+# reported as "interrupted" in --json.
 run=1 last=-1
+start=$(date +%s)
 while :; do
+	left=$slice
+	if [ -n "${TOTAL:-}" ]; then
+		left=$((TOTAL - ($(date +%s) - start)))
+		[ "$left" -gt 0 ] || { echo "== TOTAL=$TOTAL seconds spent: stopping at step $last"; break; }
+		[ "$left" -lt "$slice" ] || left=$slice
+	fi
 	if [ -f "$work/run/latest" ] || [ -d "$work/run/latest" ]; then
 		from="--resume $work/run"
 	else
@@ -41,7 +51,7 @@ while :; do
 	fi
 	echo "== training run $run ($from)"
 	# shellcheck disable=SC2086 # $from holds several options
-	summary=$(timeout -s TERM --preserve-status "$slice" "$bin/tn-train" $from --backend "$backend" \
+	summary=$(timeout -s TERM --preserve-status "$left" "$bin/tn-train" $from --backend "$backend" \
 		--data "$work/data" -o "$work/run" --json "$@")
 	echo "$summary"
 	case $summary in
@@ -50,7 +60,7 @@ while :; do
 	esac
 	step=${summary#*'"step":'}
 	step=${step%%,*}
-	if [ "$step" -le "$last" ]; then
+	if [ "$step" -le "$last" ] && [ "$left" = "$slice" ]; then
 		echo "$0: run $run made no progress (step $step): raise SLICE" >&2
 		exit 1
 	fi

@@ -31,3 +31,13 @@ setup_file() {
 		"$BATS_TEST_DIRNAME/../../share/demo/spm8k.model" short --steps 40 --seq-len 32 --batch 2 -q
 	[ "$status" -ne 0 ]
 }
+
+@test "TOTAL ends the training early and the last checkpoint is scored" {
+	cd "$BATS_FILE_TMPDIR"
+	BIN=$TN_BIN BACKEND=cpu MODEL="--preset tiny" SLICE=3 TOTAL=5 \
+		run --separate-stderr "$BATS_TEST_DIRNAME/../../share/train-corpus.sh" corpus \
+		"$BATS_TEST_DIRNAME/../../share/demo/spm8k.model" total --steps 1000000 --seq-len 32 --batch 2 -q
+	[ "$status" -eq 0 ] || { echo "$output $stderr"; false; }
+	[[ "$output" == *"TOTAL=5 seconds spent"* ]]
+	[[ "$output" == *'"bpb":'* ]]
+}
