@@ -95,8 +95,21 @@ static void embedding(const struct tn_backend *be, int small)
 	free(demb);
 }
 
+/* out = inp w^T through the backend, w [100, N / 100]: on cuda-bf16 it
+ * reads w's bf16 shadow (made on the first use, then kept by AdamW). */
+static float *product(const struct tn_backend *be, const float *w, const float *inp, size_t N)
+{
+	int C = (int)(N / 100);
+	float *out = be->alloc(4 * 100 * sizeof(float));
+	if (!out)
+		die(TN_ENOMEM);
+	be->matmul_forward(out, inp, w, 4, C, 100, 0);
+	return out;
+}
+
 /* The fused update against adamw_update per tensor, on the device, and
- * against the CPU: three steps over a table with gaps and a shard. */
+ * against the CPU: three steps over a table with gaps and a shard; on
+ * cuda-bf16 the weights' shadows after them are those of the result. */
 static void adamw(const struct tn_backend *be, int small)
 {
 	size_t N = small ? 5000 : 3000000, lo = N / 10, hi = N - N / 7;
@@ -119,6 +132,14 @@ static void adamw(const struct tn_backend *be, int small)
 		dm[k] = dev_copy(be, m, (hi - lo) * 4);
 		dv[k] = dev_copy(be, v, (hi - lo) * 4);
 	}
+	float *x = malloc(4 * (N / 100) * 4);
+	if (!x)
+		die(TN_ENOMEM);
+	for (size_t i = 0; i < 4 * (N / 100); i++)
+		x[i] = rand_float();
+	float *dx = dev_copy(be, x, 4 * (N / 100) * 4);
+	for (int k = 0; k < 2; k++) /* the shadows exist before the updates */
+		be->free(product(be, dp[k], dx, N));
 	for (int step = 0; step < 3; step++) {
 		be->adamw_fused(dp[0], dg, dm[0], dv[0], lo, hi, seg, n_seg, &a);
 		tn_backend_cpu.adamw_fused(p, g, m, v, lo, hi, seg, n_seg, &a);
@@ -142,6 +163,25 @@ static void adamw(const struct tn_backend *be, int small)
 	per_tensor_cpu = per_tensor_cpu && same_on_device(be, dm[0], back, (hi - lo) * 4);
 	check(fused_cpu, be->name, "fused AdamW (3 steps, shard, gaps) equals the CPU's bit for bit");
 	check(per_tensor_cpu, be->name, "fused AdamW equals the per-tensor launches bit for bit");
+	/* the product through each updated buffer's shadow, against one through
+	 * a new buffer holding the updated weights (its shadow made from them) */
+	float *fresh = dev_copy(be, p, N * 4), *want = product(be, fresh, dx, N), *got[2];
+	float *host = malloc(400 * sizeof(float));
+	if (!host)
+		die(TN_ENOMEM);
+	be->download(host, want, 400 * sizeof(float));
+	int shadows = 1;
+	for (int k = 0; k < 2; k++) {
+		got[k] = product(be, dp[k], dx, N);
+		shadows = shadows && same_on_device(be, got[k], host, 400 * sizeof(float));
+		be->free(got[k]);
+	}
+	check(shadows, be->name, "products after fused and per-tensor AdamW read current weights");
+	be->free(fresh);
+	be->free(want);
+	be->free(dx);
+	free(host);
+	free(x);
 	for (int k = 0; k < 2; k++) {
 		be->free(dp[k]);
 		be->free(dm[k]);
