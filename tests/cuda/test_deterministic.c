@@ -2,7 +2,8 @@
  * on both CUDA backends (cuda, cuda-bf16): the embedding gradient equals the
  * CPU reference's (ids repeated, runs longer than a tile, padding); the
  * fused AdamW equals the per-tensor one and the CPU's (a table with gaps and
- * a ZeRO shard); and two 20-step training runs from the same seed give the
+ * a ZeRO shard; on cuda-bf16 it keeps the weights' bf16 shadows current);
+ * and two 20-step training runs from the same seed give the
  * same losses and weights. `--small`: small shapes and 3 steps (for
  * compute-sanitizer). Prints one line per check; exit 1 on failure. */
 #include <stdint.h>
