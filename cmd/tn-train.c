@@ -7,6 +7,7 @@
 #include "collective.h"
 #include "config.h"
 #include "launch.h"
+#include "model.h"
 #include "train.h"
 #include "util.h"
 
@@ -53,6 +54,9 @@ static const char usage_text[] =
 	"      --decay-embedding     also decay the embedding\n"
 	"      --beta1 X, --beta2 X  moment decay rates (default 0.9, 0.95)\n"
 	"      --clip X              global gradient-norm limit, 0 = none (default 1.0)\n"
+	"      --on-nan stop|skip    a step whose loss or gradient norm is not finite: stop\n"
+	"                            (default), or skip it (no update) and go on\n"
+	"      --max-skips K         with skip: stop after K steps in a row skipped (default 10)\n"
 	"      --seed N              initialisation and data order (default 1)\n"
 	"Reporting and checkpoints:\n"
 	"      --log-every N         progress line every N steps (default 10)\n"
@@ -62,6 +66,9 @@ static const char usage_text[] =
 	"      --keep K              step checkpoints kept, 0 = all (default 3)\n"
 	"      --save-dtype T        weights as f32 (default, exact resume), bf16 or f16\n"
 	"      --threads N           CPU threads (default: all)\n"
+	"      --recompute N         activation checkpointing: the first N layers keep only\n"
+	"                            their input and are recomputed in the backward; all or\n"
+	"                            none (default)\n"
 	"      --backend NAME        cpu (default) or, where built, cuda (fp32)\n"
 	"                            or cuda-bf16 (bf16 products, fp32 master weights)\n"
 	"Several ranks (data and tensor parallel):\n"
@@ -81,7 +88,7 @@ static const char usage_text[] =
 	"  -V, --version             show the version and exit\n"
 	"\n"
 	"SIGINT or SIGTERM: finish the step, write a checkpoint, exit 0.\n"
-	"Exit status: 0 success, 1 invalid data (or a NaN loss), 2 usage error, 3 system error.\n"
+	"Exit status: 0 success, 1 invalid data (or non-finite steps), 2 usage error, 3 system error.\n"
 	"See tn-train(1) and tn-checkpoint(5).\n";
 
 enum {
@@ -90,6 +97,7 @@ enum {
 	OPT_SCHEDULE, OPT_WD, OPT_DECAY_EMB, OPT_BETA1, OPT_BETA2, OPT_CLIP, OPT_SEED,
 	OPT_LOG_EVERY, OPT_EVAL_EVERY, OPT_EVAL_WINDOWS, OPT_SAVE_EVERY, OPT_KEEP, OPT_SAVE_DTYPE,
 	OPT_THREADS, OPT_JSON, OPT_BACKEND, OPT_NPROC, OPT_TP, OPT_ZERO, OPT_NO_OVERLAP, OPT_TIMEOUT,
+	OPT_RECOMPUTE, OPT_ON_NAN, OPT_MAX_SKIPS,
 };
 
 static const struct option long_opts[] = {
@@ -128,6 +136,9 @@ static const struct option long_opts[] = {
 	{"zero", required_argument, NULL, OPT_ZERO},
 	{"no-overlap", no_argument, NULL, OPT_NO_OVERLAP},
 	{"timeout", required_argument, NULL, OPT_TIMEOUT},
+	{"recompute", required_argument, NULL, OPT_RECOMPUTE},
+	{"on-nan", required_argument, NULL, OPT_ON_NAN},
+	{"max-skips", required_argument, NULL, OPT_MAX_SKIPS},
 	{"json", no_argument, NULL, OPT_JSON},
 	{"quiet", no_argument, NULL, 'q'},
 	{"help", no_argument, NULL, 'h'},
@@ -195,7 +206,7 @@ static int parse_number_option(struct args *a, int c, const char *arg)
 	} names[] = {{OPT_STEPS, "--steps"}, {OPT_SEQ_LEN, "--seq-len"}, {OPT_BATCH, "--batch"},
 		     {OPT_ACCUM, "--accum"}, {OPT_WARMUP, "--warmup"}, {OPT_LOG_EVERY, "--log-every"},
 		     {OPT_EVAL_EVERY, "--eval-every"}, {OPT_SAVE_EVERY, "--save-every"},
-		     {OPT_KEEP, "--keep"}};
+		     {OPT_KEEP, "--keep"}, {OPT_MAX_SKIPS, "--max-skips"}};
 	const char *name = "option";
 	for (size_t i = 0; i < TN_ARRAY_LEN(names); i++)
 		if (names[i].c == c)
@@ -211,6 +222,11 @@ static int parse_number_option(struct args *a, int c, const char *arg)
 	case OPT_LOG_EVERY: t->log_every = (int64_t)v; break;
 	case OPT_EVAL_EVERY: t->eval_every = (int64_t)v; break;
 	case OPT_SAVE_EVERY: t->save_every = (int64_t)v; break;
+	case OPT_MAX_SKIPS:
+		if (!v)
+			return tn_cli_usage_error(prog, "--max-skips must be positive");
+		t->max_skips = (int)v;
+		break;
 	default: t->keep = (int)v; break;
 	}
 	return TN_OK;
@@ -220,6 +236,7 @@ static int parse_option(struct args *a, int c, const char *arg)
 {
 	static const char *const schedules[] = {"cosine", "linear", "constant", NULL};
 	static const char *const dtypes[] = {"f32", "bf16", "f16", NULL};
+	static const char *const on_nan[] = {"stop", "skip", NULL};
 	int v = 0;
 	switch (c) {
 	case OPT_PRESET: a->preset = arg; return TN_OK;
@@ -258,6 +275,15 @@ static int parse_option(struct args *a, int c, const char *arg)
 		if (parse_enum("--schedule", arg, schedules, &v))
 			return TN_EUSAGE;
 		a->t.optim.schedule = (enum tn_schedule)v;
+		return TN_OK;
+	case OPT_RECOMPUTE:
+		if (tn_model_parse_recompute(arg, &a->t.recompute))
+			return tn_cli_usage_error(prog, "%s", tn_errmsg());
+		return TN_OK;
+	case OPT_ON_NAN:
+		if (parse_enum("--on-nan", arg, on_nan, &v))
+			return TN_EUSAGE;
+		a->t.on_nan = v ? TN_NAN_SKIP : TN_NAN_STOP;
 		return TN_OK;
 	case OPT_SAVE_DTYPE:
 		if (parse_enum("--save-dtype", arg, dtypes, &v))
@@ -349,7 +375,10 @@ static int parse_args(struct args *a, int argc, char **argv)
 static void log_line(void *ctx, const struct tn_train_log *r)
 {
 	const struct args *a = ctx;
-	if (a->quiet)
+	if (!strcmp(r->event, "skipped")) /* a warning, not progress: even with -q */
+		fprintf(stderr, "%s: step %lld skipped: loss %g, grad norm %g (%d in a row)\n", prog,
+			(long long)r->step, r->loss, r->grad_norm, r->skips);
+	if (a->quiet || !strcmp(r->event, "skipped"))
 		return;
 	if (!strcmp(r->event, "step"))
 		fprintf(stderr, "step %lld/%lld  loss %.4f  lr %.3e  grad norm %.3f  %.0f tok/s\n",

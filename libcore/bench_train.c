@@ -7,7 +7,8 @@
  * plus 3 x the attention core's forward (MODEL.md 5.8, chunk 64); the
  * cross-entropy's recomputed logits are work done but not counted.
  * The split synchronises after each phase, which costs the GPU a few
- * idle microseconds per step. */
+ * idle microseconds per step. --recompute checkpoints layers (model.h);
+ * the activation bytes are the model's own count. */
 #include "backend.h"
 #include "bench.h"
 #include "cli.h"
@@ -28,7 +29,7 @@ struct train_bench {
 	struct tn_bench_model m;
 	uint64_t seq_len, batch, steps;
 	double peak_tflops;
-	int profile;
+	int profile, recompute;
 };
 
 /* Seconds spent in each phase of the timed steps. */
@@ -45,6 +46,8 @@ static void usage(void)
 	       "  --seq-len N         tokens per window (default 256)\n"
 	       "  --batch N           windows per step (default 8)\n"
 	       "  --steps N           timed steps after one warm-up step (default 3)\n"
+	       "  --recompute N       activation checkpointing of the first N layers, all or\n"
+	       "                      none (default)\n"
 	       "  --cpu               the CPU backend (default)\n"
 	       "  --backend NAME      cpu or, where built, cuda or cuda-bf16\n"
 	       "  --peak-tflops X     the GPU's dense bf16 peak for MFU (default 989, H200)\n"
@@ -60,6 +63,7 @@ static int parse(int argc, char **argv, struct train_bench *o)
 		{"seq-len", required_argument, NULL, 'n'}, {"batch", required_argument, NULL, 'b'},
 		{"steps", required_argument, NULL, 's'},   {"cpu", no_argument, NULL, 'c'},
 		{"peak-tflops", required_argument, NULL, 'P'}, {"profile", no_argument, NULL, 'T'},
+		{"recompute", required_argument, NULL, 'R'},
 		{"help", no_argument, NULL, 'h'},	   {NULL, 0, NULL, 0}};
 	int c, rc = TN_OK;
 	opterr = 0; /* one error line, ours */
@@ -70,6 +74,10 @@ static int parse(int argc, char **argv, struct train_bench *o)
 		case 's': rc = tn_cli_u64(prog, "--steps", optarg, &o->steps, 0); break;
 		case 'c': o->m.be = &tn_backend_cpu; break;
 		case 'T': o->profile = 1; break;
+		case 'R':
+			if (tn_model_parse_recompute(optarg, &o->recompute))
+				rc = tn_cli_usage_error(prog, "%s", tn_errmsg());
+			break;
 		case 'P':
 			o->peak_tflops = atof(optarg);
 			if (!(o->peak_tflops > 0))
@@ -180,7 +188,7 @@ static void report_profile(const struct train_bench *o, const struct split *sp)
 }
 
 static void report(const struct train_bench *o, const struct tn_config *c, double tps,
-		   const struct split *sp, size_t dev_bytes)
+		   const struct split *sp, size_t dev_bytes, size_t act_bytes)
 {
 	double gf = tps * flops_per_token(c) / 1e9, k = 1e3 / (double)o->steps;
 	int gpu = o->m.be->device_bytes != NULL;
@@ -189,10 +197,11 @@ static void report(const struct train_bench *o, const struct tn_config *c, doubl
 		printf("{\"bench\":\"train\",\"backend\":\"%s\",\"preset\":\"%s\",\"params\":%llu,"
 		       "\"seq_len\":%d,\"batch\":%d,\"tokens_per_s\":%.1f,\"gflops\":%.2f,"
 		       "\"%s\":%.2f,\"fwd_ms\":%.2f,\"bwd_ms\":%.2f,\"opt_ms\":%.2f,"
-		       "\"device_bytes\":%zu}\n", o->m.be->name, o->m.preset,
+		       "\"device_bytes\":%zu,\"recompute\":%d,\"activation_bytes\":%zu}\n",
+		       o->m.be->name, o->m.preset,
 		       (unsigned long long)tn_config_params(c), (int)o->seq_len, (int)o->batch, tps,
 		       gf, gpu ? "peak_gflops" : "sgemm_gflops", peak, sp->fwd * k, sp->bwd * k,
-		       sp->opt * k, dev_bytes);
+		       sp->opt * k, dev_bytes, o->recompute < 0 ? c->layers : o->recompute, act_bytes);
 		return;
 	}
 	printf("train %-8s %6.2fM params  %s  seq %d x batch %d   %9.1f tok/s   %9.2f GFLOP/s   "
@@ -201,6 +210,7 @@ static void report(const struct train_bench *o, const struct tn_config *c, doubl
 	       peak, 100 * gf / peak);
 	printf("  step %.2f ms: forward %.2f, backward %.2f, optimizer %.2f", (sp->fwd + sp->bwd +
 	       sp->opt) * k, sp->fwd * k, sp->bwd * k, sp->opt * k);
+	printf("; activations %.1f MiB", act_bytes / 1048576.0);
 	if (gpu)
 		printf("; device memory %.2f GiB", dev_bytes / 1073741824.0);
 	printf("\n");
@@ -224,7 +234,12 @@ static int run(const struct train_bench *o)
 		return TN_ENOMEM;
 	for (size_t i = 0; i < (size_t)B * n * 2; i++)
 		tok[i] = (int32_t)((i * 2654435761u) % (uint32_t)c.vocab_size);
+	size_t act = 0;
 	rc = tn_model_new(&m, &c, o->m.be);
+	if (!rc) {
+		tn_model_set_recompute(m, o->recompute);
+		rc = tn_model_activation_bytes(m, B, n, &act);
+	}
 	if (!rc)
 		rc = tn_model_init(m, 1);
 	if (!rc)
@@ -240,7 +255,7 @@ static int run(const struct train_bench *o)
 	double secs = tn_now() - t0;
 	if (!rc)
 		report(o, &c, (double)o->steps * B * n / secs, &sp,
-		       o->m.be->device_bytes ? o->m.be->device_bytes() : 0);
+		       o->m.be->device_bytes ? o->m.be->device_bytes() : 0, act);
 	if (!rc && o->profile) {
 		report_profile(o, &sp);
 		o->m.be->profile(0);
@@ -253,7 +268,7 @@ static int run(const struct train_bench *o)
 
 int tn_bench_train(int argc, char **argv)
 {
-	struct train_bench o = {{"small", &tn_backend_cpu, 8000, 0}, 256, 8, 3, 989, 0};
+	struct train_bench o = {{"small", &tn_backend_cpu, 8000, 0}, 256, 8, 3, 989, 0, 0};
 	int rc = parse(argc, argv, &o);
 	if (rc)
 		return rc;

@@ -11,7 +11,10 @@
  * all-reduced forward, those of the input gradients of the column-split
  * ones (qkvu, l1 + l2) backward, and the in-mixer norm over all heads sums
  * its per-row statistics over the ranks. Without TP no collective runs and
- * the ops are exactly those of the one-process model. */
+ * the ops are exactly those of the one-process model.
+ * Activation checkpointing: a checkpointed layer keeps only its input; its
+ * other activations live in one work set shared by all such layers and are
+ * made again, by the same forward, just before the layer's backward. */
 #include "model.h"
 #include "rng.h"
 #include "safetensors.h"
@@ -34,6 +37,7 @@ struct layer_acts {
 /* Activations, per-position results and backward scratch, one allocation. */
 struct tn_acts {
 	int B, n, train, n_valid;
+	int recompute; /* layers 0..recompute-1 keep only their input (training layout) */
 	size_t cap; /* floats allocated */
 	float *mem;
 	int32_t *tok, *tgt, *pos;
@@ -558,6 +562,63 @@ static int layer_dk(const struct tn_model *m, int l)
 	return (m->cfg.lrpe[l] ? 2 : 1) * tn_config_head_dim(&m->cfg);
 }
 
+/* Place `count` floats at base + used (base NULL: only count them), each
+ * tensor 16-float aligned; `base` and `used` are the caller's. */
+#define TAKE(ptr, count)                                                                     \
+	do {                                                                                 \
+		if (base)                                                                    \
+			(ptr) = (void *)(base + used);                                       \
+		used += ((count) + 15) & ~(size_t)15;                                        \
+	} while (0)
+
+/* A layer's activations but its input x, for BT rows and a q/k head dim
+ * of dk, from base + used; returns the new used. */
+static size_t layer_layout(const struct tn_model *m, struct layer_acts *x, size_t BT, int dk,
+			   float *base, size_t used)
+{
+	size_t d = (size_t)m->cfg.d, E = (size_t)m->hidden, g = (size_t)m->glu,
+	       qk = BT * (size_t)m->heads * (size_t)dk;
+	TAKE(x->xn1, BT * d);
+	TAKE(x->rstd1, BT);
+	TAKE(x->p, 4 * BT * E);
+	TAKE(x->qa, BT * E);
+	TAKE(x->ka, BT * E);
+	TAKE(x->qh, qk);
+	TAKE(x->kh, qk);
+	TAKE(x->vh, BT * E);
+	TAKE(x->oh, BT * E);
+	TAKE(x->o, BT * E);
+	TAKE(x->on, BT * E);
+	TAKE(x->rstd2, BT);
+	TAKE(x->z, BT * E);
+	TAKE(x->a, BT * d);
+	TAKE(x->xn2, BT * d);
+	TAKE(x->rstd3, BT);
+	TAKE(x->h1, BT * g);
+	TAKE(x->h2, BT * g);
+	TAKE(x->hm, BT * g);
+	return used;
+}
+
+/* Activation checkpointing: the first a->recompute layers keep only their
+ * input; the rest of their activations share one work set, sized for the
+ * widest of them (LRPE doubles dk), which each overwrites in turn. */
+static size_t work_layout(const struct tn_model *m, struct tn_acts *a, size_t BT, float *base,
+			  size_t used)
+{
+	struct layer_acts w = {0};
+	int dk = 0;
+	for (int l = 0; l < a->recompute; l++)
+		dk = TN_MAX(dk, layer_dk(m, l));
+	used = layer_layout(m, &w, BT, dk, base, used);
+	for (int l = 0; l < a->recompute; l++) {
+		float *x = a->l[l].x;
+		a->l[l] = w;
+		a->l[l].x = x;
+	}
+	return used;
+}
+
 /* Lay the activations of B x n rows out from base (or only count them when
  * base is NULL); returns the number of floats. */
 static size_t acts_layout(const struct tn_model *m, struct tn_acts *a, int B, int n, int train,
@@ -566,39 +627,17 @@ static size_t acts_layout(const struct tn_model *m, struct tn_acts *a, int B, in
 	const struct tn_config *c = &m->cfg;
 	size_t BT = (size_t)B * n, d = (size_t)c->d, E = (size_t)m->hidden,
 	       g = (size_t)m->glu, used = 0, dkmax = 2 * (size_t)tn_config_head_dim(c);
-#define TAKE(ptr, count)                                                                     \
-	do {                                                                                 \
-		if (base)                                                                    \
-			(ptr) = (void *)(base + used);                                       \
-		used += ((count) + 15) & ~(size_t)15;                                        \
-	} while (0)
+	a->recompute = train ? m->recompute : 0;
 	TAKE(a->tok, BT);
 	TAKE(a->tgt, BT);
 	TAKE(a->pos, BT);
 	for (int l = 0; l < c->layers; l++) {
-		struct layer_acts *x = &a->l[l];
-		size_t qk = BT * (size_t)m->heads * (size_t)layer_dk(m, l);
-		TAKE(x->x, BT * d);
-		TAKE(x->xn1, BT * d);
-		TAKE(x->rstd1, BT);
-		TAKE(x->p, 4 * BT * E);
-		TAKE(x->qa, BT * E);
-		TAKE(x->ka, BT * E);
-		TAKE(x->qh, qk);
-		TAKE(x->kh, qk);
-		TAKE(x->vh, BT * E);
-		TAKE(x->oh, BT * E);
-		TAKE(x->o, BT * E);
-		TAKE(x->on, BT * E);
-		TAKE(x->rstd2, BT);
-		TAKE(x->z, BT * E);
-		TAKE(x->a, BT * d);
-		TAKE(x->xn2, BT * d);
-		TAKE(x->rstd3, BT);
-		TAKE(x->h1, BT * g);
-		TAKE(x->h2, BT * g);
-		TAKE(x->hm, BT * g);
+		TAKE(a->l[l].x, BT * d);
+		if (l >= a->recompute)
+			used = layer_layout(m, &a->l[l], BT, layer_dk(m, l), base, used);
 	}
+	if (a->recompute)
+		used = work_layout(m, a, BT, base, used);
 	TAKE(a->xL, BT * d);
 	TAKE(a->hf, BT * d);
 	TAKE(a->rstdf, BT);
@@ -627,9 +666,9 @@ static size_t acts_layout(const struct tn_model *m, struct tn_acts *a, int B, in
 		TAKE(a->dk, BT * E);
 		TAKE(a->dp, 4 * BT * E);
 	}
-#undef TAKE
 	return used;
 }
+#undef TAKE
 
 /* Floats that B x n rows take, with or without the backward's scratch. */
 static int acts_need(const struct tn_model *m, int B, int n, int train, size_t *need)
@@ -675,6 +714,36 @@ static int acts_ensure(struct tn_model *m, int B, int n, int train)
 	a->n_valid = -1; /* until a forward with targets: no losses, no backward */
 	acts_layout(m, a, B, n, a->train, a->mem);
 	return TN_OK;
+}
+
+void tn_model_set_recompute(struct tn_model *m, int layers)
+{
+	int k = layers < 0 || layers > m->cfg.layers ? m->cfg.layers : layers;
+	if (k != m->recompute)
+		acts_free(m); /* the next forward lays the activations out anew */
+	m->recompute = k;
+}
+
+int tn_model_parse_recompute(const char *s, int *layers)
+{
+	uint64_t v;
+	if (!strcmp(s, "all"))
+		*layers = -1;
+	else if (!strcmp(s, "none"))
+		*layers = 0;
+	else if (!tn_parse_u64(s, &v, 0) && v <= 1u << 20)
+		*layers = (int)v;
+	else
+		return tn_fail(TN_EUSAGE, "--recompute: all, none or a number of layers, not '%s'", s);
+	return TN_OK;
+}
+
+int tn_model_activation_bytes(const struct tn_model *m, int B, int n, size_t *bytes)
+{
+	size_t floats;
+	int rc = acts_need(m, B, n, 1, &floats);
+	*bytes = rc ? 0 : floats * sizeof(float);
+	return rc;
 }
 
 /* ---- tensor parallelism ---- */
@@ -750,7 +819,8 @@ static int tp_norm_backward(struct tn_model *m, float *dinp, const float *dout, 
 /* ---- forward ---- */
 
 /* One layer over the rows of a; st_in/st_out: the attention state of this
- * layer (prefill/decode) or NULL (training, state zero). out: the output. */
+ * layer (prefill/decode) or NULL (training, state zero). out: the output,
+ * or NULL to stop once the activations the backward reads are made. */
 static int layer_forward(struct tn_model *m, int l, const float *st_in, float *st_out,
 			 float *out)
 {
@@ -793,6 +863,8 @@ static int layer_forward(struct tn_model *m, int l, const float *st_in, float *s
 	be->matmul_forward(x->h1, x->xn2, w->l1, BT, d, g, 0);
 	be->matmul_forward(x->h2, x->xn2, w->l2, BT, d, g, 0);
 	be->gate_forward(x->hm, x->h1, x->h2, (size_t)BT * g);
+	if (!out) /* recomputed for the backward, which needs no output */
+		return TN_OK;
 	be->matmul_forward(out, x->hm, w->l3, BT, g, d, 0);
 	if ((rc = tp_sum(m, out, (size_t)BT * d)))
 		return rc;
@@ -992,6 +1064,16 @@ static int bucket_ready(struct tn_model *m, int l)
 	return m->grad_ready ? m->grad_ready(m->grad_ctx, lo, hi - lo) : TN_OK;
 }
 
+/* Activation checkpointing: a checkpointed layer's activations made again
+ * from its kept input just before its backward, by the same ops (so the
+ * gradients are those without checkpointing, bit for bit) and with the
+ * same collectives on every TP rank, all of which recompute the same
+ * layers. The work set still holds the last checkpointed layer's. */
+static int recompute_layer(struct tn_model *m, int l)
+{
+	return l + 1 < m->acts->recompute ? layer_forward(m, l, NULL, NULL, NULL) : TN_OK;
+}
+
 int tn_model_backward(struct tn_model *m, float scale)
 {
 	struct tn_acts *a = m->acts;
@@ -1005,7 +1087,9 @@ int tn_model_backward(struct tn_model *m, float scale)
 	m->be->zero(a->dx, (size_t)BT * c->d * sizeof(float));
 	m->be->srmsnorm_backward(a->dx, a->dxn, a->hf, a->rstdf, BT, c->d);
 	for (int l = c->layers - 1; l >= 0; l--) {
-		int rc = channel_backward(m, l);
+		int rc = recompute_layer(m, l);
+		if (!rc)
+			rc = channel_backward(m, l);
 		if (!rc)
 			rc = token_backward(m, l);
 		if (!rc)

@@ -72,6 +72,7 @@ struct tn_model {
 	 * rest of the backward). A failure stops the backward. */
 	int (*grad_ready)(void *ctx, size_t offset, size_t n);
 	void *grad_ctx;
+	int recompute;             /* layers checkpointed: see tn_model_set_recompute */
 };
 
 /* A model of this config with zero weights (no gradients yet). */
@@ -106,6 +107,19 @@ int tn_model_save_weights(const struct tn_model *m, const char *path, enum tn_dt
  * by tn_model_backward; without, only the hidden states are computed. */
 int tn_model_forward(struct tn_model *m, const int32_t *tok, const int32_t *tgt, int B, int n,
 		     double *loss);
+/* Activation checkpointing: a forward with targets keeps only the input
+ * of layers 0..layers-1 (negative or more than the model has: all; 0:
+ * none, the default); the backward makes each one's other activations
+ * again, into one work set they share, before its gradients. Activation
+ * memory falls from a whole layer's per layer to one row of d floats per
+ * layer plus one layer's; the gradients stay the same bit for bit; the
+ * cost is a forward of every checkpointed layer but the last. */
+void tn_model_set_recompute(struct tn_model *m, int layers);
+/* The option's value: "all" (-1), "none" (0) or a number of layers. */
+int tn_model_parse_recompute(const char *s, int *layers);
+/* Bytes of activations, per-position results and backward scratch that a
+ * forward with targets of B x n rows allocates (backend memory). */
+int tn_model_activation_bytes(const struct tn_model *m, int B, int n, size_t *bytes);
 /* Per-position losses of the last forward with targets, [B * n] (host). */
 int tn_model_losses(const struct tn_model *m, float *out);
 /* Logits of every position of the last forward, [B * n, V] (host). */

@@ -1,6 +1,7 @@
 /* optim.c - AdamW over the model's parameter table, clipping and schedule.
  * The clipping factor is folded into the update (gradients are never
- * rewritten), so a skipped step leaves the gradients as they were. With a
+ * rewritten), so a skipped step leaves the gradients as they were; a step
+ * whose loss or gradient norm is not finite updates nothing. With a
  * tensor-parallel model the tensors replicated on the TP ranks count once
  * in the gradient norm. */
 #include "optim.h"
@@ -256,19 +257,9 @@ double tn_optim_grad_norm(const struct tn_model *m)
 	return sqrt(m->be->sumsq_forward(m->grads, m->n_floats));
 }
 
-int tn_optim_step(struct tn_optim *opt, struct tn_model *m, double *grad_norm, double *lr)
+/* Clip by the global norm, update this rank's shard, gather, advance the step. */
+static int update(struct tn_optim *opt, struct tn_model *m, double norm, double lr)
 {
-	double norm = 0;
-	int rc = reduce_grads(opt, m);
-	if (!rc)
-		rc = global_grad_norm(opt, m, &norm);
-	if (rc)
-		return rc;
-	*grad_norm = norm;
-	*lr = tn_optim_lr(&opt->o, opt->step);
-	if (!isfinite(norm))
-		return tn_fail(TN_EDATA, "step %lld: the gradient norm is %g",
-			       (long long)opt->step + 1, norm);
 	float gscale = opt->o.clip > 0 && norm > opt->o.clip ? (float)(opt->o.clip / norm) : 1.0f;
 	int64_t t = opt->step + 1;
 	float bc1 = (float)(1.0 - pow(opt->o.beta1, (double)t));
@@ -282,7 +273,7 @@ int tn_optim_step(struct tn_optim *opt, struct tn_model *m, double *grad_norm, d
 		seg[i] = (struct tn_adamw_seg){p->offset, p->numel,
 					       decay ? (float)opt->o.weight_decay : 0.0f};
 	}
-	struct tn_adamw_args args = {(float)*lr, (float)opt->o.beta1, (float)opt->o.beta2,
+	struct tn_adamw_args args = {(float)lr, (float)opt->o.beta1, (float)opt->o.beta2,
 				     (float)opt->o.eps, gscale, bc1, bc2};
 	/* one pass over this rank's shard [lo, hi) */
 	m->be->adamw_fused(m->params, m->grads, opt->m, opt->v, opt->lo, opt->hi, seg, m->n_param,
@@ -290,4 +281,31 @@ int tn_optim_step(struct tn_optim *opt, struct tn_model *m, double *grad_norm, d
 	free(seg);
 	opt->step = t;
 	return opt->zero ? gather(opt, m, m->params + opt->lo, m->params) : TN_OK;
+}
+
+int tn_optim_step_checked(struct tn_optim *opt, struct tn_model *m, double loss,
+			  enum tn_on_nan on_nan, double *grad_norm, double *lr, int *skipped)
+{
+	double norm = 0;
+	int rc = reduce_grads(opt, m);
+	if (!rc)
+		rc = global_grad_norm(opt, m, &norm);
+	if (rc)
+		return rc;
+	*grad_norm = isnan(norm) ? NAN : norm; /* "nan" when printed, whatever its sign */
+	*lr = tn_optim_lr(&opt->o, opt->step);
+	*skipped = !isfinite(loss) || !isfinite(norm);
+	if (!*skipped)
+		return update(opt, m, norm, *lr);
+	if (on_nan == TN_NAN_SKIP)
+		return TN_OK;
+	double bad = isfinite(loss) ? norm : loss;
+	return tn_fail(TN_EDATA, "step %lld: the %s is %g", (long long)opt->step + 1,
+		       isfinite(loss) ? "gradient norm" : "loss", isnan(bad) ? fabs(bad) : bad);
+}
+
+int tn_optim_step(struct tn_optim *opt, struct tn_model *m, double *grad_norm, double *lr)
+{
+	int skipped;
+	return tn_optim_step_checked(opt, m, 0.0, TN_NAN_STOP, grad_norm, lr, &skipped);
 }

@@ -72,5 +72,14 @@ double tn_optim_grad_norm(const struct tn_model *m);
  * gradient norm before clipping and the rate used. A non-finite norm
  * updates nothing and is TN_EDATA. */
 int tn_optim_step(struct tn_optim *opt, struct tn_model *m, double *grad_norm, double *lr);
+/* What a step with a non-finite loss or gradient norm does: fail, or skip it. */
+enum tn_on_nan { TN_NAN_STOP, TN_NAN_SKIP };
+/* tn_optim_step for a step whose mean loss is `loss` (summed over the
+ * ranks: with the global gradient norm, the same on every rank, so all
+ * decide alike). If either is not finite nothing is updated (weights,
+ * moments and step stay bit for bit) and *skipped is 1: TN_OK with
+ * TN_NAN_SKIP, TN_EDATA "step N: the loss is nan" with TN_NAN_STOP. */
+int tn_optim_step_checked(struct tn_optim *opt, struct tn_model *m, double loss,
+			  enum tn_on_nan on_nan, double *grad_norm, double *lr, int *skipped);
 
 #endif

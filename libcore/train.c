@@ -20,10 +20,12 @@
 #include <string.h>
 #include <sys/stat.h>
 
+enum point_kind { PT_LOSS, PT_VAL, PT_SKIPPED };
+
 struct point {
 	int64_t step;
-	double loss;
-	int val; /* 1: a validation loss */
+	double loss; /* PT_SKIPPED: unused */
+	enum point_kind kind;
 };
 
 struct run {
@@ -42,6 +44,7 @@ struct run {
 	 * in each TP group (o->comm itself without TP). */
 	struct tn_comm *tp, *dp;
 	int stop; /* the ranks agreed to stop after this step */
+	int skips; /* steps skipped in a row (non-finite loss or gradient norm) */
 };
 
 /* Data parallel: the DP ranks share one global batch of batch x ranks
@@ -100,9 +103,10 @@ void tn_train_defaults(struct tn_train_opts *o)
 	o->log_every = 10;
 	o->keep = 3;
 	o->save_dtype = TN_F32;
+	o->max_skips = 10;
 }
 
-static int add_point(struct run *r, int64_t step, double loss, int val)
+static int add_point(struct run *r, int64_t step, double loss, enum point_kind kind)
 {
 	if (r->n_pts == r->cap_pts) {
 		size_t cap = r->cap_pts ? 2 * r->cap_pts : 256;
@@ -112,7 +116,7 @@ static int add_point(struct run *r, int64_t step, double loss, int val)
 		r->pts = p;
 		r->cap_pts = cap;
 	}
-	r->pts[r->n_pts++] = (struct point){step, loss, val};
+	r->pts[r->n_pts++] = (struct point){step, loss, kind};
 	return TN_OK;
 }
 
@@ -124,10 +128,15 @@ static int write_metrics(const struct run *r)
 	struct tn_out out;
 	int rc = path ? tn_out_open(&out, path) : TN_ENOMEM;
 	for (size_t i = 0; !rc && i < r->n_pts; i++) {
-		char line[160];
-		int n = snprintf(line, sizeof(line), "{\"step\":%lld,\"%s\":%.9g}\n",
-				 (long long)r->pts[i].step, r->pts[i].val ? "val_loss" : "loss",
-				 r->pts[i].loss);
+		const struct point *p = &r->pts[i];
+		char line[160], num[32] = "null"; /* JSON has no NaN */
+		if (isfinite(p->loss))
+			snprintf(num, sizeof(num), "%.9g", p->loss);
+		int n = p->kind == PT_SKIPPED
+			? snprintf(line, sizeof(line), "{\"step\":%lld,\"skipped\":true}\n",
+				   (long long)p->step)
+			: snprintf(line, sizeof(line), "{\"step\":%lld,\"%s\":%s}\n", (long long)p->step,
+				   p->kind == PT_VAL ? "val_loss" : "loss", num);
 		rc = tn_out_write(&out, line, (size_t)n);
 	}
 	if (!rc)
@@ -153,8 +162,11 @@ static int read_metrics(struct run *r, int64_t upto)
 	while (!rc && fgets(line, sizeof(line), f)) {
 		json_t *o = json_loads(line, 0, NULL), *s = json_object_get(o, "step");
 		json_t *l = json_object_get(o, "loss"), *v = json_object_get(o, "val_loss");
-		if (json_is_integer(s) && json_integer_value(s) <= upto && (l || v))
-			rc = add_point(r, json_integer_value(s), json_number_value(l ? l : v), !l);
+		enum point_kind k = l ? PT_LOSS : v ? PT_VAL : PT_SKIPPED;
+		if (json_is_integer(s) && json_integer_value(s) <= upto &&
+		    (l || v || json_is_true(json_object_get(o, "skipped"))))
+			rc = add_point(r, json_integer_value(s),
+				       json_is_number(l ? l : v) ? json_number_value(l ? l : v) : NAN, k);
 		json_decref(o);
 	}
 	fclose(f);
@@ -178,8 +190,10 @@ static int write_plot(const struct run *r)
 	const double W = 640, H = 400, X0 = 60, Y0 = 20, PW = 560, PH = 340;
 	double lo = INFINITY, hi = -INFINITY, smax = 1;
 	for (size_t i = 0; i < r->n_pts; i++) {
-		lo = fmin(lo, r->pts[i].loss);
-		hi = fmax(hi, r->pts[i].loss);
+		if (r->pts[i].kind != PT_SKIPPED && isfinite(r->pts[i].loss)) {
+			lo = fmin(lo, r->pts[i].loss);
+			hi = fmax(hi, r->pts[i].loss);
+		}
 		smax = fmax(smax, (double)r->pts[i].step);
 	}
 	if (!(hi > lo)) {
@@ -202,12 +216,12 @@ static int write_plot(const struct run *r)
 #define PX(p) (X0 + PW * (double)(p).step / smax)
 #define PY(p) (Y0 + PH * (hi - (p).loss) / (hi - lo))
 	for (size_t i = 0; !rc && i < r->n_pts; i++)
-		if (!r->pts[i].val)
+		if (r->pts[i].kind == PT_LOSS && isfinite(r->pts[i].loss))
 			rc = svg_printf(&o, "%.1f,%.1f ", PX(r->pts[i]), PY(r->pts[i]));
 	if (!rc)
 		rc = svg_printf(&o, "\"/>\n");
 	for (size_t i = 0; !rc && i < r->n_pts; i++)
-		if (r->pts[i].val)
+		if (r->pts[i].kind == PT_VAL && isfinite(r->pts[i].loss))
 			rc = svg_printf(&o, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"darkorange\"/>\n",
 					PX(r->pts[i]), PY(r->pts[i]));
 #undef PX
@@ -310,6 +324,8 @@ static int setup_model(struct run *r, uint32_t data_vocab)
 			     o->data, data_vocab, r->m->cfg.vocab_size);
 	if (!rc && r->dp)
 		rc = tn_optim_distribute(r->opt, r->m, r->dp, o->zero);
+	if (!rc)
+		tn_model_set_recompute(r->m, o->recompute);
 	return rc;
 }
 
@@ -360,7 +376,7 @@ static void teardown(struct run *r)
 
 static void emit(const struct run *r, struct tn_train_log *l)
 {
-	l->step = r->ts.step;
+	l->step = r->ts.step + (l->skips > 0);
 	l->steps = r->o->steps;
 	l->tokens = r->ts.tokens;
 	if (r->o->log && world_rank(r) == 0)
@@ -394,6 +410,21 @@ static int gather_whole(const struct run *r, const struct tn_optim *mine, struct
 	return rc;
 }
 
+/* Never a checkpoint with a non-finite weight or moment (the moments are
+ * whole here): the first such tensor named. */
+static int check_finite(const struct tn_model *m, const struct tn_optim *opt, const char *dir)
+{
+	static const char *const what[3] = {"weights", "first moments", "second moments"};
+	const float *buf[3] = {m->params, opt->m, opt->v};
+	for (size_t i = 0; i < m->n_param; i++)
+		for (int k = 0; k < 3; k++)
+			if (!isfinite(m->be->sumsq_forward(buf[k] + m->param[i].offset,
+							   m->param[i].numel)))
+				return tn_fail(TN_EDATA, "%s: not written: the %s of %s hold a "
+					       "non-finite value", dir, what[k], m->param[i].name);
+	return TN_OK;
+}
+
 /* The checkpoint of the whole model: the moments gathered over the DP
  * group, then (TP, in the first TP group) the parts over the TP group;
  * world rank 0 writes. */
@@ -406,6 +437,8 @@ static int write_ckpt(struct run *r, const char *dir)
 		return rc;
 	if (r->tp && rank(r) == 0)
 		rc = gather_whole(r, &whole, &wm, &wopt);
+	if (!rc && world_rank(r) == 0)
+		rc = check_finite(wm ? wm : r->m, wm ? &wopt : &whole, dir);
 	if (!rc && world_rank(r) == 0)
 		rc = tn_ckpt_save(dir, wm ? wm : r->m, wm ? &wopt : &whole, &r->ts,
 				  r->o->save_dtype);
@@ -457,10 +490,6 @@ static int micro_step(struct run *r, int last, double *loss)
 	rc = tn_model_forward(r->m, b->in, b->tgt, (int)o->batch, (int)o->seq_len, loss);
 	if (!rc) /* the device has read the batch (free: the forward waited for its loss) */
 		rc = r->m->be->status();
-	if (!rc && !isfinite(*loss))
-		rc = tn_fail(TN_EDATA, "step %lld: the loss is %g; stopped (the last good checkpoint "
-			     "is %s/%s)", (long long)r->ts.step + 1, *loss, o->out,
-			     r->ckpt[0] ? r->ckpt : "(none yet)");
 	if (!rc && last && !o->no_overlap)
 		tn_optim_overlap(r->opt, r->m);
 	if (!rc) /* the optimizer sums over ranks: each contributes its mean / ranks */
@@ -477,7 +506,7 @@ static int evaluate(struct run *r, double *val)
 				    r->o->eval_windows, &p);
 	*val = tn_ppl_nll(&p);
 	if (!rc)
-		rc = add_point(r, r->ts.step, *val, 1);
+		rc = add_point(r, r->ts.step, *val, PT_VAL);
 	if (!rc) {
 		struct tn_train_log l = {.event = "eval", .val_loss = *val};
 		emit(r, &l);
@@ -485,10 +514,40 @@ static int evaluate(struct run *r, double *val)
 	return rc;
 }
 
-static int train_step(struct run *r, double *loss, double *lr, double *gnorm)
+/* A run ended by non-finite steps: why, and where to resume from. */
+static int stopped(const struct run *r, const char *why)
+{
+	char msg[512];
+	snprintf(msg, sizeof(msg), "%s", why); /* why may be tn_errmsg() itself */
+	return tn_fail(TN_EDATA, "%s; stopped (the last good checkpoint is %s/%s)", msg, r->o->out,
+		       r->ckpt[0] ? r->ckpt : "(none yet)");
+}
+
+/* A step left out (--on-nan skip): logged, and the run stopped after
+ * max_skips of them in a row, its metrics.jsonl then showing them. */
+static int skip_step(struct run *r, double loss, double gnorm)
+{
+	int rc = add_point(r, r->ts.step + 1, NAN, PT_SKIPPED);
+	struct tn_train_log l = {.event = "skipped", .loss = loss, .grad_norm = gnorm,
+				 .skips = ++r->skips};
+	emit(r, &l);
+	if (rc || r->skips < r->o->max_skips)
+		return rc;
+	if (world_rank(r) == 0 && (rc = write_metrics(r)))
+		return rc;
+	char why[200];
+	snprintf(why, sizeof(why), "step %lld: %d steps in a row skipped (the loss is %g, the "
+		 "gradient norm %g)", (long long)l.step, r->skips, loss, gnorm);
+	return stopped(r, why);
+}
+
+/* One update: its micro-batches, then AdamW unless the loss or the
+ * gradient norm is not finite (*skipped; the same on every rank). */
+static int train_step(struct run *r, double *loss, double *lr, double *gnorm, int *skipped)
 {
 	int rc = tn_model_zero_grad(r->m);
 	*loss = 0;
+	*skipped = 0;
 	for (uint32_t a = 0; a < r->o->accum && !rc; a++) {
 		double l;
 		rc = micro_step(r, a + 1 == r->o->accum, &l);
@@ -500,12 +559,41 @@ static int train_step(struct run *r, double *loss, double *lr, double *gnorm)
 		*loss = v[0] / tn_comm_size(r->o->comm); /* TP ranks hold the same loss */
 		r->stop = v[1] > 0;
 	}
+	if (isnan(*loss))
+		*loss = NAN; /* "nan" when printed, whatever its sign */
 	if (!rc)
-		rc = tn_optim_step(r->opt, r->m, gnorm, lr);
-	if (!rc) {
-		r->ts.step = r->opt->step;
-		r->ts.tokens += (uint64_t)r->o->batch * r->o->seq_len * r->o->accum * ranks(r);
-		rc = add_point(r, r->ts.step, *loss, 0);
+		rc = tn_optim_step_checked(r->opt, r->m, *loss, r->o->on_nan, gnorm, lr, skipped);
+	if (rc)
+		return rc == TN_EDATA && *skipped ? stopped(r, tn_errmsg()) : rc;
+	r->ts.tokens += (uint64_t)r->o->batch * r->o->seq_len * r->o->accum * ranks(r);
+	if (*skipped)
+		return skip_step(r, *loss, *gnorm);
+	r->skips = 0;
+	r->ts.step = r->opt->step;
+	return add_point(r, r->ts.step, *loss, PT_LOSS);
+}
+
+/* After update s: progress line, validation and checkpoint as due. */
+static int after_update(struct run *r, struct tn_train_result *res, struct tn_train_log *l,
+			double *t0, uint64_t *tok0, int *saved)
+{
+	const struct tn_train_opts *o = r->o;
+	int64_t s = r->ts.step;
+	int rc = TN_OK;
+	res->loss = l->loss;
+	*saved = 0;
+	if (o->log_every > 0 && (s % o->log_every == 0 || s == o->steps)) {
+		double now = tn_now();
+		l->tokens_per_s = (double)(r->ts.tokens - *tok0) / fmax(now - *t0, 1e-9);
+		emit(r, l);
+		*t0 = now;
+		*tok0 = r->ts.tokens;
+	}
+	if (o->eval_every > 0 && (s % o->eval_every == 0 || s == o->steps))
+		rc = evaluate(r, &res->val_loss);
+	if (!rc && o->save_every > 0 && s % o->save_every == 0) {
+		rc = save(r);
+		*saved = 1;
 	}
 	return rc;
 }
@@ -517,32 +605,19 @@ static int loop(struct run *r, struct tn_train_result *res)
 	uint64_t tok0 = r->ts.tokens;
 	int rc = TN_OK, saved = 0;
 	while (!rc && r->ts.step < o->steps) {
-		double loss, lr, gn;
-		if ((rc = train_step(r, &loss, &lr, &gn)))
+		struct tn_train_log l = {.event = "step"};
+		int skipped;
+		if ((rc = train_step(r, &l.loss, &l.lr, &l.grad_norm, &skipped)))
 			break;
-		res->loss = loss;
-		saved = 0;
 		if (o->heartbeat)
 			o->heartbeat(o->log_ctx);
-		int64_t s = r->ts.step;
-		if (o->log_every > 0 && (s % o->log_every == 0 || s == o->steps)) {
-			double now = tn_now();
-			struct tn_train_log l = {.event = "step", .loss = loss, .lr = lr, .grad_norm = gn,
-						 .tokens_per_s = (double)(r->ts.tokens - tok0) /
-								 fmax(now - t0, 1e-9)};
-			emit(r, &l);
-			t0 = now;
-			tok0 = r->ts.tokens;
-		}
-		if (o->eval_every > 0 && (s % o->eval_every == 0 || s == o->steps))
-			rc = evaluate(r, &res->val_loss);
+		if (!skipped)
+			rc = after_update(r, res, &l, &t0, &tok0, &saved);
 		/* all ranks stop at the same step, as agreed with the loss */
-		int stop = o->comm ? r->stop : o->stop && *o->stop;
-		if (!rc && ((o->save_every > 0 && s % o->save_every == 0) || stop)) {
-			rc = save(r);
+		if (!rc && (o->comm ? r->stop : o->stop && *o->stop)) {
+			if (!saved)
+				rc = save(r);
 			saved = 1;
-		}
-		if (stop) {
 			res->interrupted = 1;
 			break;
 		}

@@ -20,12 +20,13 @@
 #include "tensor.h"
 
 struct tn_train_log {
-	const char *event;    /* "step", "eval" or "checkpoint" */
-	int64_t step, steps;  /* updates done, of the total */
+	const char *event;    /* "step", "eval", "checkpoint" or "skipped" */
+	int64_t step, steps;  /* updates done, of the total ("skipped": the update left out) */
 	uint64_t tokens;      /* training tokens consumed */
 	double loss, lr, grad_norm, tokens_per_s;
 	double val_loss;      /* "eval" */
 	const char *path;     /* "checkpoint": its directory */
+	int skips;            /* "skipped": steps skipped in a row, this one included */
 };
 
 struct tn_train_opts {
@@ -48,6 +49,10 @@ struct tn_train_opts {
 	void (*heartbeat)(void *ctx); /* after every step, on every rank (a watchdog) */
 	int zero;                    /* ZeRO stage with several ranks: 0, 1 or 2 */
 	int no_overlap;              /* sum gradients after the backward, not during it */
+	int recompute;               /* layers checkpointed (tn_model_set_recompute): 0 none, -1 all */
+	enum tn_on_nan on_nan;       /* a non-finite loss or gradient norm: stop (default) or skip
+					the step, stopping after max_skips skipped in a row */
+	int max_skips;
 	void (*log)(void *ctx, const struct tn_train_log *r);
 	void *log_ctx;
 };

@@ -1,8 +1,10 @@
 #!/usr/bin/env bats
 # train.bats - tn-train and tn-eval from the command line: a tiny model
 # learns, checkpoints and metrics appear, a resume is bit-exact, SIGINT
-# checkpoints, perplexity equals the official loss on golden model A, and
-# bad input gets one clear line and a non-zero exit.
+# checkpoints, activation checkpointing changes no bit, non-finite steps
+# stop or are skipped and never reach a checkpoint, perplexity equals the
+# official loss on golden model A, and bad input gets one clear line and a
+# non-zero exit.
 load helpers
 bats_require_minimum_version 1.5.0
 
@@ -122,6 +124,67 @@ PY
 	[ "$status" -eq 2 ]
 }
 
+@test "--recompute: the same run bit for bit, with and without tensor parallelism" {
+	make_data
+	for r in none 1 all; do
+		TR --preset tiny --data D -o "$r" --steps 3 --seq-len 16 --batch 2 --accum 2 -q --recompute "$r"
+	done
+	for r in 1 all; do
+		cmp none/latest/model.safetensors "$r"/latest/model.safetensors
+		cmp none/latest/optimizer.safetensors "$r"/latest/optimizer.safetensors
+		cmp none/metrics.jsonl "$r"/metrics.jsonl
+	done
+	run --separate-stderr TR --preset tiny --data D -o R --recompute some
+	[ "$status" -eq 2 ] && [[ "$stderr" == *"all, none or a number of layers, not 'some'"* ]]
+	command -v mpirun >/dev/null || skip "Open MPI not installed"
+	export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 ASAN_OPTIONS=detect_leaks=0
+	for r in none all; do
+		TR --preset tiny --data D -o "tp-$r" --steps 3 --seq-len 16 --batch 2 --nproc 2 --tp 2 \
+			--threads 1 -q --recompute "$r"
+	done
+	cmp tp-none/latest/model.safetensors tp-all/latest/model.safetensors
+	cmp tp-none/latest/optimizer.safetensors tp-all/latest/optimizer.safetensors
+}
+
+# Every float of an fp32 safetensors file is finite.
+all_finite() {
+	python3 - "$1" <<'PY'
+import array, json, math, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+a = array.array("f", b[8 + n:])
+sys.exit(0 if a and all(map(math.isfinite, a)) else 1)
+PY
+}
+
+@test "--on-nan skip: no update, a logged skip, a stop after --max-skips; never a poisoned checkpoint" {
+	make_data
+	run --separate-stderr TR --preset tiny --data D -o R --steps 5 --seq-len 16 --batch 2 --lr 1e30 \
+		--clip 0 --save-every 1 --on-nan skip --max-skips 3 -q
+	[ "$status" -eq 1 ]
+	[ "$(printf '%s\n' "$stderr" | grep -c '^tn-train: step 2 skipped: loss nan')" -eq 3 ]
+	[[ "$stderr" == *"step 2: 3 steps in a row skipped"*"last good checkpoint is R/step-00000001)" ]]
+	[ "$(grep -c '"step":2,"skipped":true' R/metrics.jsonl)" -eq 3 ]
+	[ "$(readlink R/latest)" = step-00000001 ]
+	all_finite R/latest/model.safetensors && all_finite R/latest/optimizer.safetensors
+	# the checkpoint resumes (and skips again: its weights are huge, but finite)
+	run --separate-stderr TR --resume R --data D -o R --steps 5 --seq-len 16 --batch 2 --lr 1e30 \
+		--clip 0 --on-nan skip --max-skips 1 -q
+	[ "$status" -eq 1 ] && [[ "$stderr" == *"step 2: 1 steps in a row skipped"* ]]
+	# stop (the default): exit 1 at the first bad step, nothing skipped
+	run --separate-stderr TR --preset tiny --data D -o S --steps 5 --seq-len 16 --batch 2 --lr 1e30 \
+		--clip 0 --save-every 1 -q
+	one_line_error "step 2: the loss is nan; stopped (the last good checkpoint is S/step-00000001)"
+	! grep -q skipped S/metrics.jsonl
+	# an update that overflows (lr 1e39 is inf in fp32): the checkpoint is refused
+	run --separate-stderr TR --preset tiny --data D -o U --steps 2 --seq-len 16 --batch 2 --lr 1e39 \
+		--clip 0 --save-every 1 -q
+	one_line_error "U/step-00000001: not written: the weights of model.embed_tokens.weight hold a non-finite value"
+	[ ! -e U/latest ] && [ ! -e U/step-00000001 ]
+	run --separate-stderr TR --preset tiny --data D -o R --on-nan maybe
+	[ "$status" -eq 2 ]
+}
+
 @test "tn-bench train measures a few steps" {
 	run --separate-stderr "$TN_BIN/tn-bench" train --cpu --preset tiny --seq-len 16 --batch 2 \
 		--steps 1 --json
@@ -129,4 +192,11 @@ PY
 	[[ "$output" == '{"bench":"train","backend":"cpu","preset":"tiny",'*'"tokens_per_s":'* ]]
 	run --separate-stderr "$TN_BIN/tn-bench" train --preset nope
 	one_line_error "unknown preset 'nope'"
+	# checkpointing both layers of tiny: the activations shrink
+	act() {
+		"$TN_BIN/tn-bench" train --cpu --preset tiny --seq-len 16 --batch 2 --steps 1 --json \
+			--recompute "$1" | sed 's/.*"activation_bytes":\([0-9]*\).*/\1/'
+	}
+	none=$(act none) all=$(act all)
+	[ "$all" -lt "$none" ]
 }

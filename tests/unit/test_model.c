@@ -2,7 +2,8 @@
  * implementation (../shared/golden/{tvb,A,B,C}): parallel-form logits and
  * loss, the gradient of every weight, blocked-prefill logits and states,
  * prefill + decode logits and states; all at <= 1e-4 relative (max abs
- * difference over max abs reference). */
+ * difference over max abs reference). Activation checkpointing changes no
+ * gradient bit and shrinks the activations by what it should. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -407,6 +408,95 @@ static void bad_input(void **s)
 	tn_model_free(m);
 }
 
+/* Loss and gradients (host copy) of one forward + backward. */
+static float *grads_of(struct tn_model *m, const int32_t *tok, const int32_t *tgt, int B, int n,
+		       double *loss)
+{
+	assert_int_equal(tn_model_forward(m, tok, tgt, B, n, loss), TN_OK);
+	assert_int_equal(tn_model_zero_grad(m), TN_OK);
+	assert_int_equal(tn_model_backward(m, 1.0f), TN_OK);
+	assert_int_equal(m->be->status(), TN_OK);
+	float *g = malloc(m->n_floats * sizeof(float));
+	m->be->download(g, m->grads, m->n_floats * sizeof(float));
+	return g;
+}
+
+/* Activation checkpointing of 1, 2, ..., all layers gives the loss and the
+ * gradients of the plain backward, bit for bit. */
+static void check_recompute(struct tn_model *m, const int32_t *tok, const int32_t *tgt, int B,
+			    int n)
+{
+	double want, got;
+	float *ref = grads_of(m, tok, tgt, B, n, &want);
+	for (int k = 1; k <= m->cfg.layers + 1; k++) {
+		tn_model_set_recompute(m, k);
+		float *g = grads_of(m, tok, tgt, B, n, &got);
+		if (got != want || memcmp(g, ref, m->n_floats * sizeof(float)))
+			fail_msg("recompute %d of %d layers: loss %.9g (plain %.9g) or gradients differ",
+				 k, m->cfg.layers, got, want);
+		free(g);
+	}
+	tn_model_set_recompute(m, 0);
+	free(ref);
+}
+
+static void recompute_golden(void **s)
+{
+	(void)s;
+	static const char *const names[] = {"tvb", "A", "B", "C"};
+	for (size_t i = 0; i < 4; i++) {
+		struct golden x;
+		golden_open(&x, names[i]);
+		int32_t *tgt = shifted_targets(&x);
+		check_recompute(x.m, x.tok, tgt, x.B, x.n);
+		free(tgt);
+		golden_close(&x);
+	}
+}
+
+/* Odd shapes (3 heads, LRPE in layer 0, odd g and n, ignored targets). */
+static void recompute_odd(void **s)
+{
+	(void)s;
+	for (int act = 0; act < 2; act++) {
+		struct tn_model *m = odd_model(4, act ? TN_ACT_NONE : TN_ACT_SILU, 13);
+		int B = 3, n = 11;
+		int32_t tok[33], tgt[33];
+		random_tokens(tok, 33, 13, 4);
+		random_tokens(tgt, 33, 13, 5);
+		tgt[7] = tgt[20] = -1;
+		check_recompute(m, tok, tgt, B, n);
+		tn_model_free(m);
+	}
+}
+
+/* The activation bytes fall by one layer's set per checkpointed layer but
+ * the first, whose set (LRPE: the widest) becomes the shared work set. */
+static void recompute_memory(void **s)
+{
+	(void)s;
+	struct tn_model *m = odd_model(4, TN_ACT_SILU, 2);
+	const struct tn_config *c = &m->cfg;
+	int B = 2, n = 8; /* BT = 16: no alignment padding */
+	size_t BT = 16, hd = (size_t)tn_config_head_dim(c), H = (size_t)c->heads;
+	size_t set = BT * (3 * (size_t)c->d + 11 * (size_t)c->hidden_dim + 3 * (size_t)c->glu_dim + 3);
+	size_t plain = (set + 2 * BT * H * hd) * sizeof(float); /* a layer without LRPE */
+	size_t bytes[5];
+	for (int k = 0; k <= 4; k++) {
+		tn_model_set_recompute(m, k);
+		assert_int_equal(tn_model_activation_bytes(m, B, n, &bytes[k]), TN_OK);
+	}
+	assert_int_equal(bytes[1], bytes[0]);
+	for (int k = 2; k <= 4; k++)
+		assert_int_equal(bytes[k - 1] - bytes[k], plain);
+	tn_model_set_recompute(m, -1);
+	size_t all;
+	assert_int_equal(tn_model_activation_bytes(m, B, n, &all), TN_OK);
+	assert_int_equal(all, bytes[4]);
+	assert_int_equal(bytes[0] - all, 3 * plain);
+	tn_model_free(m);
+}
+
 static void train_tvb(void **s) { (void)s; check_train("tvb"); }
 static void train_A(void **s) { (void)s; check_train("A"); }
 static void train_B(void **s) { (void)s; check_train("B"); }
@@ -424,7 +514,8 @@ int main(void)
 		cmocka_unit_test(infer_B),   cmocka_unit_test(infer_C),
 		cmocka_unit_test(fd_silu),   cmocka_unit_test(fd_identity),
 		cmocka_unit_test(decode_parallel), cmocka_unit_test(reuse_activations),
-		cmocka_unit_test(bad_input),
+		cmocka_unit_test(bad_input), cmocka_unit_test(recompute_golden),
+		cmocka_unit_test(recompute_odd), cmocka_unit_test(recompute_memory),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

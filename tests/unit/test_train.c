@@ -1,5 +1,5 @@
 /* test_train.c - the optimizer (schedule shape, one AdamW step by hand,
- * which tensors decay, clipping, a non-finite norm), checkpoints (round
+ * which tensors decay, clipping, a non-finite norm, skipped steps), checkpoints (round
  * trip of weights, moments and state; what a reader says about a damaged
  * one) and perplexity scoring in windows. */
 #include <setjmp.h>
@@ -92,6 +92,86 @@ static void adamw_step(void **s)
 	assert_int_equal(tn_optim_step(opt, m, &gn, &lr), TN_EDATA);
 	assert_non_null(strstr(tn_errmsg(), "step 2: the gradient norm is nan"));
 	free(before);
+	tn_optim_free(opt, m);
+	tn_model_free(m);
+}
+
+/* Loss of a forward + backward over fixed tokens (gradients zeroed first). */
+static double fwd_bwd(struct tn_model *m)
+{
+	int32_t tok[12], tgt[12];
+	for (int i = 0; i < 12; i++) {
+		tok[i] = (i * 5 + 1) % 17;
+		tgt[i] = (i * 3 + 2) % 17;
+	}
+	double loss;
+	assert_int_equal(tn_model_zero_grad(m), TN_OK);
+	assert_int_equal(tn_model_forward(m, tok, tgt, 2, 6, &loss), TN_OK);
+	assert_int_equal(tn_model_backward(m, 1.0f), TN_OK);
+	return loss;
+}
+
+/* A skipped step changes no bit of weights, moments or step. */
+static void expect_skipped(struct tn_optim *opt, struct tn_model *m, double loss)
+{
+	size_t bytes = m->n_floats * sizeof(float);
+	float *p = malloc(bytes), *mm = malloc(bytes), *v = malloc(bytes);
+	memcpy(p, m->params, bytes);
+	memcpy(mm, opt->m, bytes);
+	memcpy(v, opt->v, bytes);
+	int64_t step = opt->step;
+	double gn, lr;
+	int skipped = 0;
+	assert_int_equal(tn_optim_step_checked(opt, m, loss, TN_NAN_SKIP, &gn, &lr, &skipped), TN_OK);
+	assert_int_equal(skipped, 1);
+	assert_memory_equal(m->params, p, bytes);
+	assert_memory_equal(opt->m, mm, bytes);
+	assert_memory_equal(opt->v, v, bytes);
+	assert_int_equal(opt->step, step);
+	free(p);
+	free(mm);
+	free(v);
+}
+
+/* --on-nan: an infinite weight (a NaN loss and gradients), a non-finite
+ * gradient under a finite loss, and a non-finite loss (as all-reduced
+ * over the ranks) under finite gradients each skip the update, or stop. */
+static void nonfinite_steps(void **s)
+{
+	(void)s;
+	struct tn_model *m = small_model();
+	struct tn_optim_opts o;
+	tn_optim_defaults(&o);
+	struct tn_optim *opt;
+	assert_int_equal(tn_optim_new(&opt, m, &o), TN_OK);
+	double gn, lr;
+	int skipped = 1;
+	double loss = fwd_bwd(m);
+	assert_int_equal(tn_optim_step_checked(opt, m, loss, TN_NAN_SKIP, &gn, &lr, &skipped), TN_OK);
+	assert_int_equal(skipped, 0); /* a good step updates: the moments are now non-zero */
+	const struct tn_param *w = &m->param[1];
+	float keep, inf = INFINITY;
+	m->be->download(&keep, m->params + w->offset + 3, sizeof keep);
+	m->be->upload(m->params + w->offset + 3, &inf, sizeof inf);
+	loss = fwd_bwd(m);
+	assert_false(isfinite(loss));
+	expect_skipped(opt, m, loss);
+	assert_int_equal(tn_optim_step_checked(opt, m, loss, TN_NAN_STOP, &gn, &lr, &skipped),
+			 TN_EDATA);
+	assert_non_null(strstr(tn_errmsg(), "step 2: the loss is nan"));
+	m->be->upload(m->params + w->offset + 3, &keep, sizeof keep);
+	loss = fwd_bwd(m);
+	assert_true(isfinite(loss));
+	m->grads[w->offset] = -INFINITY;
+	expect_skipped(opt, m, loss);
+	assert_int_equal(tn_optim_step_checked(opt, m, loss, TN_NAN_STOP, &gn, &lr, &skipped),
+			 TN_EDATA);
+	assert_non_null(strstr(tn_errmsg(), "step 2: the gradient norm is inf"));
+	loss = fwd_bwd(m);
+	expect_skipped(opt, m, NAN);
+	assert_int_equal(tn_optim_step_checked(opt, m, loss, TN_NAN_SKIP, &gn, &lr, &skipped), TN_OK);
+	assert_int_equal(skipped, 0);
+	assert_int_equal(opt->step, 2);
 	tn_optim_free(opt, m);
 	tn_model_free(m);
 }
@@ -236,6 +316,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(schedule),
 		cmocka_unit_test(adamw_step),
+		cmocka_unit_test(nonfinite_steps),
 		cmocka_unit_test(checkpoint_round_trip),
 		cmocka_unit_test(sharded_weights),
 		cmocka_unit_test(ppl_windows),
