@@ -478,6 +478,14 @@ static void adamw(float *p, const float *g, float *m, float *v, size_t n, float 
 	adamw_update_bf16(p, g, m, v, n, lr, beta1, beta2, eps, wd, gscale, bc1, bc2);
 }
 
+static void adamw_all(float *p, const float *g, float *m, float *v, size_t lo, size_t hi,
+		      const struct tn_adamw_seg *seg, size_t n_seg, const struct tn_adamw_args *a)
+{
+	prof_scope ps(P_ADAMW);
+	written(p + lo, (hi - lo) * sizeof(float));
+	adamw_fused_launch(p, tn_bf16_shadow_of(p), g, m, v, lo, hi, seg, n_seg, a);
+}
+
 /* bf16 output staging buffer `which`, widened into the fp32 output after. */
 static bf16 *out16(int which, size_t n)
 {
@@ -641,4 +649,7 @@ extern "C" const struct tn_backend tn_backend_cuda_bf16 = {
 	.device_bytes = tn_cuda_device_bytes,
 	.profile = bf16_profile,
 	.profile_read = bf16_profile_read,
+	.adamw_fused = adamw_all,
+	.host_alloc = tn_cuda_host_alloc,
+	.host_free = tn_cuda_host_free,
 };

@@ -2,7 +2,9 @@
  * handle, the sticky error, and the op table over the ops_*.cu kernels and
  * the Lightning Attention kernels. It implements libcore/backend.h, so the
  * one model definition runs on the GPU unchanged. fp32 throughout (the
- * check mode); every op is asynchronous on one stream. */
+ * check mode); every op is asynchronous on one stream. Deterministic: no
+ * op adds with atomics, every reduction has a fixed order and cuBLAS
+ * repeats itself on one stream, so a run repeats bit for bit on one GPU. */
 #include <stdio.h>
 #include <string.h>
 
@@ -129,14 +131,64 @@ extern "C" void tn_cuda_free(void *p)
 	cudaFree(p);
 }
 
+/* The pinned blocks handed out by host_alloc (a few: the trainer's batches). */
+#define MAX_PINNED 64
+static struct {
+	const char *p;
+	size_t bytes;
+} pinned[MAX_PINNED];
+
+static int is_pinned(const void *host, size_t bytes)
+{
+	const char *a = (const char *)host;
+	for (int i = 0; i < MAX_PINNED; i++)
+		if (pinned[i].p && a >= pinned[i].p && a + bytes <= pinned[i].p + pinned[i].bytes)
+			return 1;
+	return 0;
+}
+
+extern "C" void *tn_cuda_host_alloc(size_t bytes)
+{
+	int slot = 0;
+	while (slot < MAX_PINNED && pinned[slot].p)
+		slot++;
+	void *p = NULL;
+	cudaError_t e = slot < MAX_PINNED ? cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault)
+					  : cudaErrorMemoryAllocation;
+	if (e != cudaSuccess) {
+		tn_fail(TN_ENOMEM, "CUDA: cannot allocate %zu bytes of pinned host memory%s: %s", bytes,
+			slot < MAX_PINNED ? "" : " (all slots taken)", cudaGetErrorString(e));
+		return NULL;
+	}
+	memset(p, 0, bytes);
+	pinned[slot].p = (const char *)p;
+	pinned[slot].bytes = bytes;
+	return p;
+}
+
+extern "C" void tn_cuda_host_free(void *p)
+{
+	if (!p)
+		return;
+	for (int i = 0; i < MAX_PINNED; i++)
+		if (pinned[i].p == p)
+			pinned[i].p = NULL;
+	if (ready && !failed) /* a queued upload may still read it */
+		cudaStreamSynchronize(ctx.stream);
+	cudaFreeHost(p);
+}
+
 extern "C" void tn_cuda_upload(void *dst, const void *host, size_t bytes)
 {
 	struct tn_cuda *cu = tn_cuda_get();
 	if (!cu || !bytes)
 		return;
-	/* synchronous: the caller may reuse the host memory right away */
+	/* synchronous from pageable memory: the caller may reuse it right away;
+	 * from pinned memory queued, the caller keeping it until the next sync */
 	cudaError_t e = cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, cu->stream);
-	tn_cuda_note(e == cudaSuccess ? cudaStreamSynchronize(cu->stream) : e, "upload");
+	if (e == cudaSuccess && !is_pinned(host, bytes))
+		e = cudaStreamSynchronize(cu->stream);
+	tn_cuda_note(e, "upload");
 }
 
 extern "C" void tn_cuda_download(void *host, const void *src, size_t bytes)
@@ -229,4 +281,7 @@ extern "C" const struct tn_backend tn_backend_cuda = {
 	.device_bytes = tn_cuda_device_bytes,
 	.profile = NULL,
 	.profile_read = NULL,
+	.adamw_fused = adamw_fused_cuda,
+	.host_alloc = tn_cuda_host_alloc,
+	.host_free = tn_cuda_host_free,
 };

@@ -25,7 +25,7 @@ struct tn_cuda {
  * the steps after the first allocate nothing. */
 enum tn_stage {
 	TN_STAGE_SUMSQ, TN_STAGE_W, TN_STAGE_O, TN_STAGE_DQ, TN_STAGE_DK, TN_STAGE_DV,
-	TN_STAGE_COUNT
+	TN_STAGE_EMBED, TN_STAGE_ADAMW, TN_STAGE_COUNT
 };
 
 /* The process's stream and handle (created on first use); NULL on failure. */
@@ -44,6 +44,10 @@ void tn_cuda_upload(void *dst, const void *host, size_t bytes);
 void tn_cuda_download(void *host, const void *src, size_t bytes);
 void tn_cuda_zero(void *p, size_t bytes);
 size_t tn_cuda_device_bytes(void);
+/* Pinned host memory (host_alloc / host_free of the table): an upload from
+ * it is queued on the stream without waiting for it. */
+void *tn_cuda_host_alloc(size_t bytes);
+void tn_cuda_host_free(void *p);
 
 #ifdef __cplusplus
 }

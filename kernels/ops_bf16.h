@@ -64,5 +64,11 @@ void crossentropy_backward_bf16(float *dx, float *demb, const bf16 *x16, const f
 void adamw_update_bf16(float *p, const float *g, float *m, float *v, size_t n, float lr,
 		       float beta1, float beta2, float eps, float wd, float gscale, float bc1,
 		       float bc2);
+struct tn_adamw_seg;
+struct tn_adamw_args;
+/* adamw_fused_cuda, also writing the shadow (NULL: none) of p[0..]. */
+void adamw_fused_launch(float *p, bf16 *shadow, const float *g, float *m, float *v, size_t lo,
+			size_t hi, const struct tn_adamw_seg *seg, size_t n_seg,
+			const struct tn_adamw_args *a);
 
 #endif

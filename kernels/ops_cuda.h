@@ -13,6 +13,9 @@
 extern "C" {
 #endif
 
+struct tn_adamw_seg;
+struct tn_adamw_args;
+
 void matmul_forward_cuda(float *out, const float *inp, const float *w, int BT, int C, int OC,
 			 int accumulate);
 void matmul_backward_cuda(float *dinp, float *dw, const float *dout, const float *inp,
@@ -48,6 +51,8 @@ int attn_decode_cuda(int B, int H, int dk, int dv, const float *q, const float *
 void adamw_update_cuda(float *p, const float *g, float *m, float *v, size_t n, float lr,
 		       float beta1, float beta2, float eps, float wd, float gscale, float bc1,
 		       float bc2);
+void adamw_fused_cuda(float *p, const float *g, float *m, float *v, size_t lo, size_t hi,
+		      const struct tn_adamw_seg *seg, size_t n_seg, const struct tn_adamw_args *a);
 
 #ifdef __cplusplus
 }

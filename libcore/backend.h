@@ -14,6 +14,9 @@
 #include "config.h"
 #include "lightning_attn.h"
 
+struct tn_adamw_seg;
+struct tn_adamw_args;
+
 struct tn_backend {
 	const char *name;
 	/* memory: alloc returns zeroed memory or NULL (message set) */
@@ -95,6 +98,18 @@ struct tn_backend {
 	 * and returns how many. */
 	void (*profile)(int on);
 	int (*profile_read)(const char **names, double *ms, int max);
+
+	/* Training without waits (issue 8). adamw_fused: ops.h's adamw_fused,
+	 * every tensor of the table in one pass (one launch on the GPU), bit
+	 * for bit what adamw_update per tensor gives. host_alloc: host memory
+	 * (zeroed; pinned on the GPU, so that upload from it is asynchronous:
+	 * it must then stay unchanged until the next status or download), or
+	 * NULL with a message; release it with host_free. */
+	void (*adamw_fused)(float *p, const float *g, float *m, float *v, size_t lo, size_t hi,
+			    const struct tn_adamw_seg *seg, size_t n_seg,
+			    const struct tn_adamw_args *a);
+	void *(*host_alloc)(size_t bytes);
+	void (*host_free)(void *p);
 };
 
 /* The CPU reference backend: ops.h, OpenBLAS and the CPU attention core. */

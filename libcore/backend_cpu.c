@@ -88,4 +88,7 @@ const struct tn_backend tn_backend_cpu = {
 	.copy = cpu_copy,
 	.argmax_rows = cpu_argmax_rows,
 	.status = cpu_status,
+	.adamw_fused = adamw_fused,
+	.host_alloc = cpu_alloc,
+	.host_free = cpu_free,
 };

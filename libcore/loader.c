@@ -1,12 +1,16 @@
-/* loader.c - training windows over the shards of one split (loader.h).
- * The epoch order is a keyed Feistel permutation of the window indices with
- * cycle walking, so any window count is permuted exactly, in O(1) memory,
- * and position p of epoch e can be computed directly: resuming is exact. */
+/* loader.c - training windows over the shards of one split (loader.h), and
+ * the trainer's micro-batches made ahead of it on a thread (two slots, taken
+ * in turn). The epoch order is a keyed Feistel permutation of the window
+ * indices with cycle walking, so any window count is permuted exactly, in
+ * O(1) memory, and position p of epoch e can be computed directly: resuming
+ * is exact. */
 #include "loader.h"
 #include "manifest.h"
 #include "shard.h"
 #include "util.h"
 
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -182,4 +186,148 @@ void tn_loader_free(struct tn_loader *l)
 	tn_shards_close(l->shards, l->n_shards);
 	free(l->first);
 	free(l);
+}
+
+/* ---- micro-batches made ahead ---- */
+
+struct tn_batches {
+	struct tn_loader *l;
+	uint32_t batch;
+	void (*release)(void *);
+	uint32_t *window;
+	struct tn_batch slot[2];
+	/* under mu: full[s] (made, not yet handed back), next (the slot the
+	 * caller takes next), held (the one it has, -1 none), stop; rc and msg:
+	 * the failure that ended the thread, handed on once the batches made
+	 * before it are taken. The thread fills the slots in turn. */
+	int full[2], next, held, stop, ahead, rc;
+	char msg[256];
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+};
+
+static int make_batch(struct tn_batches *bs, struct tn_batch *b)
+{
+	size_t n = bs->l->o.seq_len;
+	for (uint32_t k = 0; k < bs->batch; k++) {
+		int rc = tn_loader_next(bs->l, bs->window, NULL, NULL);
+		if (rc)
+			return rc;
+		for (size_t t = 0; t < n; t++) {
+			b->in[k * n + t] = (int32_t)bs->window[t];
+			b->tgt[k * n + t] = (int32_t)bs->window[t + 1];
+		}
+	}
+	b->after = tn_loader_get_cursor(bs->l);
+	return TN_OK;
+}
+
+static void *maker(void *arg)
+{
+	struct tn_batches *bs = arg;
+	int s = 0, rc = TN_OK;
+	pthread_mutex_lock(&bs->mu);
+	while (!rc) {
+		while (!bs->stop && bs->full[s])
+			pthread_cond_wait(&bs->cv, &bs->mu);
+		if (bs->stop)
+			break;
+		pthread_mutex_unlock(&bs->mu);
+		rc = make_batch(bs, &bs->slot[s]);
+		pthread_mutex_lock(&bs->mu);
+		if (rc) /* the message is this thread's: the caller's thread repeats it */
+			snprintf(bs->msg, sizeof bs->msg, "%s", tn_errmsg());
+		bs->rc = rc;
+		bs->full[s] = !rc;
+		s ^= 1;
+		pthread_cond_broadcast(&bs->cv);
+	}
+	pthread_mutex_unlock(&bs->mu);
+	return NULL;
+}
+
+int tn_batches_open(struct tn_batches **out, struct tn_loader *l, uint32_t batch, int ahead,
+		    void *(*alloc)(size_t), void (*release)(void *))
+{
+	struct tn_batches *bs = tn_calloc(1, sizeof *bs);
+	*out = NULL;
+	if (!bs)
+		return TN_ENOMEM;
+	size_t n = l->o.seq_len, bytes = (size_t)batch * n * sizeof(int32_t);
+	*bs = (struct tn_batches){.l = l, .batch = batch, .release = release, .held = -1};
+	bs->window = tn_malloc((n + 1) * sizeof(uint32_t));
+	int rc = bs->window ? TN_OK : TN_ENOMEM;
+	for (int s = 0; !rc && s < 2; s++) {
+		bs->slot[s].in = alloc(bytes);
+		bs->slot[s].tgt = bs->slot[s].in ? alloc(bytes) : NULL;
+		if (!bs->slot[s].tgt)
+			rc = TN_ENOMEM;
+	}
+	if (!rc && ahead) {
+		pthread_mutex_init(&bs->mu, NULL);
+		pthread_cond_init(&bs->cv, NULL);
+		bs->ahead = 1; /* from here on close stops and joins the thread */
+		if (pthread_create(&bs->thread, NULL, maker, bs)) {
+			bs->ahead = 0;
+			pthread_mutex_destroy(&bs->mu);
+			pthread_cond_destroy(&bs->cv);
+			rc = tn_fail(TN_EIO, "cannot start the batch thread");
+		}
+	}
+	if (rc) {
+		tn_batches_close(bs);
+		return rc;
+	}
+	*out = bs;
+	return TN_OK;
+}
+
+int tn_batches_next(struct tn_batches *bs, const struct tn_batch **b)
+{
+	if (!bs->ahead) {
+		*b = &bs->slot[0];
+		return make_batch(bs, &bs->slot[0]);
+	}
+	pthread_mutex_lock(&bs->mu);
+	if (bs->held >= 0) {
+		bs->full[bs->held] = 0;
+		pthread_cond_broadcast(&bs->cv);
+	}
+	bs->held = -1;
+	while (!bs->full[bs->next] && !bs->rc)
+		pthread_cond_wait(&bs->cv, &bs->mu);
+	int s = bs->next, rc = bs->full[s] ? TN_OK : bs->rc;
+	if (rc) {
+		tn_fail(rc, "%s", bs->msg);
+	} else {
+		bs->held = s;
+		bs->next ^= 1;
+	}
+	pthread_mutex_unlock(&bs->mu);
+	*b = &bs->slot[s];
+	return rc;
+}
+
+void tn_batches_close(struct tn_batches *bs)
+{
+	if (!bs)
+		return;
+	if (bs->ahead) {
+		pthread_mutex_lock(&bs->mu);
+		bs->stop = 1;
+		pthread_cond_broadcast(&bs->cv);
+		pthread_mutex_unlock(&bs->mu);
+		pthread_join(bs->thread, NULL);
+		pthread_mutex_destroy(&bs->mu);
+		pthread_cond_destroy(&bs->cv);
+	}
+	for (int s = 0; s < 2; s++) {
+		if (bs->slot[s].in)
+			bs->release(bs->slot[s].in);
+		if (bs->slot[s].tgt)
+			bs->release(bs->slot[s].tgt);
+	}
+	free(bs->window);
+	free(bs);
 }

@@ -45,4 +45,27 @@ struct tn_loader_cursor tn_loader_get_cursor(const struct tn_loader *l);
 int tn_loader_set_cursor(struct tn_loader *l, struct tn_loader_cursor c);
 void tn_loader_free(struct tn_loader *l);
 
+/* Micro-batches for the trainer, made ahead on a thread of their own while
+ * the model works on the one before: `batch` windows of the loader, each
+ * split into n inputs and n targets (the window shifted by one). The
+ * loader's order is untouched (only the thread reads it, in turn), and each
+ * batch carries the loader's cursor after it, which is what a checkpoint
+ * must record: the loader itself runs a batch ahead. */
+struct tn_batch {
+	int32_t *in, *tgt;             /* [batch * n] each */
+	struct tn_loader_cursor after; /* the cursor once this batch is taken */
+};
+struct tn_batches;
+/* ahead 1: on a thread; 0: each batch made when asked. alloc, release: the
+ * memory of in and tgt (a backend's host_alloc and host_free: pinned, so
+ * that its upload need not wait). The loader belongs to the batches until
+ * tn_batches_close. */
+int tn_batches_open(struct tn_batches **bs, struct tn_loader *l, uint32_t batch, int ahead,
+		    void *(*alloc)(size_t), void (*release)(void *));
+/* The next batch; it stays unchanged until the next call, which hands it
+ * back for refilling (so the caller must be done with it, and any device
+ * copy of it finished). */
+int tn_batches_next(struct tn_batches *bs, const struct tn_batch **b);
+void tn_batches_close(struct tn_batches *bs);
+
 #endif

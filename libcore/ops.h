@@ -86,4 +86,21 @@ void adamw_update(float *p, const float *g, float *m, float *v, size_t n, float 
 		  float beta1, float beta2, float eps, float wd, float gscale, float bc1,
 		  float bc2);
 
+/* The fused update's table: one tensor of the flat parameters, elements
+ * [offset, offset + numel), with its weight decay (0: none); and the step's
+ * scalars, as adamw_update takes them. */
+struct tn_adamw_seg {
+	size_t offset, numel;
+	float wd;
+};
+struct tn_adamw_args {
+	float lr, beta1, beta2, eps, gscale, bc1, bc2;
+};
+/* adamw_update of every tensor of seg[0, n_seg) (disjoint) inside the range
+ * [lo, hi) of the flat parameters p and gradients g, whose moments m and v
+ * hold that range only (element i at m[i - lo]); elements outside every
+ * tensor are left alone. Each element gets exactly adamw_update's arithmetic. */
+void adamw_fused(float *p, const float *g, float *m, float *v, size_t lo, size_t hi,
+		 const struct tn_adamw_seg *seg, size_t n_seg, const struct tn_adamw_args *a);
+
 #endif

@@ -1,7 +1,9 @@
 /* ops_adamw.c - the optimizer's ops: AdamW (decoupled weight decay, bias
- * correction) and the sum of squares behind global-norm clipping. The sum
- * is taken in fixed blocks of doubles, combined in block order, so a run
- * gives the same norm bit for bit on any number of threads (exact resume). */
+ * correction), per tensor and over a table of tensors (the fused form; on
+ * the CPU simply the per-tensor loop), and the sum of squares behind
+ * global-norm clipping. The sum is taken in fixed blocks of doubles,
+ * combined in block order, so a run gives the same norm bit for bit on any
+ * number of threads (exact resume). */
 #include "ops.h"
 
 #include <math.h>
@@ -40,5 +42,17 @@ void adamw_update(float *p, const float *g, float *m, float *v, size_t n, float 
 		v[i] = beta2 * v[i] + (1.0f - beta2) * gi * gi;
 		float mh = m[i] / bc1, vh = v[i] / bc2;
 		p[i] -= lr * (mh / (sqrtf(vh) + eps) + wd * p[i]);
+	}
+}
+
+void adamw_fused(float *p, const float *g, float *m, float *v, size_t lo, size_t hi,
+		 const struct tn_adamw_seg *seg, size_t n_seg, const struct tn_adamw_args *a)
+{
+	for (size_t i = 0; i < n_seg; i++) {
+		size_t x = seg[i].offset > lo ? seg[i].offset : lo;
+		size_t y = seg[i].offset + seg[i].numel < hi ? seg[i].offset + seg[i].numel : hi;
+		if (x < y)
+			adamw_update(p + x, g + x, m + (x - lo), v + (x - lo), y - x, a->lr, a->beta1,
+				     a->beta2, a->eps, seg[i].wd, a->gscale, a->bc1, a->bc2);
 	}
 }

@@ -6,6 +6,7 @@
  * in the gradient norm. */
 #include "optim.h"
 #include "collective.h"
+#include "ops.h"
 #include "util.h"
 
 #include <math.h>
@@ -263,17 +264,21 @@ static int update(struct tn_optim *opt, struct tn_model *m, double norm, double 
 	int64_t t = opt->step + 1;
 	float bc1 = (float)(1.0 - pow(opt->o.beta1, (double)t));
 	float bc2 = (float)(1.0 - pow(opt->o.beta2, (double)t));
+	struct tn_adamw_seg *seg = tn_malloc(m->n_param * sizeof(*seg) + 1);
+	if (!seg)
+		return TN_ENOMEM;
 	for (size_t i = 0; i < m->n_param; i++) {
 		const struct tn_param *p = &m->param[i];
-		size_t a = TN_MAX(p->offset, opt->lo), b = TN_MIN(p->offset + p->numel, opt->hi);
-		if (a >= b)
-			continue; /* another rank's shard */
 		int decay = p->decay || (p->role == TN_P_EMB && opt->o.decay_embedding);
-		m->be->adamw_update(m->params + a, m->grads + a, opt->m + (a - opt->lo),
-				    opt->v + (a - opt->lo), b - a, (float)lr, (float)opt->o.beta1,
-				    (float)opt->o.beta2, (float)opt->o.eps,
-				    decay ? (float)opt->o.weight_decay : 0.0f, gscale, bc1, bc2);
+		seg[i] = (struct tn_adamw_seg){p->offset, p->numel,
+					       decay ? (float)opt->o.weight_decay : 0.0f};
 	}
+	struct tn_adamw_args args = {(float)lr, (float)opt->o.beta1, (float)opt->o.beta2,
+				     (float)opt->o.eps, gscale, bc1, bc2};
+	/* one pass over this rank's shard [lo, hi) */
+	m->be->adamw_fused(m->params, m->grads, opt->m, opt->v, opt->lo, opt->hi, seg, m->n_param,
+			   &args);
+	free(seg);
 	opt->step = t;
 	return opt->zero ? gather(opt, m, m->params + opt->lo, m->params) : TN_OK;
 }

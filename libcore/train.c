@@ -34,8 +34,8 @@ struct run {
 	struct tn_optim *opt;
 	struct tn_loader *train, *val;
 	struct tn_train_state ts;
-	uint32_t *window;
-	int32_t *in, *tgt;
+	struct tn_batches *batches;      /* the train loader's micro-batches, made ahead */
+	struct tn_loader_cursor cursor;  /* the loader's, after the batches taken */
 	struct point *pts;
 	size_t n_pts, cap_pts;
 	char ckpt[64]; /* name of the newest checkpoint, "" if none */
@@ -349,17 +349,17 @@ static int setup(struct run *r)
 		rc = tn_fail_errno("%s: cannot create", o->out);
 	if (!rc && o->resume)
 		rc = read_metrics(r, r->ts.step);
-	size_t rows = (size_t)o->batch * o->seq_len;
-	r->window = tn_malloc((o->seq_len + 1) * sizeof(uint32_t));
-	r->in = tn_malloc(rows * sizeof(int32_t));
-	r->tgt = tn_malloc(rows * sizeof(int32_t));
-	if (!rc && (!r->window || !r->in || !r->tgt))
-		rc = TN_ENOMEM;
+	if (!rc) { /* in pinned memory on a GPU: the uploads do not wait */
+		r->cursor = tn_loader_get_cursor(r->train);
+		rc = tn_batches_open(&r->batches, r->train, o->batch, 1, r->m->be->host_alloc,
+				     r->m->be->host_free);
+	}
 	return rc;
 }
 
 static void teardown(struct run *r)
 {
+	tn_batches_close(r->batches); /* first: its thread reads the loader */
 	tn_optim_free(r->opt, r->m);
 	tn_model_free(r->m);
 	if (r->tp) {
@@ -369,9 +369,6 @@ static void teardown(struct run *r)
 	tn_loader_free(r->train);
 	if (r->val)
 		tn_loader_free(r->val);
-	free(r->window);
-	free(r->in);
-	free(r->tgt);
 	free(r->pts);
 }
 
@@ -459,7 +456,7 @@ static int save(struct run *r)
 	char *dir = tn_path_join(r->o->out, r->ckpt);
 	if (!dir)
 		return TN_ENOMEM;
-	r->ts.cursor = tn_loader_get_cursor(r->train);
+	r->ts.cursor = r->cursor;
 	r->ts.cursor.position *= ranks(r);
 	int rc = write_ckpt(r, dir);
 	if (rc || world_rank(r) != 0) {
@@ -485,17 +482,14 @@ static int save(struct run *r)
 static int micro_step(struct run *r, int last, double *loss)
 {
 	const struct tn_train_opts *o = r->o;
-	size_t n = o->seq_len;
-	for (uint32_t b = 0; b < o->batch; b++) {
-		int rc = tn_loader_next(r->train, r->window, NULL, NULL);
-		if (rc)
-			return rc;
-		for (size_t t = 0; t < n; t++) {
-			r->in[b * n + t] = (int32_t)r->window[t];
-			r->tgt[b * n + t] = (int32_t)r->window[t + 1];
-		}
-	}
-	int rc = tn_model_forward(r->m, r->in, r->tgt, (int)o->batch, (int)n, loss);
+	const struct tn_batch *b;
+	int rc = tn_batches_next(r->batches, &b);
+	if (rc)
+		return rc;
+	r->cursor = b->after;
+	rc = tn_model_forward(r->m, b->in, b->tgt, (int)o->batch, (int)o->seq_len, loss);
+	if (!rc) /* the device has read the batch (free: the forward waited for its loss) */
+		rc = r->m->be->status();
 	if (!rc && last && !o->no_overlap)
 		tn_optim_overlap(r->opt, r->m);
 	if (!rc) /* the optimizer sums over ranks: each contributes its mean / ranks */

@@ -4,8 +4,9 @@
 # tests/cuda/test_*.c as built by make into $O/tests, then its --small
 # cases under compute-sanitizer memcheck and racecheck; then the model's golden tests (test_model) on the CUDA backend,
 # generation and mc scoring on the GPU against the CPU (test_generate, test_eval_mc),
-# one-rank NCCL training against the plain path, and a short `tn-bench attn`
-# from $1 (the bin folder).
+# one-rank NCCL training against the plain path, two identical tn-train runs
+# per backend (deterministic mode), and a short `tn-bench attn` from $1 (the
+# bin folder).
 BIN=${1:-bin}
 O=${O:-build/release}
 status=0
@@ -40,8 +41,7 @@ for t in test_generate test_eval_mc; do
 done
 # The NCCL path with one rank (TN_COMM=nccl), also started from the launch
 # environment (TN_WORLD_SIZE=1), trains as the plain CUDA path does: the
-# step losses agree to 1e-6 (the embedding gradient's order of additions is
-# the only difference between runs).
+# step losses agree to 1e-6.
 losses() { grep -o '"loss":[^,}]*' "$1/metrics.jsonl" | cut -d: -f2; }
 nccl_one_rank() {
 	dir=$(mktemp -d) || return 1
@@ -60,8 +60,32 @@ nccl_one_rank() {
 	done
 	rm -rf "$dir"
 }
+# tn-train (batches made ahead on a thread, uploaded from pinned memory)
+# twice from the same seed, on each CUDA backend: the same losses and the
+# same checkpoint, byte for byte.
+same_twice() {
+	dir=$(mktemp -d) || return 1
+	"$BIN/tn-tokenize" encode -q -t share/demo/spm8k.model --split-docs --eot \
+		share/demo/moby-dick-1-30.txt | "$BIN/tn-shard" pack -q -o "$dir/data" - || return 1
+	for be in cuda cuda-bf16; do
+		for run in a b; do
+			"$BIN/tn-train" --backend $be --preset tiny --data "$dir/data" --steps 20 \
+				--seq-len 64 --batch 8 --accum 2 -q -o "$dir/$be-$run" || return 1
+		done
+		if cmp -s "$dir/$be-a/metrics.jsonl" "$dir/$be-b/metrics.jsonl" &&
+			cmp -s "$dir/$be-a/step-00000020/model.safetensors" \
+				"$dir/$be-b/step-00000020/model.safetensors"; then
+			echo "ok   tn-train --backend $be twice: the same losses and weights"
+		else
+			echo "FAIL tn-train --backend $be twice: losses or weights differ"
+			return 1
+		fi
+	done
+	rm -rf "$dir"
+}
 if [ -x "$BIN/tn-train" ]; then
 	nccl_one_rank || status=1
+	same_twice || status=1
 fi
 if [ -x "$BIN/tn-bench" ]; then
 	"$BIN/tn-bench" attn --dims 64 --n 1k --tokens 4k --reps 3 || status=1
