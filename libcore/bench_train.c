@@ -201,7 +201,8 @@ static void report(const struct train_bench *o, const struct tn_config *c, doubl
 		       o->m.be->name, o->m.preset,
 		       (unsigned long long)tn_config_params(c), (int)o->seq_len, (int)o->batch, tps,
 		       gf, gpu ? "peak_gflops" : "sgemm_gflops", peak, sp->fwd * k, sp->bwd * k,
-		       sp->opt * k, dev_bytes, o->recompute < 0 ? c->layers : o->recompute, act_bytes);
+		       sp->opt * k, dev_bytes,
+		       o->recompute < 0 ? c->layers : TN_MIN(o->recompute, c->layers), act_bytes);
 		return;
 	}
 	printf("train %-8s %6.2fM params  %s  seq %d x batch %d   %9.1f tok/s   %9.2f GFLOP/s   "
