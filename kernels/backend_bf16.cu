@@ -272,9 +272,13 @@ static void bf16_free(void *p)
 	*r = regions[--n_regions];
 }
 
-/* The shadow elements of fp32 bytes [at, at + bytes) of region r, re-rounded. */
-static void refresh(struct region *r, const void *at, size_t bytes)
+/* After fp32 bytes [at, at + bytes) were written: re-round their shadow
+ * elements, if their allocation has a shadow. */
+static void refresh(const void *at, size_t bytes)
 {
+	struct region *r = region_of(at);
+	if (!r || !r->shadow)
+		return;
 	size_t i = (size_t)((const char *)at - r->base) / sizeof(float);
 	tn_bf16_round(r->shadow + i, (const float *)at, bytes / sizeof(float));
 }
@@ -284,9 +288,7 @@ static void bf16_upload(void *dst, const void *host, size_t bytes)
 	prof_scope ps(P_MEMORY);
 	written(dst, bytes);
 	tn_cuda_upload(dst, host, bytes);
-	struct region *r = region_of(dst);
-	if (r && r->shadow)
-		refresh(r, dst, bytes);
+	refresh(dst, bytes);
 }
 
 static void bf16_zero(void *p, size_t bytes)
@@ -294,9 +296,7 @@ static void bf16_zero(void *p, size_t bytes)
 	prof_scope ps(P_MEMORY);
 	written(p, bytes);
 	tn_cuda_zero(p, bytes);
-	struct region *r = region_of(p);
-	if (r && r->shadow)
-		refresh(r, p, bytes);
+	refresh(p, bytes);
 }
 
 const bf16 *tn_bf16_weight(const float *w, size_t n)
@@ -553,9 +553,7 @@ static void copy(void *dst, const void *src, size_t bytes)
 	prof_scope ps(P_MEMORY);
 	written(dst, bytes);
 	tn_cuda_copy(dst, src, bytes);
-	struct region *r = region_of(dst);
-	if (r && r->shadow)
-		refresh(r, dst, bytes);
+	refresh(dst, bytes);
 }
 
 static void argmax_rows(int32_t *out, const float *x, int R, int C)
