@@ -43,10 +43,13 @@ done
 # environment (TN_WORLD_SIZE=1), trains as the plain CUDA path does: the
 # step losses agree to 1e-6.
 losses() { grep -o '"loss":[^,}]*' "$1/metrics.jsonl" | cut -d: -f2; }
-nccl_one_rank() {
-	dir=$(mktemp -d) || return 1
+# The demo's shards in $1/data, made once for the two training checks below.
+demo_shards() {
 	"$BIN/tn-tokenize" encode -q -t share/demo/spm8k.model --split-docs --eot \
-		share/demo/moby-dick-1-30.txt | "$BIN/tn-shard" pack -q -o "$dir/data" - || return 1
+		share/demo/moby-dick-1-30.txt | "$BIN/tn-shard" pack -q -o "$1/data" -
+}
+nccl_one_rank() {
+	dir=$1
 	train="$BIN/tn-train --backend cuda --preset tiny --data $dir/data --steps 30 --seq-len 64 --batch 8 -q"
 	$train -o "$dir/plain" && TN_COMM=nccl $train -o "$dir/nccl" &&
 		TN_COMM=nccl TN_WORLD_SIZE=1 TN_RANK=0 $train -o "$dir/env" || return 1
@@ -58,15 +61,12 @@ nccl_one_rank() {
 				      printf "%s NCCL one rank (%s): %d losses, largest relative gap %.2g\n",
 				      ok ? "ok  " : "FAIL", run, n, m; exit !ok }' || return 1
 	done
-	rm -rf "$dir"
 }
 # tn-train (batches made ahead on a thread, uploaded from pinned memory)
 # twice from the same seed, on each CUDA backend: the same losses and the
 # same checkpoint, byte for byte.
 same_twice() {
-	dir=$(mktemp -d) || return 1
-	"$BIN/tn-tokenize" encode -q -t share/demo/spm8k.model --split-docs --eot \
-		share/demo/moby-dick-1-30.txt | "$BIN/tn-shard" pack -q -o "$dir/data" - || return 1
+	dir=$1
 	for be in cuda cuda-bf16; do
 		for run in a b; do
 			"$BIN/tn-train" --backend $be --preset tiny --data "$dir/data" --steps 20 \
@@ -81,11 +81,14 @@ same_twice() {
 			return 1
 		fi
 	done
-	rm -rf "$dir"
 }
 if [ -x "$BIN/tn-train" ]; then
-	nccl_one_rank || status=1
-	same_twice || status=1
+	work=$(mktemp -d) && demo_shards "$work" || status=1
+	if [ -d "$work/data" ]; then
+		nccl_one_rank "$work" || status=1
+		same_twice "$work" || status=1
+	fi
+	rm -rf "$work"
 fi
 if [ -x "$BIN/tn-bench" ]; then
 	"$BIN/tn-bench" attn --dims 64 --n 1k --tokens 4k --reps 3 || status=1
