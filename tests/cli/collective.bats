@@ -8,20 +8,25 @@ mpi() {
 		mpirun --oversubscribe -np "$@"
 }
 
+# every_rank_passes TEST COUNT N...: under mpirun with each N ranks, every
+# rank of the cmocka program TEST passes all COUNT of its tests.
+every_rank_passes() {
+	local exe=$TN_TESTS/$1 count=$2
+	shift 2
+	for n in "$@"; do
+		run mpi "$n" "$exe"
+		[ "$status" -eq 0 ] || { echo "$output"; return 1; }
+		[ "$(grep -c "PASSED  \] $count test" <<< "$output")" -eq "$n" ] ||
+			{ echo "$output"; return 1; }
+	done
+}
+
 @test "collectives with 2 and 3 ranks" {
 	command -v mpirun >/dev/null || skip "Open MPI not installed"
-	for n in 2 3; do
-		run mpi "$n" "$TN_TESTS/test_collective"
-		[ "$status" -eq 0 ] || { echo "$output"; return 1; }
-		[ "$(grep -c 'PASSED  \] 6 test' <<< "$output")" -eq "$n" ]
-	done
+	every_rank_passes test_collective 6 2 3
 }
 
 @test "a model split over 2 and 4 ranks gives the whole model's loss and gradients" {
 	command -v mpirun >/dev/null || skip "Open MPI not installed"
-	for n in 2 4; do
-		run mpi "$n" "$TN_TESTS/test_tp"
-		[ "$status" -eq 0 ] || { echo "$output"; return 1; }
-		[ "$(grep -c 'PASSED  \] 2 test' <<< "$output")" -eq "$n" ]
-	done
+	every_rank_passes test_tp 2 2 4
 }
