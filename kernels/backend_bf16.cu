@@ -20,6 +20,7 @@
 #include "lightning_attn_cuda.h"
 #include "ops_bf16.h"
 #include "ops_cuda.h"
+#include "ops_decode_cuda.h"
 
 extern "C" {
 #include "backend.h"
@@ -607,6 +608,25 @@ static void graph_free(void *graph)
 	n_retired = 0;
 }
 
+/* Decoding (issue 10): bf16 weight shadows, fp32 inputs, outputs, state. */
+static int decode_mm(float *out, const struct tn_dmm *a)
+{
+	const bf16 *w16 = tn_bf16_weight(a->w, (size_t)a->OC * a->C);
+	const bf16 *w2_16 = a->w2 ? tn_bf16_weight(a->w2, (size_t)a->OC * a->C) : NULL;
+	if (!w16 || (a->w2 && !w2_16))
+		return tn_cuda_status();
+	written(out, (size_t)a->BT * a->OC * sizeof(float));
+	return decode_matmul_bf16(out, a, w16, w2_16);
+}
+
+static int mixer(float *o, const float *p, const int32_t *pos, const float *theta,
+		 const float *decay_s, float *state, int B, int H, int hd, enum tn_act act)
+{
+	written(o, (size_t)B * H * hd * sizeof(float));
+	written(state, (size_t)B * H * (theta ? 2 : 1) * hd * hd * sizeof(float));
+	return mixer_decode_cuda(o, p, pos, theta, decay_s, state, B, H, hd, act);
+}
+
 extern "C" const struct tn_backend tn_backend_cuda_bf16 = {
 	.name = "cuda-bf16",
 	.alloc = bf16_alloc,
@@ -650,4 +670,6 @@ extern "C" const struct tn_backend tn_backend_cuda_bf16 = {
 	.adamw_fused = adamw_all,
 	.host_alloc = tn_cuda_host_alloc,
 	.host_free = tn_cuda_host_free,
+	.decode_matmul = decode_mm,
+	.mixer_decode = mixer,
 };

@@ -12,6 +12,7 @@
 #include "lightning_attn_cuda.h"
 #include "graph_cuda.h"
 #include "ops_cuda.h"
+#include "ops_decode_cuda.h"
 
 extern "C" {
 #include "backend.h"
@@ -284,4 +285,6 @@ extern "C" const struct tn_backend tn_backend_cuda = {
 	.adamw_fused = adamw_fused_cuda,
 	.host_alloc = tn_cuda_host_alloc,
 	.host_free = tn_cuda_host_free,
+	.decode_matmul = decode_matmul_cuda,
+	.mixer_decode = mixer_decode_cuda,
 };

@@ -16,6 +16,7 @@
 
 struct tn_adamw_seg;
 struct tn_adamw_args;
+struct tn_dmm;
 
 struct tn_backend {
 	const char *name;
@@ -110,6 +111,14 @@ struct tn_backend {
 			    const struct tn_adamw_args *a);
 	void *(*host_alloc)(size_t bytes);
 	void (*host_free)(void *p);
+
+	/* Ops added for decoding (issue 10): the fused ops of ops_decode.h, so
+	 * a decode step runs a few kernels per layer. NULL where a backend
+	 * lacks them: the decode step then runs the training layer's ops. */
+	int (*decode_matmul)(float *out, const struct tn_dmm *a);
+	int (*mixer_decode)(float *o, const float *p, const int32_t *pos, const float *theta,
+			    const float *decay_s, float *state, int B, int H, int hd,
+			    enum tn_act act);
 };
 
 /* The CPU reference backend: ops.h, OpenBLAS and the CPU attention core. */

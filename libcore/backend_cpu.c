@@ -2,6 +2,7 @@
  * Threads come from OpenMP in the ops and from OpenBLAS in the matmuls. */
 #include "backend.h"
 #include "ops.h"
+#include "ops_decode.h"
 #include "util.h"
 
 #include <stdlib.h>
@@ -91,4 +92,6 @@ const struct tn_backend tn_backend_cpu = {
 	.adamw_fused = adamw_fused,
 	.host_alloc = cpu_alloc,
 	.host_free = cpu_free,
+	.decode_matmul = decode_matmul,
+	.mixer_decode = mixer_decode,
 };

@@ -4,8 +4,10 @@
  * as greedy generation runs it (logits and their argmax on the backend,
  * B ids back to the host; on a backend with graphs, replayed);
  * reports decode tokens/s (all sequences), milliseconds per step, the
- * prefill rate, and the inference state's bytes per sequence, which do not
- * depend on the context (the point of linear attention). */
+ * prefill rate, the inference state's bytes per sequence, which do not
+ * depend on the context (the point of linear attention), and the fraction
+ * of the memory-bandwidth bound achieved: a step must read every weight
+ * once (bf16 on cuda-bf16, else fp32) and read and write every state. */
 #include "backend.h"
 #include "bench.h"
 #include "cli.h"
@@ -23,7 +25,7 @@ static const char *prog = "tn-bench decode";
 struct decode_bench {
 	struct tn_bench_model m;
 	const char *ctx_list, *batch_list;
-	uint64_t steps;
+	uint64_t steps, peak_gbps;
 };
 
 static void usage(void)
@@ -36,6 +38,7 @@ static void usage(void)
 	       "  --ctx LIST          context lengths before decoding (default 512,4k)\n"
 	       "  --batch LIST        sequences decoded together (default 1,8)\n"
 	       "  --steps N           timed decode steps after one warm-up step (default 32)\n"
+	       "  --peak-gbps N       memory bandwidth for the bound, GB/s (default 4800, H200)\n"
 	       "  --backend NAME      cpu (default) or, where built, cuda or cuda-bf16\n"
 	       "  --json              one JSON object per result instead of the table\n"
 	       "On cuda each step replays a CUDA graph (environment TN_GRAPHS=0: launched op by op).\n"
@@ -47,7 +50,8 @@ static int parse(int argc, char **argv, struct decode_bench *o)
 	static const struct option opts[] = {
 		TN_BENCH_MODEL_OPTIONS,
 		{"ctx", required_argument, NULL, 'c'},   {"batch", required_argument, NULL, 'b'},
-		{"steps", required_argument, NULL, 's'}, {"help", no_argument, NULL, 'h'},
+		{"steps", required_argument, NULL, 's'}, {"peak-gbps", required_argument, NULL, 'g'},
+		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}};
 	int c, rc = TN_OK;
 	opterr = 0; /* one error line, ours */
@@ -56,14 +60,15 @@ static int parse(int argc, char **argv, struct decode_bench *o)
 		case 'c': o->ctx_list = optarg; break;
 		case 'b': o->batch_list = optarg; break;
 		case 's': rc = tn_cli_u64(prog, "--steps", optarg, &o->steps, 0); break;
+		case 'g': rc = tn_cli_u64(prog, "--peak-gbps", optarg, &o->peak_gbps, 0); break;
 		case 'h': usage(); exit(0);
 		default:
 			if ((rc = tn_bench_model_option(prog, &o->m, c, optarg)) == 1)
 				return tn_cli_usage_error(prog, "unknown option");
 		}
 	}
-	if (!rc && !o->steps)
-		return tn_cli_usage_error(prog, "--steps must be positive");
+	if (!rc && (!o->steps || !o->peak_gbps))
+		return tn_cli_usage_error(prog, "--steps and --peak-gbps must be positive");
 	return rc;
 }
 
@@ -113,6 +118,16 @@ static int prefill_groups(struct tn_model *m, struct tn_infer *st, int B, const 
 	return rc;
 }
 
+/* The fraction of the bandwidth bound that a step of `sec` seconds reaches. */
+static double bound_fraction(const struct tn_model *m, const struct decode_bench *o, int B,
+			     double sec)
+{
+	double wbytes = strcmp(m->be->name, "cuda-bf16") ? 4 : 2;
+	double bytes = wbytes * (double)m->n_floats +
+		       2.0 * B * (double)tn_infer_bytes_per_sequence(m);
+	return bytes / (1e9 * (double)o->peak_gbps) / sec;
+}
+
 static int measure(struct tn_model *m, const struct decode_bench *o, int B, int ctx)
 {
 	const struct tn_config *c = &m->cfg;
@@ -139,17 +154,21 @@ static int measure(struct tn_model *m, const struct decode_bench *o, int B, int 
 	if (!rc) {
 		double tps = (double)B * o->steps / decode, ms = 1e3 * decode / o->steps;
 		double ptps = (double)B * ctx / prefill;
+		double bw = bound_fraction(m, o, B, decode / o->steps);
+		double mib = m->be->device_bytes ? (double)m->be->device_bytes() / (1 << 20) : 0;
 		if (o->m.json)
 			printf("{\"bench\":\"decode\",\"preset\":\"%s\",\"backend\":\"%s\",\"batch\":%d,"
 			       "\"ctx\":%d,\"decode_tok_per_s\":%.1f,\"ms_per_step\":%.4f,"
-			       "\"prefill_tok_per_s\":%.1f,\"state_bytes_per_seq\":%llu}\n",
+			       "\"prefill_tok_per_s\":%.1f,\"state_bytes_per_seq\":%llu,"
+			       "\"bound_fraction\":%.4f,\"device_mib\":%.1f}\n",
 			       o->m.preset, m->be->name, B, ctx, tps, ms, ptps,
-			       (unsigned long long)tn_infer_bytes_per_sequence(m));
+			       (unsigned long long)tn_infer_bytes_per_sequence(m), bw, mib);
 		else
 			printf("decode %-9s %-4s batch %4d  ctx %7d  %10.1f tok/s  %8.3f ms/step  "
-			       "prefill %10.1f tok/s  state %.2f MiB/seq\n",
-			       o->m.preset, m->be->name, B, ctx, tps, ms, ptps,
-			       (double)tn_infer_bytes_per_sequence(m) / (1 << 20));
+			       "%5.1f%% of bound  prefill %10.1f tok/s  state %.2f MiB/seq  "
+			       "device %.0f MiB\n",
+			       o->m.preset, m->be->name, B, ctx, tps, ms, 100 * bw, ptps,
+			       (double)tn_infer_bytes_per_sequence(m) / (1 << 20), mib);
 		fflush(stdout);
 	}
 	tn_infer_free(st);
@@ -160,7 +179,7 @@ static int measure(struct tn_model *m, const struct decode_bench *o, int B, int 
 
 int tn_bench_decode(int argc, char **argv)
 {
-	struct decode_bench o = {{"small", &tn_backend_cpu, 8000, 0}, "512,4k", "1,8", 32};
+	struct decode_bench o = {{"small", &tn_backend_cpu, 8000, 0}, "512,4k", "1,8", 32, 4800};
 	int rc = parse(argc, argv, &o);
 	if (rc)
 		return rc;

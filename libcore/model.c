@@ -16,6 +16,7 @@
  * other activations live in one work set shared by all such layers and are
  * made again, by the same forward, just before the layer's backward. */
 #include "model.h"
+#include "ops_decode.h"
 #include "rng.h"
 #include "safetensors.h"
 #include "util.h"
@@ -1269,14 +1270,72 @@ int tn_model_prefill(struct tn_model *m, struct tn_infer *st, const int32_t *tok
 	return rc;
 }
 
+/* Decoding through the fused ops of the backend (ops_decode.h), where it
+ * has them and no tensor parallelism splits the layer: five ops a layer,
+ * each the sequence of layer_forward's ops it names, so the arithmetic is
+ * that of layer_forward with n = 1. Its own use of the layer activations:
+ * p holds the rows [B, 4E] of q, k, v, u side by side (one product over
+ * the whole qkvu weight), o the mixer's rows, a the residual stream after
+ * the token mixer, hm the SGLU product. */
+static int fused_decode(const struct tn_model *m)
+{
+	return m->be->decode_matmul && m->be->mixer_decode && !m->tp;
+}
+
+static int layer_decode(struct tn_model *m, int l, float *state, float *out)
+{
+	const struct tn_backend *be = m->be;
+	const struct tn_config *c = &m->cfg;
+	struct layer_acts *x = &m->acts->l[l];
+	const struct tn_layer_w *w = &m->w[l];
+	int B = m->acts->B, d = c->d, E = m->hidden, g = m->glu;
+	struct tn_dmm qkvu = {.inp = x->x, .w = w->qkvu, .norm = 1, .BT = B, .C = d, .OC = 4 * E};
+	struct tn_dmm mix = {.inp = x->o, .w = w->out, .gate = x->p + 3 * E, .res = x->x,
+			     .norm = 1, .ldg = 4 * E, .BT = B, .C = E, .OC = d};
+	struct tn_dmm sglu = {.inp = x->a, .w = w->l1, .w2 = w->l2, .norm = 1, .BT = B, .C = d,
+			      .OC = g};
+	struct tn_dmm down = {.inp = x->hm, .w = w->l3, .res = x->a, .BT = B, .C = g, .OC = d};
+	int rc = be->decode_matmul(x->p, &qkvu);
+	if (!rc)
+		rc = be->mixer_decode(x->o, x->p, m->acts->pos, w->theta,
+				      m->decay + (size_t)l * c->heads, state, B, m->heads,
+				      tn_config_head_dim(c), c->act);
+	if (!rc)
+		rc = be->decode_matmul(x->a, &mix);
+	if (!rc)
+		rc = be->decode_matmul(x->hm, &sglu);
+	return rc ? rc : be->decode_matmul(out, &down);
+}
+
+/* The layers of one decode step over the states st->s, then, when logits
+ * is non-NULL, the final norm and the tied head into it. */
+static int decode_layers(struct tn_model *m, struct tn_infer *st, float *logits)
+{
+	const struct tn_config *c = &m->cfg;
+	struct tn_acts *a = m->acts;
+	int B = st->B, rc;
+	if (!fused_decode(m)) {
+		if ((rc = stack_forward(m, st->s, st->s)) || !logits)
+			return rc;
+		m->be->matmul_forward(logits, a->hf, m->emb, B, c->d, c->vocab_size, 0);
+		return TN_OK;
+	}
+	m->be->embedding_forward(a->l[0].x, a->tok, m->emb, B, c->d,
+				 (float)tn_config_embed_scale(c));
+	for (int l = 0; l < c->layers; l++)
+		if ((rc = layer_decode(m, l, st->s[l], l + 1 < c->layers ? a->l[l + 1].x : a->xL)))
+			return rc;
+	struct tn_dmm head = {.inp = a->xL, .w = m->emb, .norm = 1, .BT = B, .C = c->d,
+			      .OC = c->vocab_size};
+	return logits ? m->be->decode_matmul(logits, &head) : TN_OK;
+}
+
 /* The decode step after its inputs: layers, head into st->logits, argmax. */
 static int decode_body(struct tn_model *m, struct tn_infer *st)
 {
-	int rc = stack_forward(m, st->s, st->s);
+	int rc = decode_layers(m, st, st->logits);
 	if (rc)
 		return rc;
-	m->be->matmul_forward(st->logits, m->acts->hf, m->emb, st->B, m->cfg.d,
-			      m->cfg.vocab_size, 0);
 	m->be->argmax_rows(st->next, st->logits, st->B, m->cfg.vocab_size);
 	return TN_OK;
 }
@@ -1331,7 +1390,7 @@ static int decode(struct tn_model *m, struct tn_infer *st, const int32_t *tok, f
 	else if (logits || next)
 		rc = decode_body(m, st);
 	else
-		rc = stack_forward(m, st->s, st->s);
+		rc = decode_layers(m, st, NULL);
 	if (rc)
 		return rc;
 	for (int b = 0; b < B; b++)

@@ -1,0 +1,33 @@
+/* ops_decode_cuda.h - the fused decode ops of libcore/ops_decode.h on the
+ * GPU (kernels/ops_decode.cu): same arguments and arithmetic, device
+ * memory, launched on the tn stream; they return TN_OK or a failure to
+ * launch (an asynchronous one is reported by the next tn_cuda_status). */
+#ifndef TN_OPS_DECODE_CUDA_H
+#define TN_OPS_DECODE_CUDA_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include "ops_decode.h"
+
+/* fp32 weights: a weight-streaming kernel for every row count (the check
+ * backend "cuda"). */
+int decode_matmul_cuda(float *out, const struct tn_dmm *a);
+int mixer_decode_cuda(float *o, const float *p, const int32_t *pos, const float *theta,
+		      const float *decay_s, float *state, int B, int H, int hd, enum tn_act act);
+
+#ifdef __cplusplus
+}
+
+#include "ops_bf16.h"
+/* bf16 weights w16, w2_16 (the shadows of a->w, a->w2): the streaming
+ * kernel for up to TN_DMM_ROWS rows, above that the tensor-core product
+ * between a prologue and an epilogue kernel. */
+#define TN_DMM_ROWS 8
+int decode_matmul_bf16(float *out, const struct tn_dmm *a, const bf16 *w16, const bf16 *w2_16);
+#endif
+
+#endif
