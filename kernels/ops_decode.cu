@@ -1,15 +1,19 @@
 /* ops_decode.cu - the fused decode ops (libcore/ops_decode.h) on the GPU.
  * A decode step reads every weight once for a handful of rows, so its
- * products are bound by the weight stream, not by arithmetic: each warp
- * streams whole weight rows in 16-byte loads and keeps all the rows' dot
- * products in registers, with the input norm, output gate, SGLU product and
- * residual folded into the same kernel (one launch per product, fp32 inputs
- * and accumulation). Decision: above TN_DMM_ROWS rows the bf16 form hands
- * the product to the tensor cores (cuBLAS) between a prologue and an
- * epilogue kernel, since then arithmetic, not the weight stream, is the
- * bound. The token mixer of one position is one kernel per (head, sequence,
- * 32 state columns). */
+ * products are bound by the weight stream, not by arithmetic: each block
+ * stages the rows' inputs in shared memory, each warp streams whole weight
+ * rows against them in 16-byte loads (asked of L2 up front), fp32
+ * accumulation, with the output gate, SGLU product and residual folded in
+ * and the input norm applied as the per-row factor it is: one launch per
+ * product. Launches may overlap the end of the kernel before them
+ * (programmatic dependent launch). Decision: above TN_DMM_ROWS rows the
+ * bf16 form hands the product to the tensor cores (cuBLAS) between a
+ * prologue and an epilogue kernel, since then arithmetic, not the weight
+ * stream, is the bound. The token mixer of one position is one kernel per
+ * (head, sequence, 32 state columns). */
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "cuda_common.h"
 #include "graph_cuda.h"
@@ -57,29 +61,78 @@ template <> struct wvec<bf16> {
 	static __device__ float one(const bf16 *p) { return __bfloat162float(*p); }
 };
 
-/* rstd[r] of each row of the pass (1 without the norm), as srmsnorm_forward
- * computes it (sum of squares in double). */
-template <int R> __device__ void rows_rstd(float *rstd, const dmm_args &a)
+/* Programmatic dependent launch: a decode kernel may start while the one
+ * before it in the stream finishes; what it does before pdl_wait touches
+ * nothing that kernel writes (it only prefetches weights), and it writes
+ * nothing before. Environment TN_PDL=0 turns it off (to measure it). */
+__device__ static void pdl_wait(void)
 {
-	__shared__ double part[WARPS][R];
-	if (!a.norm) {
-		if (threadIdx.x < R)
-			rstd[threadIdx.x] = 1.0f;
-		__syncthreads();
-		return;
+	asm volatile("griddepcontrol.wait;" ::: "memory");
+	asm volatile("griddepcontrol.launch_dependents;" :::);
+}
+
+static int pdl_on(void)
+{
+	static int on = -1;
+	if (on < 0) {
+		const char *e = getenv("TN_PDL");
+		on = !(e && !strcmp(e, "0"));
 	}
-	double ss[R];
+	return on;
+}
+
+template <typename... P, typename... A>
+static void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+		   A... args)
+{
+	cudaLaunchAttribute at;
+	at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+	at.val.programmaticStreamSerializationAllowed = pdl_on();
+	cudaLaunchConfig_t cfg = {grid, block, smem, s, &at, 1};
+	tn_cuda_note(cudaLaunchKernelEx(&cfg, kernel, args...), "launching a decode kernel");
+}
+
+/* Ask L2 for bytes [p, p + bytes), one 128-byte line per lane at a time. */
+__device__ static void prefetch_l2(const void *p, size_t bytes)
+{
+	for (size_t off = (size_t)(threadIdx.x % 32) * 128; off < bytes; off += 32 * 128)
+		asm volatile("prefetch.global.L2 [%0];" ::"l"((const char *)p + off));
+}
+
+/* Shared memory for the staged inputs: R rows of a chunk of columns, a
+ * multiple of 256 (a warp's 16-byte sweep), within the default 48 KiB. */
+#define DMM_SMEM (48 * 1024)
+static int dmm_chunk(int R, int C)
+{
+	int ck = DMM_SMEM / (R * (int)sizeof(float)) / 256 * 256;
+	return C < ck ? C : ck;
+}
+
+/* Stage columns [c0, c0 + cn) of the pass's rows into xs (row stride ck),
+ * times the gate, adding each thread's share of the squares of the raw
+ * inputs to ss (the norm's statistics, in double as srmsnorm_forward). */
+template <int R>
+__device__ void stage_x(float *xs, double *ss, const dmm_args &a, int c0, int cn, int ck)
+{
 #pragma unroll
 	for (int r = 0; r < R; r++)
-		ss[r] = 0;
 #pragma unroll 4
-	for (int c = threadIdx.x; c < a.C; c += blockDim.x)
-#pragma unroll
-		for (int r = 0; r < R; r++)
+		for (int c = threadIdx.x; c < cn; c += blockDim.x) {
+			float v = 0;
 			if (r < a.nr) {
-				double v = a.inp[(size_t)r * a.C + c];
-				ss[r] += v * v;
+				v = a.inp[(size_t)r * a.C + c0 + c];
+				ss[r] += (double)v * v;
+				if (a.gate)
+					v = a.gate[(size_t)r * a.ldg + c0 + c] * v;
 			}
+			xs[r * ck + c] = v;
+		}
+}
+
+/* rstd[r] of each row from the threads' shares ss (1 without the norm). */
+template <int R> __device__ void rows_rstd(float *rstd, double *ss, const dmm_args &a)
+{
+	__shared__ double part[WARPS][R];
 	int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 #pragma unroll
 	for (int r = 0; r < R; r++) {
@@ -88,101 +141,100 @@ template <int R> __device__ void rows_rstd(float *rstd, const dmm_args &a)
 			part[warp][r] = s;
 	}
 	__syncthreads();
-	if (threadIdx.x < a.nr) {
+	if (threadIdx.x < R) {
 		double s = 0;
 		for (int w = 0; w < WARPS; w++)
 			s += part[w][threadIdx.x];
-		rstd[threadIdx.x] = (float)(1.0 / sqrt(s / a.C + SRMS_EPS));
+		rstd[threadIdx.x] = a.norm ? (float)(1.0 / sqrt(s / a.C + SRMS_EPS)) : 1.0f;
 	}
 	__syncthreads();
 }
 
-/* N consecutive inputs of row r at column c, through the prologue. */
-template <int N>
-__device__ void load_x(float *x, const dmm_args &a, int r, int c, float rstd)
+/* Each block stages the rows' inputs (gated) in shared memory, a chunk of
+ * columns at a time; each warp streams OPW consecutive weight rows against
+ * them, VEC-wide (16-byte loads) or one element per lane. The norm is a
+ * factor per row, so it is applied to the finished dot products. */
+template <int R, int OPW, int SG, int VEC, typename WT>
+__global__ void __launch_bounds__(WARPS * 32) dmm_small(dmm_args a, const WT *w, const WT *w2,
+							int ck)
 {
-	const float *p = a.inp + (size_t)r * a.C + c;
-	const float *g = a.gate ? a.gate + (size_t)r * a.ldg + c : NULL;
-	if constexpr (N == 1) {
-		x[0] = p[0] * rstd;
-		if (g)
-			x[0] = g[0] * x[0];
-	} else {
+	constexpr int N = VEC ? wvec<WT>::N : 1;
+	extern __shared__ float xs[];
+	__shared__ float rstd[R];
+	int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+	int o0 = (blockIdx.x * WARPS + warp) * OPW;
+	if (o0 < a.OC) {
+		size_t bytes = (size_t)min(OPW, a.OC - o0) * a.C * sizeof(WT);
+		prefetch_l2(w + (size_t)o0 * a.C, bytes);
+		if (SG)
+			prefetch_l2(w2 + (size_t)o0 * a.C, bytes);
+	}
+	pdl_wait();
+	float acc[OPW][R], acc2[OPW][R];
+	double ss[R];
 #pragma unroll
-		for (int i = 0; i < N; i += 4) {
-			float4 v = *(const float4 *)(p + i);
-			x[i] = v.x * rstd, x[i + 1] = v.y * rstd;
-			x[i + 2] = v.z * rstd, x[i + 3] = v.w * rstd;
-			if (g) {
-				float4 u = *(const float4 *)(g + i);
-				x[i] = u.x * x[i], x[i + 1] = u.y * x[i + 1];
-				x[i + 2] = u.z * x[i + 2], x[i + 3] = u.w * x[i + 3];
+	for (int r = 0; r < R; r++) {
+		ss[r] = 0;
+#pragma unroll
+		for (int j = 0; j < OPW; j++)
+			acc[j][r] = acc2[j][r] = 0;
+	}
+	for (int c0 = 0; c0 < a.C; c0 += ck) {
+		int cn = min(ck, a.C - c0);
+		if (c0)
+			__syncthreads(); /* the last chunk is used up */
+		stage_x<R>(xs, ss, a, c0, cn, ck);
+		__syncthreads();
+#pragma unroll 4
+		for (int c = lane * N; c < cn && o0 < a.OC; c += 32 * N) {
+			float x[R][N];
+#pragma unroll
+			for (int r = 0; r < R; r++) {
+				const float *p = xs + r * ck + c;
+				if constexpr (N == 1) {
+					x[r][0] = p[0];
+				} else {
+#pragma unroll
+					for (int v = 0; v < N; v += 4) {
+						float4 q = *(const float4 *)(p + v);
+						x[r][v] = q.x, x[r][v + 1] = q.y;
+						x[r][v + 2] = q.z, x[r][v + 3] = q.w;
+					}
+				}
+			}
+#pragma unroll
+			for (int j = 0; j < OPW; j++) {
+				if (o0 + j >= a.OC)
+					break;
+				size_t at = (size_t)(o0 + j) * a.C + c0 + c;
+				float f[N], f2[N];
+				if (VEC)
+					wvec<WT>::load(f, w + at);
+				else
+					f[0] = wvec<WT>::one(w + at);
+				if (SG && VEC)
+					wvec<WT>::load(f2, w2 + at);
+				else if (SG)
+					f2[0] = wvec<WT>::one(w2 + at);
+#pragma unroll
+				for (int r = 0; r < R; r++)
+#pragma unroll
+					for (int v = 0; v < N; v++) {
+						acc[j][r] = fmaf(f[v], x[r][v], acc[j][r]);
+						if (SG)
+							acc2[j][r] = fmaf(f2[v], x[r][v], acc2[j][r]);
+					}
 			}
 		}
 	}
-}
-
-/* Each warp: OPW consecutive outputs for all R rows (nr of them real);
- * lanes stride the columns VEC-wide (16-byte loads) or one by one. */
-template <int R, int OPW, int SG, int VEC, typename WT>
-__global__ void __launch_bounds__(WARPS * 32) dmm_small(dmm_args a, const WT *w, const WT *w2)
-{
-	constexpr int N = VEC ? wvec<WT>::N : 1;
-	__shared__ float rstd[R];
-	rows_rstd<R>(rstd, a);
-	int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-	int o0 = (blockIdx.x * WARPS + warp) * OPW;
-	if (o0 >= a.OC)
-		return;
-	float acc[OPW][R], acc2[OPW][R];
-#pragma unroll
-	for (int j = 0; j < OPW; j++)
-#pragma unroll
-		for (int r = 0; r < R; r++)
-			acc[j][r] = acc2[j][r] = 0;
-#pragma unroll 2
-	for (int c = lane * N; c < a.C; c += 32 * N) {
-		float x[R][N];
-#pragma unroll
-		for (int r = 0; r < R; r++) {
-			if (r < a.nr)
-				load_x<N>(x[r], a, r, c, rstd[r]);
-			else
-#pragma unroll
-				for (int v = 0; v < N; v++)
-					x[r][v] = 0;
-		}
-#pragma unroll
-		for (int j = 0; j < OPW; j++) {
-			if (o0 + j >= a.OC)
-				break;
-			size_t at = (size_t)(o0 + j) * a.C + c;
-			float f[N], f2[N];
-			if (VEC)
-				wvec<WT>::load(f, w + at);
-			else
-				f[0] = wvec<WT>::one(w + at);
-			if (SG && VEC)
-				wvec<WT>::load(f2, w2 + at);
-			else if (SG)
-				f2[0] = wvec<WT>::one(w2 + at);
-#pragma unroll
-			for (int r = 0; r < R; r++)
-#pragma unroll
-				for (int v = 0; v < N; v++) {
-					acc[j][r] = fmaf(f[v], x[r][v], acc[j][r]);
-					if (SG)
-						acc2[j][r] = fmaf(f2[v], x[r][v], acc2[j][r]);
-				}
-		}
-	}
+	rows_rstd<R>(rstd, ss, a);
 #pragma unroll
 	for (int j = 0; j < OPW; j++)
 #pragma unroll
 		for (int r = 0; r < R; r++) {
-			float y = warp_sum(acc[j][r]);
+			float y = warp_sum(acc[j][r]) * rstd[r];
 			if (SG)
-				y *= warp_sum(acc2[j][r]);
+				y *= warp_sum(acc2[j][r]) * rstd[r];
 			int o = o0 + j;
 			if (lane || o >= a.OC || r >= a.nr)
 				continue;
@@ -195,14 +247,12 @@ template <typename WT, int R, int OPW>
 static void launch_rows(const dmm_args &a, const WT *w, const WT *w2, int vec, cudaStream_t s)
 {
 	unsigned blocks = (unsigned)((a.OC + WARPS * OPW - 1) / (WARPS * OPW));
-	if (w2 && vec)
-		dmm_small<R, OPW, 1, 1, WT><<<blocks, WARPS * 32, 0, s>>>(a, w, w2);
-	else if (w2)
-		dmm_small<R, OPW, 1, 0, WT><<<blocks, WARPS * 32, 0, s>>>(a, w, w2);
-	else if (vec)
-		dmm_small<R, OPW, 0, 1, WT><<<blocks, WARPS * 32, 0, s>>>(a, w, w2);
-	else
-		dmm_small<R, OPW, 0, 0, WT><<<blocks, WARPS * 32, 0, s>>>(a, w, w2);
+	int ck = dmm_chunk(R, a.C);
+	size_t smem = (size_t)R * ck * sizeof(float);
+	void (*k)(dmm_args, const WT *, const WT *, int) =
+		w2 ? (vec ? dmm_small<R, OPW, 1, 1, WT> : dmm_small<R, OPW, 1, 0, WT>)
+		   : (vec ? dmm_small<R, OPW, 0, 1, WT> : dmm_small<R, OPW, 0, 0, WT>);
+	launch(k, blocks, WARPS * 32, smem, s, a, w, w2, ck);
 }
 
 static int aligned(const void *p) { return ((uintptr_t)p & 15) == 0; }
@@ -214,17 +264,16 @@ static int dmm_stream(float *out, const struct tn_dmm *t, const WT *w, const WT 
 	struct tn_cuda *cu = tn_cuda_get();
 	if (!cu)
 		return tn_cuda_status();
-	int vec = t->C % wvec<WT>::N == 0 && aligned(t->inp) && aligned(w) && (!w2 || aligned(w2)) &&
-		  (!t->gate || (aligned(t->gate) && t->ldg % 4 == 0));
+	int vec = t->C % wvec<WT>::N == 0 && aligned(w) && (!w2 || aligned(w2));
 	for (int r0 = 0; r0 < t->BT; r0 += TN_DMM_ROWS) {
 		dmm_args a = {out + (size_t)r0 * t->OC, t->inp + (size_t)r0 * t->C,
 			      t->gate ? t->gate + (size_t)r0 * t->ldg : NULL,
 			      t->res ? t->res + (size_t)r0 * t->OC : NULL,
 			      t->norm, t->ldg, TN_MIN(TN_DMM_ROWS, t->BT - r0), t->C, t->OC};
 		if (a.nr == 1)
-			launch_rows<WT, 1, 2>(a, w, w2, vec, cu->stream);
+			launch_rows<WT, 1, 1>(a, w, w2, vec, cu->stream);
 		else if (a.nr == 2)
-			launch_rows<WT, 2, 4>(a, w, w2, vec, cu->stream);
+			launch_rows<WT, 2, 2>(a, w, w2, vec, cu->stream);
 		else if (a.nr <= 4)
 			launch_rows<WT, 4, 4>(a, w, w2, vec, cu->stream);
 		else
@@ -335,6 +384,7 @@ __global__ static void __launch_bounds__(MIX_COLS *MIX_SLICES)
 	__shared__ float part[MIX_SLICES][MIX_COLS];
 	int h = blockIdx.x, b = blockIdx.y, E = H * hd, dk = theta ? 2 * hd : hd;
 	const float *row = p + (size_t)b * 4 * E;
+	pdl_wait();
 	float *q = qk, *k = qk + dk;
 	double t = pos[b];
 	for (int c = threadIdx.x; c < hd; c += blockDim.x) {
@@ -384,8 +434,7 @@ extern "C" int mixer_decode_cuda(float *o, const float *p, const int32_t *pos, c
 		return tn_fail(TN_EUSAGE, "mixer_decode: head dim %d needs %zu bytes of shared "
 			       "memory, over 48 KiB", hd, smem);
 	dim3 grid((unsigned)H, (unsigned)B, (unsigned)((hd + MIX_COLS - 1) / MIX_COLS));
-	mixer_step<<<grid, MIX_COLS * MIX_SLICES, smem, cu->stream>>>(o, p, pos, theta, decay_s,
-								     state, H, hd, (int)act);
-	TN_CUDA_CHECK_LAUNCH("mixer_decode");
+	launch(mixer_step, grid, MIX_COLS * MIX_SLICES, smem, cu->stream, o, p, pos, theta, decay_s,
+	       state, H, hd, (int)act);
 	return TN_OK;
 }

@@ -19,6 +19,10 @@ int decode_matmul_cuda(float *out, const struct tn_dmm *a);
 int mixer_decode_cuda(float *o, const float *p, const int32_t *pos, const float *theta,
 		      const float *decay_s, float *state, int B, int H, int hd, enum tn_act act);
 
+/* Rows up to which the bf16 product streams its weights (fp32 inputs);
+ * above, it runs on the tensor cores (bf16 inputs). */
+#define TN_DMM_ROWS 8
+
 #ifdef __cplusplus
 }
 
@@ -26,7 +30,6 @@ int mixer_decode_cuda(float *o, const float *p, const int32_t *pos, const float 
 /* bf16 weights w16, w2_16 (the shadows of a->w, a->w2): the streaming
  * kernel for up to TN_DMM_ROWS rows, above that the tensor-core product
  * between a prologue and an epilogue kernel. */
-#define TN_DMM_ROWS 8
 int decode_matmul_bf16(float *out, const struct tn_dmm *a, const bf16 *w16, const bf16 *w2_16);
 #endif
 
