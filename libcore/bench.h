@@ -29,4 +29,8 @@ struct tn_bench_model {
 /* Apply option c: TN_OK, a usage error (reported), or 1 if c is not one of them. */
 int tn_bench_model_option(const char *prog, struct tn_bench_model *o, int c, const char *arg);
 
+/* The SVG that one gnuplot script draws (svg terminal, output on stdout)
+ * into path, through tn_out (bench_attn.c). */
+int tn_bench_gnuplot_svg(const char *script, const char *path);
+
 #endif

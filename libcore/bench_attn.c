@@ -143,8 +143,7 @@ struct rows {
 	int n;
 };
 
-/* The SVG of one gnuplot script (svg terminal, output on stdout) into path. */
-static int gnuplot_svg(const char *script, const char *path)
+int tn_bench_gnuplot_svg(const char *script, const char *path)
 {
 	char tmp[] = "/tmp/tn-bench-plot-XXXXXX", cmd[64], buf[65536];
 	int fd = mkstemp(tmp), opened = 0;
@@ -232,7 +231,7 @@ static int plot(const struct rows *r, const char *prefix)
 		fprintf(m, "\n");
 		fclose(m);
 		snprintf(path, sizeof path, "%s-%s.svg", prefix, what ? "memory" : "time");
-		int rc = series ? gnuplot_svg(s, path)
+		int rc = series ? tn_bench_gnuplot_svg(s, path)
 				: tn_fail(TN_EDATA, "%s: nothing to plot (no fwd or fwd+bwd figure)",
 					  path);
 		free(s);

@@ -7,7 +7,9 @@
  * prefill rate, the inference state's bytes per sequence, which do not
  * depend on the context (the point of linear attention), and the fraction
  * of the memory-bandwidth bound achieved: a step must read every weight
- * once (bf16 on cuda-bf16, else fp32) and read and write every state. */
+ * once (bf16 on cuda-bf16, else fp32) and read and write every state.
+ * --plot draws tokens/s and device memory against the context, from this
+ * run or (--from) from the --json lines of earlier ones. */
 #include "backend.h"
 #include "bench.h"
 #include "cli.h"
@@ -16,16 +18,30 @@
 #include "util.h"
 
 #include <getopt.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static const char *prog = "tn-bench decode";
 
+/* What --plot draws: one figure per (preset, batch, context). */
+struct fig {
+	char preset[32];
+	int batch, ctx;
+	double tps, mib;
+};
+struct figs {
+	struct fig f[512];
+	int n;
+};
+
 struct decode_bench {
 	struct tn_bench_model m;
 	const char *ctx_list, *batch_list;
 	uint64_t steps, peak_gbps;
+	const char *plot, *from; /* --plot PREFIX, --from FILE (or NULL) */
+	struct figs *figs;       /* this run's, when plotting */
 };
 
 static void usage(void)
@@ -41,6 +57,8 @@ static void usage(void)
 	       "  --peak-gbps N       memory bandwidth for the bound, GB/s (default 4800, H200)\n"
 	       "  --backend NAME      cpu (default) or, where built, cuda or cuda-bf16\n"
 	       "  --json              one JSON object per result instead of the table\n"
+	       "  --plot PREFIX       also PREFIX-speed.svg and PREFIX-memory.svg (gnuplot)\n"
+	       "  --from FILE         with --plot: plot the --json figures in FILE, measure nothing\n"
 	       "On cuda each step replays a CUDA graph (environment TN_GRAPHS=0: launched op by op).\n"
 	       "  -h, --help          this help\n");
 }
@@ -51,6 +69,7 @@ static int parse(int argc, char **argv, struct decode_bench *o)
 		TN_BENCH_MODEL_OPTIONS,
 		{"ctx", required_argument, NULL, 'c'},   {"batch", required_argument, NULL, 'b'},
 		{"steps", required_argument, NULL, 's'}, {"peak-gbps", required_argument, NULL, 'g'},
+		{"plot", required_argument, NULL, 'P'},  {"from", required_argument, NULL, 'F'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}};
 	int c, rc = TN_OK;
@@ -61,6 +80,8 @@ static int parse(int argc, char **argv, struct decode_bench *o)
 		case 'b': o->batch_list = optarg; break;
 		case 's': rc = tn_cli_u64(prog, "--steps", optarg, &o->steps, 0); break;
 		case 'g': rc = tn_cli_u64(prog, "--peak-gbps", optarg, &o->peak_gbps, 0); break;
+		case 'P': o->plot = optarg; break;
+		case 'F': o->from = optarg; break;
 		case 'h': usage(); exit(0);
 		default:
 			if ((rc = tn_bench_model_option(prog, &o->m, c, optarg)) == 1)
@@ -69,7 +90,104 @@ static int parse(int argc, char **argv, struct decode_bench *o)
 	}
 	if (!rc && (!o->steps || !o->peak_gbps))
 		return tn_cli_usage_error(prog, "--steps and --peak-gbps must be positive");
+	if (!rc && o->from && !o->plot)
+		return tn_cli_usage_error(prog, "--from needs --plot");
 	return rc;
+}
+
+static int add_fig(struct figs *f, const struct fig *x)
+{
+	if (f->n == (int)TN_ARRAY_LEN(f->f))
+		return tn_fail(TN_EDATA, "more than %zu figures to plot", TN_ARRAY_LEN(f->f));
+	f->f[f->n++] = *x;
+	return TN_OK;
+}
+
+/* The decode figures of earlier --json runs (lines not starting with '{'
+ * are skipped: comments between runs). */
+static int read_figs(const char *path, struct figs *f)
+{
+	FILE *in = fopen(path, "r");
+	if (!in)
+		return tn_fail_errno("%s: cannot open", path);
+	char *line = NULL;
+	size_t cap = 0;
+	int rc = TN_OK;
+	for (long no = 1; !rc && getline(&line, &cap, in) > 0; no++) {
+		if (line[0] != '{')
+			continue;
+		json_error_t err;
+		json_t *j = json_loads(line, 0, &err);
+		const char *preset = NULL;
+		struct fig x = {0};
+		if (!j || json_unpack(j, "{s:s, s:i, s:i, s:F, s:F}", "preset", &preset, "batch",
+				      &x.batch, "ctx", &x.ctx, "decode_tok_per_s", &x.tps,
+				      "device_mib", &x.mib) != 0) {
+			rc = tn_fail(TN_EDATA, "%s:%ld: not a tn-bench decode --json figure", path, no);
+		} else {
+			snprintf(x.preset, sizeof x.preset, "%s", preset);
+			rc = add_fig(f, &x);
+		}
+		json_decref(j);
+	}
+	free(line);
+	fclose(in);
+	return rc;
+}
+
+/* The index of the first figure of figure i's series (preset, batch). */
+static int series_head(const struct figs *f, int i)
+{
+	int j = 0;
+	while (strcmp(f->f[j].preset, f->f[i].preset) || f->f[j].batch != f->f[i].batch)
+		j++;
+	return j;
+}
+
+/* PREFIX-speed.svg and PREFIX-memory.svg: tokens/s and device MiB against
+ * the context, one line per preset and batch size. */
+static int plot(const struct figs *f, const char *prefix)
+{
+	if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
+		fprintf(stderr, "%s: gnuplot is not installed: no plots written\n", prog);
+		return TN_OK;
+	}
+	if (!f->n)
+		return tn_fail(TN_EDATA, "%s: no decode figure to plot", prefix);
+	for (int what = 0; what < 2; what++) {
+		char *s = NULL, path[4096];
+		size_t len = 0;
+		FILE *m = open_memstream(&s, &len);
+		if (!m)
+			return tn_fail(TN_ENOMEM, "plot: out of memory");
+		fprintf(m, "set terminal svg size 800,500 dynamic background rgb 'white'\n"
+			   "set logscale x 2\nset yrange [0:*]\nset key outside right\nset grid\n"
+			   "set title 'Decode, one token per sequence per step'\n"
+			   "set xlabel 'context (tokens)'\nset ylabel '%s'\n",
+			what ? "device memory (MiB)" : "tokens/s (all sequences)");
+		for (int i = 0, k = 0; i < f->n; i++) { /* one data block per series */
+			if (series_head(f, i) != i)
+				continue;
+			fprintf(m, "$s%d << EOD\n", k++);
+			for (int j = i; j < f->n; j++)
+				if (series_head(f, j) == i)
+					fprintf(m, "%d %g\n", f->f[j].ctx, what ? f->f[j].mib : f->f[j].tps);
+			fprintf(m, "EOD\n");
+		}
+		fprintf(m, "plot");
+		for (int i = 0, k = 0; i < f->n; i++)
+			if (series_head(f, i) == i)
+				fprintf(m, "%s $s%d with linespoints title '%s batch %d'", k ? "," : "", k,
+					f->f[i].preset, f->f[i].batch), k++;
+		fprintf(m, "\n");
+		fclose(m);
+		snprintf(path, sizeof path, "%s-%s.svg", prefix, what ? "memory" : "speed");
+		int rc = tn_bench_gnuplot_svg(s, path);
+		free(s);
+		if (rc)
+			return rc;
+	}
+	return TN_OK;
 }
 
 /* The next count of a comma-separated list ("512,4k"); 0 at its end. */
@@ -156,6 +274,10 @@ static int measure(struct tn_model *m, const struct decode_bench *o, int B, int 
 		double ptps = (double)B * ctx / prefill;
 		double bw = bound_fraction(m, o, B, decode / o->steps);
 		double mib = m->be->device_bytes ? (double)m->be->device_bytes() / (1 << 20) : 0;
+		struct fig f = {"", B, ctx, tps, mib};
+		snprintf(f.preset, sizeof f.preset, "%s", o->m.preset);
+		if (o->figs)
+			rc = add_fig(o->figs, &f);
 		if (o->m.json)
 			printf("{\"bench\":\"decode\",\"preset\":\"%s\",\"backend\":\"%s\",\"batch\":%d,"
 			       "\"ctx\":%d,\"decode_tok_per_s\":%.1f,\"ms_per_step\":%.4f,"
@@ -177,37 +299,56 @@ static int measure(struct tn_model *m, const struct decode_bench *o, int B, int 
 	return rc;
 }
 
-int tn_bench_decode(int argc, char **argv)
+/* Every (batch, context) of the lists, on one model. */
+static int measure_all(struct decode_bench *o)
 {
-	struct decode_bench o = {{"small", &tn_backend_cpu, 8000, 0}, "512,4k", "1,8", 32, 4800};
-	int rc = parse(argc, argv, &o);
-	if (rc)
-		return rc;
 	struct tn_config c;
-	if ((rc = tn_config_preset(&c, o.m.preset)))
+	int rc = tn_config_preset(&c, o->m.preset);
+	if (rc)
 		return tn_cli_report(prog, rc);
 	if (!c.vocab_size)
-		c.vocab_size = (int)o.m.vocab;
+		c.vocab_size = (int)o->m.vocab;
 	struct tn_model *m = NULL;
-	if ((rc = tn_model_new(&m, &c, o.m.be)))
+	if ((rc = tn_model_new(&m, &c, o->m.be)))
 		return tn_cli_report(prog, rc);
 	tn_model_init(m, 1);
-	for (const char *bl = o.batch_list; !rc && *bl;) {
+	for (const char *bl = o->batch_list; !rc && *bl;) {
 		uint64_t B;
 		if (next_count(&bl, &B) || B > 65536) {
 			rc = tn_cli_usage_error(prog, "--batch: a list of counts, e.g. 1,8,64");
 			break;
 		}
-		for (const char *cl = o.ctx_list; !rc && *cl;) {
+		for (const char *cl = o->ctx_list; !rc && *cl;) {
 			uint64_t ctx;
 			if (next_count(&cl, &ctx) || ctx > (1u << 24) || B * ctx > (1u << 26)) {
 				rc = tn_cli_usage_error(prog, "--ctx: a list of lengths (batch x ctx at most 64M)");
 				break;
 			}
-			if ((rc = measure(m, &o, (int)B, (int)ctx)))
+			if ((rc = measure(m, o, (int)B, (int)ctx)))
 				rc = tn_cli_report(prog, rc);
 		}
 	}
 	tn_model_free(m);
+	return rc;
+}
+
+int tn_bench_decode(int argc, char **argv)
+{
+	struct decode_bench o = {{"small", &tn_backend_cpu, 8000, 0}, "512,4k", "1,8", 32, 4800,
+				 NULL, NULL, NULL};
+	int rc = parse(argc, argv, &o);
+	if (rc)
+		return rc;
+	if (o.plot && !(o.figs = tn_calloc(1, sizeof(*o.figs))))
+		return tn_cli_report(prog, TN_ENOMEM);
+	if (o.from)
+		rc = read_figs(o.from, o.figs);
+	else
+		rc = measure_all(&o);
+	if (!rc && o.plot && (rc = plot(o.figs, o.plot)))
+		rc = tn_cli_report(prog, rc);
+	else if (o.from && rc)
+		rc = tn_cli_report(prog, rc);
+	free(o.figs);
 	return rc;
 }

@@ -11,3 +11,20 @@ load helpers
 	run "$TN_BIN/tn-bench" decode --ctx 0
 	[ "$status" -eq 2 ]
 }
+
+@test "tn-bench decode --plot: speed and memory SVGs, of this run or of --json figures" {
+	command -v gnuplot >/dev/null || skip "gnuplot is not installed"
+	run "$TN_BIN/tn-bench" decode --preset tiny --ctx 8,300 --batch 1,3 --steps 2 --json
+	[ "$status" -eq 0 ]
+	printf '%s\n# a comment line\n' "$output" > "$BATS_TEST_TMPDIR/f.jsonl"
+	run "$TN_BIN/tn-bench" decode --from "$BATS_TEST_TMPDIR/f.jsonl" --plot "$BATS_TEST_TMPDIR/p"
+	[ "$status" -eq 0 ]
+	grep -q '<svg' "$BATS_TEST_TMPDIR/p-speed.svg"
+	grep -q 'tiny batch 3' "$BATS_TEST_TMPDIR/p-memory.svg"
+	echo '{"bench":"decode"}' > "$BATS_TEST_TMPDIR/bad.jsonl"
+	run "$TN_BIN/tn-bench" decode --from "$BATS_TEST_TMPDIR/bad.jsonl" --plot "$BATS_TEST_TMPDIR/q"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"bad.jsonl:1: not a tn-bench decode --json figure"* ]]
+	run "$TN_BIN/tn-bench" decode --from "$BATS_TEST_TMPDIR/f.jsonl"
+	[ "$status" -eq 2 ]
+}
