@@ -100,8 +100,9 @@ __device__ static void prefetch_l2(const void *p, size_t bytes)
 }
 
 /* Shared memory for the staged inputs: R rows of a chunk of columns, a
- * multiple of 256 (a warp's 16-byte sweep), within the default 48 KiB. */
-#define DMM_SMEM (48 * 1024)
+ * multiple of 256 (a warp's 16-byte sweep), within the default 48 KiB less
+ * 1 KiB for the kernel's static shared memory (the norm's statistics). */
+#define DMM_SMEM (47 * 1024)
 static int dmm_chunk(int R, int C)
 {
 	int ck = DMM_SMEM / (R * (int)sizeof(float)) / 256 * 256;
