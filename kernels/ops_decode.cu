@@ -1,16 +1,15 @@
 /* ops_decode.cu - the fused decode ops (libcore/ops_decode.h) on the GPU.
  * A decode step reads every weight once for a handful of rows, so its
- * products are bound by the weight stream, not by arithmetic: each block
- * stages the rows' inputs in shared memory, each warp streams whole weight
- * rows against them in 16-byte loads (asked of L2 up front), fp32
- * accumulation, with the output gate, SGLU product and residual folded in
- * and the input norm applied as the per-row factor it is: one launch per
- * product. Launches may overlap the end of the kernel before them
- * (programmatic dependent launch). Decision: above TN_DMM_ROWS rows the
- * bf16 form hands the product to the tensor cores (cuBLAS) between a
- * prologue and an epilogue kernel, since then arithmetic, not the weight
- * stream, is the bound. The token mixer of one position is one kernel per
- * (head, sequence, 32 state columns). */
+ * products are bound by the weight stream, not by arithmetic: each warp
+ * streams whole weight rows in 16-byte loads (asked of L2 up front) and
+ * keeps all the rows' dot products in registers, with the input norm,
+ * output gate, SGLU product and residual folded into the same kernel (one
+ * launch per product, fp32 inputs and accumulation). Launches may overlap
+ * the end of the kernel before them (programmatic dependent launch).
+ * Decision: above TN_DMM_ROWS rows the bf16 form hands the product to the
+ * tensor cores (cuBLAS) between a prologue and an epilogue kernel, since
+ * then arithmetic, not the weight stream, is the bound. The token mixer of
+ * one position is one kernel per (head, sequence, 32 state columns). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,41 +98,29 @@ __device__ static void prefetch_l2(const void *p, size_t bytes)
 		asm volatile("prefetch.global.L2 [%0];" ::"l"((const char *)p + off));
 }
 
-/* Shared memory for the staged inputs: R rows of a chunk of columns, a
- * multiple of 256 (a warp's 16-byte sweep), within the default 48 KiB less
- * 1 KiB for the kernel's static shared memory (the norm's statistics). */
-#define DMM_SMEM (47 * 1024)
-static int dmm_chunk(int R, int C)
-{
-	int ck = DMM_SMEM / (R * (int)sizeof(float)) / 256 * 256;
-	return C < ck ? C : ck;
-}
-
-/* Stage columns [c0, c0 + cn) of the pass's rows into xs (row stride ck),
- * times the gate, adding each thread's share of the squares of the raw
- * inputs to ss (the norm's statistics, in double as srmsnorm_forward). */
-template <int R>
-__device__ void stage_x(float *xs, double *ss, const dmm_args &a, int c0, int cn, int ck)
-{
-#pragma unroll
-	for (int r = 0; r < R; r++)
-#pragma unroll 4
-		for (int c = threadIdx.x; c < cn; c += blockDim.x) {
-			float v = 0;
-			if (r < a.nr) {
-				v = a.inp[(size_t)r * a.C + c0 + c];
-				ss[r] += (double)v * v;
-				if (a.gate)
-					v = a.gate[(size_t)r * a.ldg + c0 + c] * v;
-			}
-			xs[r * ck + c] = v;
-		}
-}
-
-/* rstd[r] of each row from the threads' shares ss (1 without the norm). */
-template <int R> __device__ void rows_rstd(float *rstd, double *ss, const dmm_args &a)
+/* rstd[r] of each row of the pass (1 without the norm), as srmsnorm_forward
+ * computes it (sum of squares in double). */
+template <int R> __device__ void rows_rstd(float *rstd, const dmm_args &a)
 {
 	__shared__ double part[WARPS][R];
+	if (!a.norm) {
+		if (threadIdx.x < R)
+			rstd[threadIdx.x] = 1.0f;
+		__syncthreads();
+		return;
+	}
+	double ss[R];
+#pragma unroll
+	for (int r = 0; r < R; r++)
+		ss[r] = 0;
+#pragma unroll 4
+	for (int c = threadIdx.x; c < a.C; c += blockDim.x)
+#pragma unroll
+		for (int r = 0; r < R; r++)
+			if (r < a.nr) {
+				double v = a.inp[(size_t)r * a.C + c];
+				ss[r] += v * v;
+			}
 	int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 #pragma unroll
 	for (int r = 0; r < R; r++) {
@@ -142,25 +129,46 @@ template <int R> __device__ void rows_rstd(float *rstd, double *ss, const dmm_ar
 			part[warp][r] = s;
 	}
 	__syncthreads();
-	if (threadIdx.x < R) {
+	if (threadIdx.x < a.nr) {
 		double s = 0;
 		for (int w = 0; w < WARPS; w++)
 			s += part[w][threadIdx.x];
-		rstd[threadIdx.x] = a.norm ? (float)(1.0 / sqrt(s / a.C + SRMS_EPS)) : 1.0f;
+		rstd[threadIdx.x] = (float)(1.0 / sqrt(s / a.C + SRMS_EPS));
 	}
 	__syncthreads();
 }
 
-/* Each block stages the rows' inputs (gated) in shared memory, a chunk of
- * columns at a time; each warp streams OPW consecutive weight rows against
- * them, VEC-wide (16-byte loads) or one element per lane. The norm is a
- * factor per row, so it is applied to the finished dot products. */
+/* N consecutive inputs of row r at column c, through the prologue. */
+template <int N>
+__device__ void load_x(float *x, const dmm_args &a, int r, int c, float rstd)
+{
+	const float *p = a.inp + (size_t)r * a.C + c;
+	const float *g = a.gate ? a.gate + (size_t)r * a.ldg + c : NULL;
+	if constexpr (N == 1) {
+		x[0] = p[0] * rstd;
+		if (g)
+			x[0] = g[0] * x[0];
+	} else {
+#pragma unroll
+		for (int i = 0; i < N; i += 4) {
+			float4 v = *(const float4 *)(p + i);
+			x[i] = v.x * rstd, x[i + 1] = v.y * rstd;
+			x[i + 2] = v.z * rstd, x[i + 3] = v.w * rstd;
+			if (g) {
+				float4 u = *(const float4 *)(g + i);
+				x[i] = u.x * x[i], x[i + 1] = u.y * x[i + 1];
+				x[i + 2] = u.z * x[i + 2], x[i + 3] = u.w * x[i + 3];
+			}
+		}
+	}
+}
+
+/* Each warp: OPW consecutive outputs for all R rows (nr of them real);
+ * lanes stride the columns VEC-wide (16-byte loads) or one by one. */
 template <int R, int OPW, int SG, int VEC, typename WT>
-__global__ void __launch_bounds__(WARPS * 32) dmm_small(dmm_args a, const WT *w, const WT *w2,
-							int ck)
+__global__ void __launch_bounds__(WARPS * 32) dmm_small(dmm_args a, const WT *w, const WT *w2)
 {
 	constexpr int N = VEC ? wvec<WT>::N : 1;
-	extern __shared__ float xs[];
 	__shared__ float rstd[R];
 	int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 	int o0 = (blockIdx.x * WARPS + warp) * OPW;
@@ -171,71 +179,58 @@ __global__ void __launch_bounds__(WARPS * 32) dmm_small(dmm_args a, const WT *w,
 			prefetch_l2(w2 + (size_t)o0 * a.C, bytes);
 	}
 	pdl_wait();
+	rows_rstd<R>(rstd, a);
+	if (o0 >= a.OC)
+		return;
 	float acc[OPW][R], acc2[OPW][R];
-	double ss[R];
 #pragma unroll
-	for (int r = 0; r < R; r++) {
-		ss[r] = 0;
+	for (int j = 0; j < OPW; j++)
 #pragma unroll
-		for (int j = 0; j < OPW; j++)
+		for (int r = 0; r < R; r++)
 			acc[j][r] = acc2[j][r] = 0;
-	}
-	for (int c0 = 0; c0 < a.C; c0 += ck) {
-		int cn = min(ck, a.C - c0);
-		if (c0)
-			__syncthreads(); /* the last chunk is used up */
-		stage_x<R>(xs, ss, a, c0, cn, ck);
-		__syncthreads();
-#pragma unroll 4
-		for (int c = lane * N; c < cn && o0 < a.OC; c += 32 * N) {
-			float x[R][N];
+#pragma unroll 2
+	for (int c = lane * N; c < a.C; c += 32 * N) {
+		float x[R][N];
 #pragma unroll
-			for (int r = 0; r < R; r++) {
-				const float *p = xs + r * ck + c;
-				if constexpr (N == 1) {
-					x[r][0] = p[0];
-				} else {
+		for (int r = 0; r < R; r++) {
+			if (r < a.nr)
+				load_x<N>(x[r], a, r, c, rstd[r]);
+			else
 #pragma unroll
-					for (int v = 0; v < N; v += 4) {
-						float4 q = *(const float4 *)(p + v);
-						x[r][v] = q.x, x[r][v + 1] = q.y;
-						x[r][v + 2] = q.z, x[r][v + 3] = q.w;
-					}
+				for (int v = 0; v < N; v++)
+					x[r][v] = 0;
+		}
+#pragma unroll
+		for (int j = 0; j < OPW; j++) {
+			if (o0 + j >= a.OC)
+				break;
+			size_t at = (size_t)(o0 + j) * a.C + c;
+			float f[N], f2[N];
+			if (VEC)
+				wvec<WT>::load(f, w + at);
+			else
+				f[0] = wvec<WT>::one(w + at);
+			if (SG && VEC)
+				wvec<WT>::load(f2, w2 + at);
+			else if (SG)
+				f2[0] = wvec<WT>::one(w2 + at);
+#pragma unroll
+			for (int r = 0; r < R; r++)
+#pragma unroll
+				for (int v = 0; v < N; v++) {
+					acc[j][r] = fmaf(f[v], x[r][v], acc[j][r]);
+					if (SG)
+						acc2[j][r] = fmaf(f2[v], x[r][v], acc2[j][r]);
 				}
-			}
-#pragma unroll
-			for (int j = 0; j < OPW; j++) {
-				if (o0 + j >= a.OC)
-					break;
-				size_t at = (size_t)(o0 + j) * a.C + c0 + c;
-				float f[N], f2[N];
-				if (VEC)
-					wvec<WT>::load(f, w + at);
-				else
-					f[0] = wvec<WT>::one(w + at);
-				if (SG && VEC)
-					wvec<WT>::load(f2, w2 + at);
-				else if (SG)
-					f2[0] = wvec<WT>::one(w2 + at);
-#pragma unroll
-				for (int r = 0; r < R; r++)
-#pragma unroll
-					for (int v = 0; v < N; v++) {
-						acc[j][r] = fmaf(f[v], x[r][v], acc[j][r]);
-						if (SG)
-							acc2[j][r] = fmaf(f2[v], x[r][v], acc2[j][r]);
-					}
-			}
 		}
 	}
-	rows_rstd<R>(rstd, ss, a);
 #pragma unroll
 	for (int j = 0; j < OPW; j++)
 #pragma unroll
 		for (int r = 0; r < R; r++) {
-			float y = warp_sum(acc[j][r]) * rstd[r];
+			float y = warp_sum(acc[j][r]);
 			if (SG)
-				y *= warp_sum(acc2[j][r]) * rstd[r];
+				y *= warp_sum(acc2[j][r]);
 			int o = o0 + j;
 			if (lane || o >= a.OC || r >= a.nr)
 				continue;
@@ -248,12 +243,10 @@ template <typename WT, int R, int OPW>
 static void launch_rows(const dmm_args &a, const WT *w, const WT *w2, int vec, cudaStream_t s)
 {
 	unsigned blocks = (unsigned)((a.OC + WARPS * OPW - 1) / (WARPS * OPW));
-	int ck = dmm_chunk(R, a.C);
-	size_t smem = (size_t)R * ck * sizeof(float);
-	void (*k)(dmm_args, const WT *, const WT *, int) =
+	void (*k)(dmm_args, const WT *, const WT *) =
 		w2 ? (vec ? dmm_small<R, OPW, 1, 1, WT> : dmm_small<R, OPW, 1, 0, WT>)
 		   : (vec ? dmm_small<R, OPW, 0, 1, WT> : dmm_small<R, OPW, 0, 0, WT>);
-	launch(k, blocks, WARPS * 32, smem, s, a, w, w2, ck);
+	launch(k, blocks, WARPS * 32, 0, s, a, w, w2);
 }
 
 static int aligned(const void *p) { return ((uintptr_t)p & 15) == 0; }
@@ -265,16 +258,17 @@ static int dmm_stream(float *out, const struct tn_dmm *t, const WT *w, const WT 
 	struct tn_cuda *cu = tn_cuda_get();
 	if (!cu)
 		return tn_cuda_status();
-	int vec = t->C % wvec<WT>::N == 0 && aligned(w) && (!w2 || aligned(w2));
+	int vec = t->C % wvec<WT>::N == 0 && aligned(t->inp) && aligned(w) && (!w2 || aligned(w2)) &&
+		  (!t->gate || (aligned(t->gate) && t->ldg % 4 == 0));
 	for (int r0 = 0; r0 < t->BT; r0 += TN_DMM_ROWS) {
 		dmm_args a = {out + (size_t)r0 * t->OC, t->inp + (size_t)r0 * t->C,
 			      t->gate ? t->gate + (size_t)r0 * t->ldg : NULL,
 			      t->res ? t->res + (size_t)r0 * t->OC : NULL,
 			      t->norm, t->ldg, TN_MIN(TN_DMM_ROWS, t->BT - r0), t->C, t->OC};
 		if (a.nr == 1)
-			launch_rows<WT, 1, 1>(a, w, w2, vec, cu->stream);
+			launch_rows<WT, 1, 2>(a, w, w2, vec, cu->stream);
 		else if (a.nr == 2)
-			launch_rows<WT, 2, 2>(a, w, w2, vec, cu->stream);
+			launch_rows<WT, 2, 4>(a, w, w2, vec, cu->stream);
 		else if (a.nr <= 4)
 			launch_rows<WT, 4, 4>(a, w, w2, vec, cu->stream);
 		else
