@@ -1,18 +1,15 @@
 /* ops_decode.cu - the fused decode ops (libcore/ops_decode.h) on the GPU.
  * A decode step reads every weight once for a handful of rows, so its
  * products are bound by the weight stream, not by arithmetic: each warp
- * streams whole weight rows in 16-byte loads (asked of L2 up front) and
- * keeps all the rows' dot products in registers, with the input norm,
- * output gate, SGLU product and residual folded into the same kernel (one
- * launch per product, fp32 inputs and accumulation). Launches may overlap
- * the end of the kernel before them (programmatic dependent launch).
- * Decision: above TN_DMM_ROWS rows the bf16 form hands the product to the
- * tensor cores (cuBLAS) between a prologue and an epilogue kernel, since
- * then arithmetic, not the weight stream, is the bound. The token mixer of
- * one position is one kernel per (head, sequence, 32 state columns). */
+ * streams whole weight rows in 16-byte loads and keeps all the rows' dot
+ * products in registers, with the input norm, output gate, SGLU product and
+ * residual folded into the same kernel (one launch per product, fp32 inputs
+ * and accumulation). Decision: above TN_DMM_ROWS rows the bf16 form hands
+ * the product to the tensor cores (cuBLAS) between a prologue and an
+ * epilogue kernel, since then arithmetic, not the weight stream, is the
+ * bound. The token mixer of one position is one kernel per (head, sequence,
+ * 32 state columns). */
 #include <math.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "cuda_common.h"
 #include "graph_cuda.h"
@@ -25,7 +22,8 @@ extern "C" {
 }
 
 #define SRMS_EPS 1e-6
-#define WARPS 8 /* per block of the product kernels */
+#define WARPS 8     /* per block of the product kernels */
+#define DMM_PASS 8  /* rows per launch of the streaming kernel, at most */
 
 /* The arguments of one launch of the product: rows [0, nr) of a pass. */
 struct dmm_args {
@@ -59,44 +57,6 @@ template <> struct wvec<bf16> {
 	}
 	static __device__ float one(const bf16 *p) { return __bfloat162float(*p); }
 };
-
-/* Programmatic dependent launch: a decode kernel may start while the one
- * before it in the stream finishes; what it does before pdl_wait touches
- * nothing that kernel writes (it only prefetches weights), and it writes
- * nothing before. Environment TN_PDL=0 turns it off (to measure it). */
-__device__ static void pdl_wait(void)
-{
-	asm volatile("griddepcontrol.wait;" ::: "memory");
-	asm volatile("griddepcontrol.launch_dependents;" :::);
-}
-
-static int pdl_on(void)
-{
-	static int on = -1;
-	if (on < 0) {
-		const char *e = getenv("TN_PDL");
-		on = !(e && !strcmp(e, "0"));
-	}
-	return on;
-}
-
-template <typename... P, typename... A>
-static void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
-		   A... args)
-{
-	cudaLaunchAttribute at;
-	at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-	at.val.programmaticStreamSerializationAllowed = pdl_on();
-	cudaLaunchConfig_t cfg = {grid, block, smem, s, &at, 1};
-	tn_cuda_note(cudaLaunchKernelEx(&cfg, kernel, args...), "launching a decode kernel");
-}
-
-/* Ask L2 for bytes [p, p + bytes), one 128-byte line per lane at a time. */
-__device__ static void prefetch_l2(const void *p, size_t bytes)
-{
-	for (size_t off = (size_t)(threadIdx.x % 32) * 128; off < bytes; off += 32 * 128)
-		asm volatile("prefetch.global.L2 [%0];" ::"l"((const char *)p + off));
-}
 
 /* rstd[r] of each row of the pass (1 without the norm), as srmsnorm_forward
  * computes it (sum of squares in double). */
@@ -170,16 +130,9 @@ __global__ void __launch_bounds__(WARPS * 32) dmm_small(dmm_args a, const WT *w,
 {
 	constexpr int N = VEC ? wvec<WT>::N : 1;
 	__shared__ float rstd[R];
+	rows_rstd<R>(rstd, a);
 	int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 	int o0 = (blockIdx.x * WARPS + warp) * OPW;
-	if (o0 < a.OC) {
-		size_t bytes = (size_t)min(OPW, a.OC - o0) * a.C * sizeof(WT);
-		prefetch_l2(w + (size_t)o0 * a.C, bytes);
-		if (SG)
-			prefetch_l2(w2 + (size_t)o0 * a.C, bytes);
-	}
-	pdl_wait();
-	rows_rstd<R>(rstd, a);
 	if (o0 >= a.OC)
 		return;
 	float acc[OPW][R], acc2[OPW][R];
@@ -243,15 +196,19 @@ template <typename WT, int R, int OPW>
 static void launch_rows(const dmm_args &a, const WT *w, const WT *w2, int vec, cudaStream_t s)
 {
 	unsigned blocks = (unsigned)((a.OC + WARPS * OPW - 1) / (WARPS * OPW));
-	void (*k)(dmm_args, const WT *, const WT *) =
-		w2 ? (vec ? dmm_small<R, OPW, 1, 1, WT> : dmm_small<R, OPW, 1, 0, WT>)
-		   : (vec ? dmm_small<R, OPW, 0, 1, WT> : dmm_small<R, OPW, 0, 0, WT>);
-	launch(k, blocks, WARPS * 32, 0, s, a, w, w2);
+	if (w2 && vec)
+		dmm_small<R, OPW, 1, 1, WT><<<blocks, WARPS * 32, 0, s>>>(a, w, w2);
+	else if (w2)
+		dmm_small<R, OPW, 1, 0, WT><<<blocks, WARPS * 32, 0, s>>>(a, w, w2);
+	else if (vec)
+		dmm_small<R, OPW, 0, 1, WT><<<blocks, WARPS * 32, 0, s>>>(a, w, w2);
+	else
+		dmm_small<R, OPW, 0, 0, WT><<<blocks, WARPS * 32, 0, s>>>(a, w, w2);
 }
 
 static int aligned(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
-/* The streaming kernel over passes of at most TN_DMM_ROWS rows. */
+/* The streaming kernel over passes of at most DMM_PASS rows. */
 template <typename WT>
 static int dmm_stream(float *out, const struct tn_dmm *t, const WT *w, const WT *w2)
 {
@@ -260,11 +217,11 @@ static int dmm_stream(float *out, const struct tn_dmm *t, const WT *w, const WT 
 		return tn_cuda_status();
 	int vec = t->C % wvec<WT>::N == 0 && aligned(t->inp) && aligned(w) && (!w2 || aligned(w2)) &&
 		  (!t->gate || (aligned(t->gate) && t->ldg % 4 == 0));
-	for (int r0 = 0; r0 < t->BT; r0 += TN_DMM_ROWS) {
+	for (int r0 = 0; r0 < t->BT; r0 += DMM_PASS) {
 		dmm_args a = {out + (size_t)r0 * t->OC, t->inp + (size_t)r0 * t->C,
 			      t->gate ? t->gate + (size_t)r0 * t->ldg : NULL,
 			      t->res ? t->res + (size_t)r0 * t->OC : NULL,
-			      t->norm, t->ldg, TN_MIN(TN_DMM_ROWS, t->BT - r0), t->C, t->OC};
+			      t->norm, t->ldg, TN_MIN(DMM_PASS, t->BT - r0), t->C, t->OC};
 		if (a.nr == 1)
 			launch_rows<WT, 1, 2>(a, w, w2, vec, cu->stream);
 		else if (a.nr == 2)
@@ -379,7 +336,6 @@ __global__ static void __launch_bounds__(MIX_COLS *MIX_SLICES)
 	__shared__ float part[MIX_SLICES][MIX_COLS];
 	int h = blockIdx.x, b = blockIdx.y, E = H * hd, dk = theta ? 2 * hd : hd;
 	const float *row = p + (size_t)b * 4 * E;
-	pdl_wait();
 	float *q = qk, *k = qk + dk;
 	double t = pos[b];
 	for (int c = threadIdx.x; c < hd; c += blockDim.x) {
@@ -429,7 +385,8 @@ extern "C" int mixer_decode_cuda(float *o, const float *p, const int32_t *pos, c
 		return tn_fail(TN_EUSAGE, "mixer_decode: head dim %d needs %zu bytes of shared "
 			       "memory, over 48 KiB", hd, smem);
 	dim3 grid((unsigned)H, (unsigned)B, (unsigned)((hd + MIX_COLS - 1) / MIX_COLS));
-	launch(mixer_step, grid, MIX_COLS * MIX_SLICES, smem, cu->stream, o, p, pos, theta, decay_s,
-	       state, H, hd, (int)act);
+	mixer_step<<<grid, MIX_COLS * MIX_SLICES, smem, cu->stream>>>(o, p, pos, theta, decay_s,
+								     state, H, hd, (int)act);
+	TN_CUDA_CHECK_LAUNCH("mixer_decode");
 	return TN_OK;
 }

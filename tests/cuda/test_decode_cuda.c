@@ -2,8 +2,8 @@
  * both CUDA backend tables against their CPU references (ops_decode.c), on
  * fresh random inputs: decode_matmul with every prologue and epilogue, on
  * row counts of the streaming kernel and of the tensor-core path, column
- * counts with and without 16-byte loads, inputs staged in one chunk of
- * columns or several; mixer_decode with and without LRPE. fp32 within 1e-5 relative (norm of the difference over the norm of
+ * counts with and without 16-byte loads, rows past the 8 of one launch;
+ * mixer_decode with and without LRPE. fp32 within 1e-5 relative (norm of the difference over the norm of
  * the reference); bf16 against the CPU on the bf16-rounded weights, within
  * 1e-5 where the inputs stay fp32 (streaming) and 1e-2 where they are
  * rounded too (tensor cores). Outputs are poisoned (NaN) first, so an
