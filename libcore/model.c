@@ -342,29 +342,56 @@ static int check_whole(const struct tn_model *m, const char *what)
 	return TN_OK;
 }
 
+/* Initial weights come in chunks of INIT_CHUNK values, each drawn from its
+ * own generator seeded by (seed, tensor, chunk): the same weights on any
+ * number of threads, and a 7B model drawn in seconds rather than minutes. */
+#define INIT_CHUNK ((size_t)1 << 16)
+
+static void init_chunk(const struct tn_model *m, float *host, uint64_t seed, size_t i, size_t c)
+{
+	const struct tn_param *p = &m->param[i];
+	struct tn_rng r;
+	tn_rng_seed(&r, seed ^ (((uint64_t)i << 40) + (uint64_t)c) * 0x9e3779b97f4a7c15ull);
+	size_t lo = c * INIT_CHUNK, hi = TN_MIN(lo + INIT_CHUNK, p->numel);
+	for (size_t j = lo; j < hi; j++)
+		host[p->offset + j] = (float)(m->cfg.init_std * tn_rng_normal(&r));
+}
+
 int tn_model_init(struct tn_model *m, uint64_t seed)
 {
 	if (check_whole(m, "initialisation"))
 		return TN_EUSAGE;
-	struct tn_rng r;
-	tn_rng_seed(&r, seed);
 	float *host = tn_malloc(m->n_floats * sizeof(float));
-	if (!host)
+	size_t n_chunks = 0, *first = tn_malloc((m->n_param + 1) * sizeof(*first));
+	if (!host || !first) {
+		free(host);
+		free(first);
 		return TN_ENOMEM;
+	}
+	for (size_t i = 0; i < m->n_param; i++) { /* chunk k of the model is tensor i's k - first[i] */
+		first[i] = n_chunks;
+		if (m->param[i].role != TN_P_THETA)
+			n_chunks += (m->param[i].numel + INIT_CHUNK - 1) / INIT_CHUNK;
+	}
+	first[m->n_param] = n_chunks;
+#pragma omp parallel for schedule(dynamic, 16)
+	for (size_t k = 0; k < n_chunks; k++) {
+		size_t i = 0;
+		while (first[i + 1] <= k)
+			i++;
+		init_chunk(m, host, seed, i, k - first[i]);
+	}
 	int hd = tn_config_head_dim(&m->cfg);
 	for (size_t i = 0; i < m->n_param; i++) {
 		const struct tn_param *p = &m->param[i];
-		float *x = host + p->offset;
-		if (p->role == TN_P_THETA) {
-			theta_formula(x, m->cfg.heads, hd);
-			continue;
-		}
-		for (size_t j = 0; j < p->numel; j++)
-			x[j] = (float)(m->cfg.init_std * tn_rng_normal(&r));
+		if (p->role == TN_P_THETA)
+			theta_formula(host + p->offset, m->cfg.heads, hd);
 		if (p->role == TN_P_EMB)
-			memset(x + (size_t)m->cfg.pad_id * m->cfg.d, 0, (size_t)m->cfg.d * sizeof(float));
+			memset(host + p->offset + (size_t)m->cfg.pad_id * m->cfg.d, 0,
+			       (size_t)m->cfg.d * sizeof(float));
 	}
 	m->be->upload(m->params, host, m->n_floats * sizeof(float));
+	free(first);
 	free(host);
 	return TN_OK;
 }
