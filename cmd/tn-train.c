@@ -72,13 +72,15 @@ static const char usage_text[] =
 	"      --backend NAME        cpu (default) or, where built, cuda (fp32)\n"
 	"                            or cuda-bf16 (bf16 products, fp32 master weights)\n"
 	"Several ranks (data and tensor parallel):\n"
-	"      --nproc N             start N ranks on this host (under Open MPI's mpirun);\n"
+	"      --nproc N             start N ranks on this host (CPU: under Open MPI's\n"
+	"                            mpirun; GPU: one process per GPU, no mpirun needed);\n"
 	"                            --batch is per data-parallel rank: the global batch is\n"
 	"                            N / tp x batch\n"
 	"      --tp T                tensor parallel: groups of T consecutive ranks split the\n"
 	"                            heads and the SGLU width of one model (default 1)\n"
-	"      --zero 0|1|2          shard optimizer moments (1) and gradients too (2) over\n"
-	"                            the data-parallel ranks (default 0)\n"
+	"      --zero 0|1|2          shard optimizer moments over the data-parallel ranks,\n"
+	"                            reduce-scattering gradients after (1) or during (2)\n"
+	"                            the backward pass (default 0)\n"
 	"      --no-overlap          sum gradients after the backward pass, not layer by\n"
 	"                            layer during it\n"
 	"      --timeout SECONDS     stop all ranks if a step takes longer (default 600)\n"
@@ -342,7 +344,7 @@ static int finish_args(struct args *a)
 	}
 	if (t->steps <= 0)
 		return tn_cli_usage_error(prog, "--steps must be positive");
-	if (a->tp > 1 && (a->nproc ? a->nproc : 1) % a->tp && !tn_launched_by_mpirun())
+	if (a->tp > 1 && (a->nproc ? a->nproc : 1) % a->tp && !tn_launched_as_rank())
 		return tn_cli_usage_error(prog, "--tp %llu needs --nproc a multiple of it",
 					  (unsigned long long)a->tp);
 	if (a->threads) {
@@ -427,12 +429,16 @@ int main(int argc, char **argv)
 		free(a.sets);
 		return rc;
 	}
-	if (a.nproc > 1 && !tn_launched_by_mpirun()) {
+	int on_gpu = a.t.be && strcmp(a.t.be->name, "cpu") != 0;
+	if (a.nproc > 1 && !tn_launched_as_rank()) {
 		free(a.sets);
-		return tn_cli_report(prog, tn_launch_mpirun((int)a.nproc, argc, argv));
+		if (!on_gpu)
+			return tn_cli_report(prog, tn_launch_mpirun((int)a.nproc, argc, argv));
+		int status;
+		rc = tn_launch_local((int)a.nproc, argc, argv, &status);
+		return rc || status ? tn_cli_report(prog, rc ? rc : status) : 0;
 	}
 	struct tn_comm *comm;
-	int on_gpu = a.t.be && strcmp(a.t.be->name, "cpu") != 0;
 	if ((rc = tn_comm_open(&comm, on_gpu))) {
 		free(a.sets);
 		return tn_cli_report(prog, rc);
@@ -474,7 +480,9 @@ int main(int argc, char **argv)
 	if (!isnan(res.val_loss))
 		snprintf(val, sizeof(val), "%.9g", res.val_loss);
 	if (a.json && rank == 0)
-		printf("{\"step\":%lld,\"loss\":%.9g,\"val_loss\":%s,\"interrupted\":%s}\n",
-		       (long long)res.step, res.loss, val, res.interrupted ? "true" : "false");
+		printf("{\"step\":%lld,\"loss\":%.9g,\"val_loss\":%s,\"interrupted\":%s,"
+		       "\"tokens_per_s\":%.1f,\"device_bytes\":%zu}\n",
+		       (long long)res.step, res.loss, val, res.interrupted ? "true" : "false",
+		       res.tokens_per_s, res.device_bytes);
 	return 0;
 }

@@ -10,8 +10,10 @@
  * a product's input also writes a bf16 twin of it (norms, gates, feature
  * map and head split, and their backwards), kept in a few recycled slots;
  * every op here first marks what it writes, which retires stale twins, so
- * a product finds a current twin or rounds its input itself. Either way
- * the one model definition runs unchanged. */
+ * a product finds a current twin or rounds its input itself. Activations
+ * the model declares operands (backend.h) have no fp32 form at all: the
+ * ops that write them write bf16 in place, the products read that. Either
+ * way the one model definition runs unchanged. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,14 +34,15 @@ extern "C" {
 enum prof_op {
 	P_MATMUL_F, P_MATMUL_B, P_ATTN_F, P_ATTN_B, P_XENT_F, P_XENT_B, P_NORM_F, P_NORM_B,
 	P_ACT_F, P_ACT_B, P_GATE_F, P_GATE_B, P_RESID, P_LRPE_F, P_LRPE_B, P_MERGE, P_EMBED_F,
-	P_EMBED_B, P_ADAMW, P_SUMSQ, P_MEMORY, P_COUNT
+	P_EMBED_B, P_ADAMW, P_SUMSQ, P_MEMORY, P_RESNORM, P_MNG_F, P_GNS_B, P_COUNT
 };
 static const char *const prof_name[P_COUNT] = {
 	"matmul forward", "matmul backward", "attention forward", "attention backward",
 	"cross-entropy forward", "cross-entropy backward", "srmsnorm forward", "srmsnorm backward",
 	"feature map forward", "feature map backward", "gate forward", "gate backward",
 	"residual add", "head split / lrpe forward", "head split / lrpe backward", "head merge",
-	"embedding forward", "embedding backward", "adamw", "gradient norm", "upload / zero"};
+	"embedding forward", "embedding backward", "adamw", "gradient norm", "upload / zero",
+	"residual + srmsnorm", "merge + norm + gate forward", "gate + norm + split backward"};
 
 #define PROF_MAX 4096
 static int prof_on, n_rec, rec_op[PROF_MAX];
@@ -227,8 +230,73 @@ static bf16 *twin_new(const float *src, size_t n)
 	return t->buf;
 }
 
+/* ---- operands: activations kept in bf16 only (backend.h's operand) ---- */
+
+struct operand_range {
+	const char *base;
+	size_t n; /* floats; element i in bf16 at ((bf16 *)base)[i] */
+};
+static struct operand_range *operands;
+static size_t n_operands, cap_operands;
+
+static void bf16_operand(float *p, size_t n)
+{
+	if (!p) {
+		n_operands = 0;
+		return;
+	}
+	written(p, n * sizeof(float)); /* its fp32 twins, if any, are void */
+	for (size_t i = 0; i < n_operands; i++)
+		if (operands[i].base == (const char *)p) { /* a shared work set: once */
+			operands[i].n = TN_MAX(operands[i].n, n);
+			return;
+		}
+	if (n_operands == cap_operands) {
+		size_t cap = cap_operands ? 2 * cap_operands : 64;
+		struct operand_range *r =
+			(struct operand_range *)realloc(operands, cap * sizeof(*r));
+		if (!r) /* then it stays fp32, which is always right */
+			return;
+		operands = r;
+		cap_operands = cap;
+	}
+	operands[n_operands++] = operand_range{(const char *)p, n};
+}
+
+/* The bf16 storage of the n floats at p when they lie in an operand, else NULL. */
+static bf16 *operand_of(const float *p, size_t n)
+{
+	const char *a = (const char *)p;
+	for (size_t i = 0; i < n_operands; i++) {
+		const struct operand_range *r = &operands[i];
+		if (a >= r->base && a + n * sizeof(float) <= r->base + r->n * sizeof(float))
+			return (bf16 *)r->base + (a - r->base) / sizeof(float);
+	}
+	return NULL;
+}
+
+/* Where an op puts n values at p: bf16 only in an operand; else fp32 and,
+ * when a product reads them next (twin), a new twin. */
+struct dest {
+	float *f;
+	bf16 *h;
+};
+static struct dest dest_of(float *p, size_t n, int twin)
+{
+	bf16 *h = operand_of(p, n);
+	if (h)
+		return dest{NULL, h};
+	if (twin)
+		return dest{p, twin_new(p, n)};
+	written(p, n * sizeof(float));
+	return dest{p, NULL};
+}
+
 const bf16 *tn_bf16_twin(const float *src, size_t n)
 {
+	const bf16 *own = operand_of(src, n);
+	if (own)
+		return own;
 	const char *a = (const char *)src;
 	for (int i = 0; i < N_TWINS; i++) {
 		struct twin *t = &twins[i];
@@ -268,6 +336,11 @@ static void bf16_free(void *p)
 	if (!r)
 		return;
 	written(r->base, r->bytes); /* the next allocation may reuse the memory */
+	for (size_t i = 0; i < n_operands;)
+		if (operands[i].base >= r->base && operands[i].base < r->base + r->bytes)
+			operands[i] = operands[--n_operands];
+		else
+			i++;
 	if (r->shadow)
 		cudaFree(r->shadow);
 	*r = regions[--n_regions];
@@ -371,14 +444,17 @@ static void norm_forward(float *out, float *rstd, const float *inp, int N, int C
 {
 	prof_scope ps(P_NORM_F);
 	written(rstd, (size_t)N * sizeof(float));
-	srmsnorm_forward_twin(out, twin_new(out, (size_t)N * C), rstd, inp, N, C);
+	struct dest o = dest_of(out, (size_t)N * C, 1);
+	srmsnorm_forward_twin(o.f, o.h, rstd, inp, N, C);
 }
 
 static void norm_backward(float *dinp, const float *dout, const float *out, const float *rstd,
 			  int N, int C)
 {
 	prof_scope ps(P_NORM_B);
-	srmsnorm_backward_twin(dinp, twin_new(dinp, (size_t)N * C), dout, out, rstd, N, C);
+	const bf16 *out16 = operand_of(out, (size_t)N * C);
+	srmsnorm_backward_twin(dinp, twin_new(dinp, (size_t)N * C), dout, out16 ? NULL : out, out16,
+			       rstd, N, C);
 }
 
 static void act_forward(float *out, const float *inp, size_t n, enum tn_act act)
@@ -392,21 +468,23 @@ static void act_backward(float *dinp, const float *dout, const float *inp, size_
 			 enum tn_act act)
 {
 	prof_scope ps(P_ACT_B);
-	act_backward_twin(dinp, twin_new(dinp, n), dout, inp, n, act);
+	struct dest d = dest_of(dinp, n, 1);
+	act_backward_twin(d.f, d.h, dout, inp, n, act);
 }
 
 static void gate_forward(float *out, const float *a, const float *b, size_t n)
 {
 	prof_scope ps(P_GATE_F);
-	gate_forward_twin(out, twin_new(out, n), a, b, n);
+	struct dest o = dest_of(out, n, 1);
+	gate_forward_twin(o.f, o.h, a, b, n);
 }
 
 static void gate_backward(float *da, float *db, const float *dout, const float *a,
 			  const float *b, size_t n)
 {
 	prof_scope ps(P_GATE_B);
-	bf16 *da16 = twin_new(da, n), *db16 = twin_new(db, n);
-	gate_backward_twin(da, da16, db, db16, dout, a, b, n);
+	struct dest x = dest_of(da, n, 1), y = dest_of(db, n, 1);
+	gate_backward_twin(x.f, x.h, y.f, y.h, dout, a, b, n);
 }
 
 static void residual(float *out, const float *a, const float *b, size_t n)
@@ -416,22 +494,68 @@ static void residual(float *out, const float *a, const float *b, size_t n)
 	residual_forward_cuda(out, a, b, n);
 }
 
+static void residual_norm(float *sum, float *out, float *rstd, const float *a, const float *b,
+			  int N, int C)
+{
+	prof_scope ps(P_RESNORM);
+	written(sum, (size_t)N * C * sizeof(float));
+	written(rstd, (size_t)N * sizeof(float));
+	struct dest o = dest_of(out, (size_t)N * C, 1);
+	residual_norm_forward_twin(sum, o.f, o.h, rstd, a, b, N, C);
+}
+
+static void act_lrpe_forward(float *out, const float *inp, const float *theta,
+			     const int32_t *pos, int B, int n, int H, int hd, enum tn_act act)
+{
+	prof_scope ps(P_LRPE_F);
+	struct dest o = dest_of(out, (size_t)B * n * H * hd * (theta ? 2 : 1), 1);
+	act_lrpe_forward_twin(o.f, o.h, inp, theta, pos, B, n, H, hd, act);
+}
+
 static void lrpe_forward(float *out, const float *inp, const float *theta, const int32_t *pos,
 			 int B, int n, int H, int hd)
 {
-	prof_scope ps(P_LRPE_F);
-	size_t total = (size_t)B * n * H * hd * (theta ? 2 : 1);
-	lrpe_forward_twin(out, twin_new(out, total), inp, theta, pos, B, n, H, hd);
+	act_lrpe_forward(out, inp, theta, pos, B, n, H, hd, TN_ACT_NONE);
+}
+
+static void act_lrpe_backward(float *dinp, float *dtheta, const float *dout, const float *inp,
+			      const float *theta, const int32_t *pos, int B, int n, int H, int hd,
+			      enum tn_act act)
+{
+	prof_scope ps(P_LRPE_B);
+	if (dtheta)
+		written(dtheta, (size_t)H * hd * sizeof(float));
+	struct dest d = dest_of(dinp, (size_t)B * n * H * hd, 1);
+	const bf16 *g16 = operand_of(dout, (size_t)B * n * H * hd * (theta ? 2 : 1));
+	act_lrpe_backward_twin(d.f, d.h, dtheta, g16 ? NULL : dout, g16, inp, theta, pos, B, n, H,
+			       hd, act);
 }
 
 static void lrpe_backward(float *dinp, float *dtheta, const float *dout, const float *inp,
 			  const float *theta, const int32_t *pos, int B, int n, int H, int hd)
 {
-	prof_scope ps(P_LRPE_B);
-	if (dtheta)
-		written(dtheta, (size_t)H * hd * sizeof(float));
-	lrpe_backward_twin(dinp, twin_new(dinp, (size_t)B * n * H * hd), dtheta, dout, inp, theta,
-			   pos, B, n, H, hd);
+	act_lrpe_backward(dinp, dtheta, dout, inp, theta, pos, B, n, H, hd, TN_ACT_NONE);
+}
+
+static void merge_norm_gate(float *on, float *rstd, float *z, const float *oh, const float *u,
+			    int B, int n, int H, int hd)
+{
+	prof_scope ps(P_MNG_F);
+	size_t rows = (size_t)B * n, E = (size_t)H * hd;
+	written(on, rows * E * sizeof(float));
+	written(rstd, rows * sizeof(float));
+	struct dest o = dest_of(z, rows * E, 1);
+	const bf16 *oh16 = operand_of(oh, rows * E);
+	merge_norm_gate_twin(on, rstd, o.f, o.h, oh16 ? NULL : oh, oh16, u, B, n, H, hd);
+}
+
+static void gate_norm_split(float *du, float *doh, const float *dz, const float *u,
+			    const float *on, const float *rstd, int B, int n, int H, int hd)
+{
+	prof_scope ps(P_GNS_B);
+	size_t total = (size_t)B * n * H * hd;
+	struct dest x = dest_of(du, total, 1), y = dest_of(doh, total, 1);
+	gate_norm_split_twin(x.f, x.h, y.f, y.h, dz, u, on, rstd, B, n, H, hd);
 }
 
 static void merge(float *out, const float *inp, int B, int n, int H, int hd)
@@ -501,7 +625,7 @@ static int attn_forward(const struct tn_attn_shape *sh, const float *q, const fl
 	struct tn_cuda *cu = tn_cuda_get();
 	size_t rows = (size_t)sh->B * sh->H * sh->N, nq = rows * sh->dk, nv = rows * sh->dv;
 	const bf16 *q16 = tn_bf16_twin(q, nq), *k16 = tn_bf16_twin(k, nq), *v16 = tn_bf16_twin(v, nv);
-	bf16 *o16 = out16(TN_STAGE_O, nv);
+	bf16 *own = operand_of(o, nv), *o16 = own ? own : out16(TN_STAGE_O, nv);
 	if (!cu || !q16 || !k16 || !v16 || !o16)
 		return tn_cuda_status();
 	written(o, nv * sizeof(float));
@@ -509,7 +633,7 @@ static int attn_forward(const struct tn_attn_shape *sh, const float *q, const fl
 		written(state_out, (size_t)sh->B * sh->H * sh->dk * sh->dv * sizeof(float));
 	int rc = lightning_attn_forward_cuda(sh, NULL, TN_ATTN_BF16, q16, k16, v16, decay_s,
 					     state_in, o16, state_out, cu->stream);
-	if (!rc)
+	if (!rc && !own)
 		tn_bf16_widen(o, o16, nv);
 	return rc;
 }
@@ -523,8 +647,13 @@ static int attn_backward(const struct tn_attn_shape *sh, const float *q, const f
 	size_t rows = (size_t)sh->B * sh->H * sh->N, nq = rows * sh->dk, nv = rows * sh->dv;
 	const bf16 *q16 = tn_bf16_twin(q, nq), *k16 = tn_bf16_twin(k, nq), *v16 = tn_bf16_twin(v, nv);
 	const bf16 *do16 = tn_bf16_twin(dout, nv);
-	bf16 *dq16 = out16(TN_STAGE_DQ, nq), *dk16 = out16(TN_STAGE_DK, nq);
-	bf16 *dv16 = out16(TN_STAGE_DV, nv);
+	bf16 *dq16 = operand_of(dq, nq), *dk16 = operand_of(dk, nq), *dv16 = operand_of(dv, nv);
+	int widen = !dq16 || !dk16 || !dv16; /* operands all three, or none */
+	if (widen) {
+		dq16 = out16(TN_STAGE_DQ, nq);
+		dk16 = out16(TN_STAGE_DK, nq);
+		dv16 = out16(TN_STAGE_DV, nv);
+	}
 	if (!cu || !q16 || !k16 || !v16 || !do16 || !dq16 || !dk16 || !dv16)
 		return tn_cuda_status();
 	written(dq, nq * sizeof(float));
@@ -532,7 +661,7 @@ static int attn_backward(const struct tn_attn_shape *sh, const float *q, const f
 	written(dv, nv * sizeof(float));
 	int rc = lightning_attn_backward_cuda(sh, NULL, TN_ATTN_BF16, q16, k16, v16, decay_s, do16,
 					      dq16, dk16, dv16, cu->stream);
-	if (!rc) {
+	if (!rc && widen) {
 		tn_bf16_widen(dq, dq16, nq);
 		tn_bf16_widen(dk, dk16, nq);
 		tn_bf16_widen(dv, dv16, nv);
@@ -656,6 +785,12 @@ extern "C" const struct tn_backend tn_backend_cuda_bf16 = {
 	.attn_forward = attn_forward,
 	.attn_backward = attn_backward,
 	.attn_decode = attn_decode,
+	.residual_norm_forward = residual_norm,
+	.act_lrpe_forward = act_lrpe_forward,
+	.act_lrpe_backward = act_lrpe_backward,
+	.merge_norm_gate_forward = merge_norm_gate,
+	.gate_norm_split_backward = gate_norm_split,
+	.operand = bf16_operand,
 	.copy = copy,
 	.argmax_rows = argmax_rows,
 	.graph_begin = graph_begin,

@@ -1,6 +1,9 @@
-/* collective_nccl.cu - NCCL collectives on the tn stream, each followed by a
- * stream synchronisation so that a failed or stuck peer surfaces here (the
- * trainer's watchdog bounds how long we wait). */
+/* collective_nccl.cu - NCCL collectives. The blocking ones run on the tn
+ * stream and end in a synchronisation, so that a failed or stuck peer
+ * surfaces here (the trainer's watchdog bounds how long we wait); the
+ * started ones (gradient buckets during the backward pass) run on a stream
+ * of their own, ordered after the compute issued before them by an event,
+ * and tn_nccl_wait orders the compute stream after all of them. */
 #include <nccl.h>
 #include <stdio.h>
 #include <time.h>
@@ -14,6 +17,9 @@ extern "C" {
 
 struct tn_nccl {
 	ncclComm_t comm;
+	cudaStream_t side;        /* the started collectives; made on first use */
+	cudaEvent_t ready, done;  /* compute -> side, side -> compute */
+	int pending;              /* started since the last wait */
 };
 
 static int nccl_check(ncclResult_t r, const char *what)
@@ -27,13 +33,10 @@ static int nccl_check(ncclResult_t r, const char *what)
  * the stream runs: a peer that died or broke the connection makes NCCL fail
  * here, and the communicator is aborted so that nothing waits on it (a
  * peer that is merely stuck is left to the trainer's watchdog). */
-static int finish(struct tn_nccl *c, const char *what)
+static int finish_on(struct tn_nccl *c, cudaStream_t stream, const char *what)
 {
-	struct tn_cuda *cu = tn_cuda_get();
-	if (!cu)
-		return tn_cuda_status();
 	cudaError_t e;
-	while ((e = cudaStreamQuery(cu->stream)) == cudaErrorNotReady) {
+	while ((e = cudaStreamQuery(stream)) == cudaErrorNotReady) {
 		ncclResult_t async = ncclSuccess;
 		ncclCommGetAsyncError(c->comm, &async);
 		if (async != ncclSuccess && async != ncclInProgress) {
@@ -48,6 +51,12 @@ static int finish(struct tn_nccl *c, const char *what)
 	if (e != cudaSuccess)
 		return tn_fail(TN_EIO, "NCCL %s: %s", what, cudaGetErrorString(e));
 	return TN_OK;
+}
+
+static int finish(struct tn_nccl *c, const char *what)
+{
+	struct tn_cuda *cu = tn_cuda_get();
+	return cu ? finish_on(c, cu->stream, what) : tn_cuda_status();
 }
 
 extern "C" int tn_nccl_select_device(int local_rank)
@@ -152,10 +161,86 @@ extern "C" int tn_nccl_broadcast(struct tn_nccl *c, void *dev, size_t bytes, int
 	return rc ? rc : finish(c, "broadcast");
 }
 
+static int cuda_check(cudaError_t e, const char *what)
+{
+	return e == cudaSuccess ? TN_OK : tn_fail(TN_EIO, "CUDA %s: %s", what, cudaGetErrorString(e));
+}
+
+/* The side stream, ordered after everything issued on the compute stream
+ * so far (the gradients about to be summed). */
+static int side_after_compute(struct tn_nccl *c)
+{
+	struct tn_cuda *cu = tn_cuda_get();
+	if (!cu)
+		return tn_cuda_status();
+	int rc = TN_OK;
+	if (!c->side) {
+		rc = cuda_check(cudaStreamCreateWithFlags(&c->side, cudaStreamNonBlocking), "stream");
+		if (!rc)
+			rc = cuda_check(cudaEventCreateWithFlags(&c->ready, cudaEventDisableTiming),
+					"event");
+		if (!rc)
+			rc = cuda_check(cudaEventCreateWithFlags(&c->done, cudaEventDisableTiming),
+					"event");
+	}
+	if (!rc)
+		rc = cuda_check(cudaEventRecord(c->ready, cu->stream), "event record");
+	if (!rc)
+		rc = cuda_check(cudaStreamWaitEvent(c->side, c->ready, 0), "stream wait");
+	c->pending = c->pending || !rc;
+	return rc;
+}
+
+extern "C" int tn_nccl_iallreduce(struct tn_nccl *c, float *dev, size_t n)
+{
+	int rc = side_after_compute(c);
+	return rc ? rc : nccl_check(ncclAllReduce(dev, dev, n, ncclFloat, ncclSum, c->comm, c->side),
+				    "all-reduce");
+}
+
+/* NCCL has no reduce-scatter with uneven counts: one reduce per rank, to
+ * that rank, in one group. */
+extern "C" int tn_nccl_ireduce_scatterv(struct tn_nccl *c, const float *send, float *recv,
+					const size_t *counts, int size)
+{
+	int rc = side_after_compute(c);
+	if (rc)
+		return rc;
+	rc = nccl_check(ncclGroupStart(), "group start");
+	size_t at = 0;
+	for (int q = 0; q < size && !rc; q++) {
+		if (counts[q])
+			rc = nccl_check(ncclReduce(send + at, recv, counts[q], ncclFloat, ncclSum, q,
+						   c->comm, c->side), "reduce");
+		at += counts[q];
+	}
+	int end = nccl_check(ncclGroupEnd(), "group end");
+	return rc ? rc : end;
+}
+
+extern "C" int tn_nccl_wait(struct tn_nccl *c)
+{
+	if (!c->pending)
+		return TN_OK;
+	c->pending = 0;
+	struct tn_cuda *cu = tn_cuda_get();
+	int rc = cu ? cuda_check(cudaEventRecord(c->done, c->side), "event record")
+		    : tn_cuda_status();
+	if (!rc)
+		rc = cuda_check(cudaStreamWaitEvent(cu->stream, c->done, 0), "stream wait");
+	return rc ? rc : finish_on(c, c->side, "gradient sums");
+}
+
 extern "C" void tn_nccl_close(struct tn_nccl *c)
 {
 	if (!c)
 		return;
+	if (c->side) {
+		cudaStreamSynchronize(c->side);
+		cudaStreamDestroy(c->side);
+		cudaEventDestroy(c->ready);
+		cudaEventDestroy(c->done);
+	}
 	if (c->comm) /* NULL once aborted */
 		ncclCommDestroy(c->comm);
 	free(c);

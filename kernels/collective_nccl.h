@@ -21,6 +21,14 @@ int tn_nccl_open(struct tn_nccl **c, int rank, int size, const unsigned char id[
  * collective over c. */
 int tn_nccl_split(struct tn_nccl *c, int color, int key, struct tn_nccl **sub);
 int tn_nccl_allreduce(struct tn_nccl *c, float *dev, size_t n);
+/* Started on a side stream after the compute issued so far; tn_nccl_wait
+ * finishes them and orders later compute after them. The buffers must not
+ * be touched by compute in between. reduce_scatterv: rank q gets the sum
+ * of send's q-th block (counts[q] floats, blocks in rank order) in recv. */
+int tn_nccl_iallreduce(struct tn_nccl *c, float *dev, size_t n);
+int tn_nccl_ireduce_scatterv(struct tn_nccl *c, const float *send, float *recv,
+			     const size_t *counts, int size);
+int tn_nccl_wait(struct tn_nccl *c);
 /* A host double array, summed through a device buffer. */
 int tn_nccl_allreduce_host_f64(struct tn_nccl *c, double *host, size_t n);
 int tn_nccl_reduce_scatter(struct tn_nccl *c, const float *send, float *recv, size_t n);

@@ -10,9 +10,13 @@
  * each segment ("span", `sub` chunks) into a [B,H,spans,dk,dv] fp32 buffer;
  * (2) a scan over spans, element-parallel, turns it into the state before
  * (forward) or after (backward) each span, where chunk_seq starts.
- * Matrix products run on mma.sync m16n8k16 bf16 tensor cores; the fp32
- * values among their operands (scores, state, decay-weighted rows) enter as
- * hi = bf16(x), lo = bf16(x - hi), two products each. fp32 inputs (the
+ * The state walk's spans may be finer than the segments (dims.ratio), so
+ * that it fills the GPU too. In the backward one walk (chunk_dkv) computes
+ * dk and dv from the one state they share (dk, dv of 128). Matrix products
+ * run on mma.sync m16n8k16 bf16 tensor cores; the fp32 values among their
+ * operands (scores, state, decay-weighted rows) enter as hi = bf16(x), lo =
+ * bf16(x - hi), two products each: with any of them as bf16 alone, bf16
+ * results reach or leave the test's bound (bench/RESULTS.md). fp32 inputs (the
  * checking mode) take the same walk on the CUDA cores (chunk_seq_f32). Only
  * non-negative powers lambda^p, p <= span length, appear (MODEL.md §6.11).
  * Documents: seg[t] = last start <= t (-1: none); tokens t, j interact iff
@@ -21,6 +25,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "lightning_attn_cuda.h"
 
@@ -144,6 +149,47 @@ template <int NT> __device__ __forceinline__ void zero(float (&acc)[NT][4])
 __device__ __forceinline__ int acc_row(int r) { return ((threadIdx.x & 31) >> 2) + (r >> 1) * 8; }
 __device__ __forceinline__ int acc_col(int n, int r) { return 8 * n + 2 * (threadIdx.x & 3) + (r & 1); }
 
+/* acc[16 x 64] += a . B[k0 .. k0+16, 0 .. 64) (BKN as in load_b2). */
+template <bool BKN>
+__device__ __forceinline__ void mma_band(float (&acc)[8][4], const uint32_t a[4], const bf16 *X,
+					 int ld, int k0)
+{
+#pragma unroll
+	for (int n = 0; n < 8; n += 2) {
+		uint32_t b[4];
+		load_b2<BKN>(b, X, ld, k0, 8 * n);
+		mma(acc[n], a, b);
+		mma(acc[n + 1], a, b + 2);
+	}
+}
+
+/* acc[16 x 64] += (ah + al) . B[k0 .. k0+16, 0 .. 64), each B fragment loaded once. */
+template <bool BKN>
+__device__ __forceinline__ void mma_band2(float (&acc)[8][4], const uint32_t ah[4],
+					  const uint32_t al[4], const bf16 *X, int ld, int k0)
+{
+#pragma unroll
+	for (int n = 0; n < 8; n += 2) {
+		uint32_t b[4];
+		load_b2<BKN>(b, X, ld, k0, 8 * n);
+#pragma unroll
+		for (int u = 0; u < 2; u++) {
+			mma(acc[n + u], ah, b + 2 * u);
+			mma(acc[n + u], al, b + 2 * u);
+		}
+	}
+}
+
+/* Column j of acc[16 x 64] times w[j]. */
+__device__ __forceinline__ void scale_acc(float (&acc)[8][4], const float *w)
+{
+#pragma unroll
+	for (int n = 0; n < 8; n++)
+#pragma unroll
+		for (int e = 0; e < 4; e++)
+			acc[n][e] *= w[acc_col(n, e)];
+}
+
 /* cp.async: 16 bytes global -> shared without passing through registers. */
 __device__ __forceinline__ void cp_async16(void *dst, const void *src)
 {
@@ -205,7 +251,19 @@ __host__ __device__ constexpr int pad64(int x) { return (x + 63) / 64 * 64; }
  * products; states are kept per span of `sub` chunks (SR = sub * BC rows). */
 struct dims {
 	int B, H, N, dk, dv, T, sub, SR, TS; /* T chunks, TS spans */
+	int ratio; /* spans of the state-only walk per span of the output walk */
 };
+
+/* The spans of the state-only walk: `ratio` to each span of d. */
+__host__ __device__ dims fine(const dims &d)
+{
+	dims f = d;
+	f.sub = d.sub / d.ratio;
+	f.SR = f.sub * BC;
+	f.TS = (d.T + f.sub - 1) / f.sub;
+	f.ratio = 1;
+	return f;
+}
 
 /* Where a chunk is, for the mask of its scores. */
 struct chunk {
@@ -245,11 +303,14 @@ __device__ void masked_scores(const chunk &ch, const op &A, const op &B, int D, 
 
 /* (2) Scan over spans, four state elements per thread: the buffer's local
  * states become the state before each span (forward: S_{cs-1}, from
- * state_in) or after it (backward: R at the span's end). */
+ * state_in) or after it (backward: R at the span's end), written where an
+ * output walk starts (every ratio-th span). The first nx spans in scan order
+ * have local states (the last segment's, forward, or the first's, backward,
+ * are never needed). */
 template <bool REV>
-__global__ void __launch_bounds__(SCAN_THR) scan_states(dims d, const float *decay_s,
-							const int *seg, float *L,
-							const float *state_in)
+__global__ void __launch_bounds__(SCAN_THR) scan_states(dims d, int ratio, int nx,
+							const float *decay_s, const int *seg,
+							float *L, const float *state_in)
 {
 	long n = (long)d.dk * d.dv, e = 4 * ((long)blockIdx.x * SCAN_THR + threadIdx.x);
 	int bh = blockIdx.y;
@@ -260,21 +321,24 @@ __global__ void __launch_bounds__(SCAN_THR) scan_states(dims d, const float *dec
 	float *buf = L + (long)bh * d.TS * n + e;
 	float4 S = state_in ? *(const float4 *)(state_in + bh * n + e) : make_float4(0, 0, 0, 0);
 	constexpr int U = 8; /* loads in flight */
-	for (int i0 = 0; i0 < d.TS; i0 += U) {
+	for (int i0 = 0; i0 <= nx; i0 += U) {
 		float4 x[U];
 #pragma unroll
 		for (int u = 0; u < U; u++) {
 			int tau = REV ? d.TS - 1 - (i0 + u) : i0 + u;
-			if (i0 + u < d.TS)
+			if (i0 + u < nx)
 				x[u] = *(const float4 *)(buf + tau * n);
 		}
 #pragma unroll
 		for (int u = 0; u < U; u++) {
-			if (i0 + u >= d.TS)
+			if (i0 + u > nx)
 				break;
 			int tau = REV ? d.TS - 1 - (i0 + u) : i0 + u;
 			int c = tau * d.SR, m = min(d.SR, d.N - c);
-			*(float4 *)(buf + tau * n) = S;
+			if (REV ? (tau + 1) % ratio == 0 || tau == d.TS - 1 : tau % ratio == 0)
+				*(float4 *)(buf + tau * n) = S;
+			if (i0 + u == nx)
+				break;
 			bool keep = REV ? c + m < d.N && (!sg || sg[c + m] <= c)
 					: !(sg && sg[c + m - 1] >= c);
 			float g = keep ? expf(-s * (float)m) : 0.f;
@@ -289,11 +353,28 @@ __global__ void __launch_bounds__(SCAN_THR) scan_states(dims d, const float *dec
 template <typename T> struct pass {
 	const T *F, *M, *W;  /* [B,H,N,da], [B,H,N,da], [B,H,N,dw] */
 	int da, dw;
-	const float *state;  /* the state R before each segment, or NULL: zero */
-	int nst;             /* states per (b, h) in `state`: TS, or 1 (state_in) */
 	T *out;              /* [B,H,N,dw] */
 	float *state_out;    /* forward: R after the last token, or NULL */
+	const float *state;  /* the states R before (REV: after) the spans, or NULL: zero */
+	int nst, sst, soff;  /* states per (b, h); block x starts from min(x sst + soff, nst-1) */
+	int spans, first;    /* blocks in x, walking spans first .. first + spans - 1 */
 };
+
+template <typename T>
+pass<T> pass_of(const T *F, const T *M, const T *W, int da, int dw, T *out, const dims &d)
+{
+	return pass<T>{F, M, W, da, dw, out, nullptr, nullptr, 1, 0, 0, d.TS, 0};
+}
+
+/* The states of a pass from the scan's buffer L (fine(d) spans). */
+template <typename T> pass<T> from_states(pass<T> p, const dims &d, const float *L, bool rev)
+{
+	p.state = L;
+	p.nst = fine(d).TS;
+	p.sst = d.ratio;
+	p.soff = rev ? d.ratio - 1 : 0;
+	return p;
+}
 
 /* Where R^T[r][c] lives in a [dk, dv] state: R^T is the state itself (STN)
  * or its transpose. */
@@ -308,6 +389,18 @@ __device__ __forceinline__ void split_pair(float a, float b, uint32_t &h, uint32
 	h = pack2(ha, hb);
 	l = pack2(__float2bfloat16_rn(a - __bfloat162float(ha)),
 		  __float2bfloat16_rn(b - __bfloat162float(hb)));
+}
+
+/* The A fragments (hi, lo) of R^T's columns 16 kk .. 16 kk + 15, from R held
+ * as mma accumulators (the n-tiles 2 kk, 2 kk + 1). */
+template <int NR>
+__device__ __forceinline__ void state_frags(const float (&R)[NR][4], int kk, uint32_t ah[4],
+					    uint32_t al[4])
+{
+	split_pair(R[2 * kk][0], R[2 * kk][1], ah[0], al[0]);
+	split_pair(R[2 * kk][2], R[2 * kk][3], ah[1], al[1]);
+	split_pair(R[2 * kk + 1][0], R[2 * kk + 1][1], ah[2], al[2]);
+	split_pair(R[2 * kk + 1][2], R[2 * kk + 1][3], ah[3], al[3]);
 }
 
 __device__ __forceinline__ float2 unpack2(uint32_t x)
@@ -326,6 +419,35 @@ __device__ __forceinline__ void scale_cols(const uint32_t h[4], const float *w, 
 		float2 x = unpack2(h[i]), sc = i < 2 ? wa : wb;
 		split_pair(x.x * sc.x, x.y * sc.y, xh[i], xl[i]);
 	}
+}
+
+/* R^T[16 rows x 8 NR] += W^T diag(w) M over the 16 chunk rows of wh (W^T's
+ * A fragment), M's columns from k0; w * W enters as hi + lo. */
+template <int NR>
+__device__ __forceinline__ void update_band(float (&R)[NR][4], const uint32_t wh[4],
+					    const float *w, const op &M, int j0, int k0)
+{
+	uint32_t xh[4], xl[4];
+	scale_cols(wh, w, xh, xl);
+#pragma unroll
+	for (int n = 0; n < NR; n += 2) {
+		uint32_t mb[4];
+		load_b2<true>(mb, M.hi, M.ld, j0, k0 + 8 * n);
+#pragma unroll
+		for (int u = 0; u < 2; u++) {
+			mma(R[n + u], xh, mb + 2 * u);
+			mma(R[n + u], xl, mb + 2 * u);
+		}
+	}
+}
+
+template <int NR> __device__ __forceinline__ void scale_state(float (&R)[NR][4], float g)
+{
+#pragma unroll
+	for (int n = 0; n < NR; n++)
+#pragma unroll
+		for (int e = 0; e < 4; e++)
+			R[n][e] *= g;
 }
 
 __device__ __forceinline__ op shifted(const op &o, int n)
@@ -353,6 +475,7 @@ struct walk {
 	int nch, step, c;
 	long base; /* (b*H + h) * N */
 	const float *S0;
+	long at; /* where the state-only walk's R goes in state_out */
 };
 
 template <bool REV, typename T>
@@ -362,10 +485,12 @@ __device__ walk walk_of(const dims &d, const pass<T> &p, const float *decay_s, c
 	float s = decay_s[bh % d.H];
 	for (int i = threadIdx.x; i <= BC; i += blockDim.x)
 		pw[i] = expf(-s * (float)i);
-	int cs = blockIdx.x * d.SR, nch = (min(d.N, cs + d.SR) - cs + BC - 1) / BC;
+	int sp = blockIdx.x + p.first, cs = sp * d.SR;
+	int nch = (min(d.N, cs + d.SR) - cs + BC - 1) / BC;
+	long si = (long)bh * p.nst + min((int)blockIdx.x * p.sst + p.soff, p.nst - 1);
 	return walk{seg ? seg + (long)(bh / d.H) * d.N : nullptr, nch, REV ? -BC : BC,
 		    REV ? cs + (nch - 1) * BC : cs, (long)bh * d.N,
-		    p.state ? p.state + ((long)bh * p.nst + blockIdx.x) * d.dk * d.dv : nullptr};
+		    p.state ? p.state + si * d.dk * d.dv : nullptr, (long)bh * d.TS + sp};
 }
 
 /* The decay factors of chunk [c, c+m): rs[i] for output row i (how much of R
@@ -442,8 +567,8 @@ __device__ void store_chunk(bf16 *dst, long ld, int m, int ncols, const float (&
  * so that its stores are 16 bytes wide. ST (state only): no F, no output, R
  * from zero, and the final R of each segment into p.state_out[b,h,segment]. */
 template <int DA, int CW, int KS, bool REV, bool STN, bool ST>
-__global__ void __launch_bounds__(2 * CW * KS, 1) chunk_seq(dims d, pass<bf16> p,
-							   const float *decay_s, const int *seg)
+__global__ void __launch_bounds__(2 * CW * KS, DA <= 64 && CW <= 64 ? 2 : 1)
+	chunk_seq(dims d, pass<bf16> p, const float *decay_s, const int *seg)
 {
 	extern __shared__ __align__(16) char smem[];
 	constexpr int NB = CW / 16, NW = NB * KS, NR = DA / KS / 8;
@@ -497,58 +622,21 @@ __global__ void __launch_bounds__(2 * CW * KS, 1) chunk_seq(dims d, pass<bf16> p
 #pragma unroll
 			for (int kk = 0; kk < NR / 2; kk++) {
 				uint32_t ah[4], al[4];
-				split_pair(R[2 * kk][0], R[2 * kk][1], ah[0], al[0]);
-				split_pair(R[2 * kk][2], R[2 * kk][3], ah[1], al[1]);
-				split_pair(R[2 * kk + 1][0], R[2 * kk + 1][1], ah[2], al[2]);
-				split_pair(R[2 * kk + 1][2], R[2 * kk + 1][3], ah[3], al[3]);
-#pragma unroll
-				for (int n = 0; n < 8; n += 2) {
-					uint32_t b[4];
-					load_b2<false>(b, F.hi, F.ld, k0 + 16 * kk, 8 * n);
-#pragma unroll
-					for (int u = 0; u < 2; u++) {
-						mma(acc[n + u], ah, b + 2 * u);
-						mma(acc[n + u], al, b + 2 * u);
-					}
-				}
+				state_frags(R, kk, ah, al);
+				mma_band2<false>(acc, ah, al, F.hi, F.ld, k0 + 16 * kk);
 			}
-#pragma unroll
-			for (int n = 0; n < 8; n++)
-#pragma unroll
-				for (int e = 0; e < 4; e++)
-					acc[n][e] *= rs[8 * n + 2 * t4 + (e & 1)];
+			scale_acc(acc, rs);
 		}
-#pragma unroll
-		for (int n = 0; n < NR; n++)
-#pragma unroll
-			for (int e = 0; e < 4; e++)
-				R[n][e] *= g;
+		scale_state(R, g);
 #pragma unroll
 		for (int jj = 0; jj < BC / 16; jj++) {
-			uint32_t wh[4], xh[4], xl[4];
+			uint32_t wh[4];
 			load_a<true>(wh, W.hi, W.ld, r0, 16 * jj);
-#pragma unroll
-			for (int n = 0; n < (ST || jj / JP != part ? 0 : 8); n += 2) { /* W^T P^T */
-				uint32_t ph[4], pl[4];
-				load_b2<REV>(ph, P.hi, P.ld, 16 * jj, 8 * n);
-				load_b2<REV>(pl, P.lo, P.ld, 16 * jj, 8 * n);
-#pragma unroll
-				for (int u = 0; u < 2; u++) {
-					mma(acc[n + u], wh, ph + 2 * u);
-					mma(acc[n + u], wh, pl + 2 * u);
-				}
+			if (!ST && jj / JP == part) { /* W^T P^T */
+				mma_band<REV>(acc, wh, P.hi, P.ld, 16 * jj);
+				mma_band<REV>(acc, wh, P.lo, P.ld, 16 * jj);
 			}
-			scale_cols(wh, wu + 16 * jj, xh, xl);
-#pragma unroll
-			for (int n = 0; n < NR; n += 2) { /* R^T += W^T diag(wu) M */
-				uint32_t mb[4];
-				load_b2<true>(mb, M.hi, M.ld, 16 * jj, k0 + 8 * n);
-#pragma unroll
-				for (int u = 0; u < 2; u++) {
-					mma(R[n + u], xh, mb + 2 * u);
-					mma(R[n + u], xl, mb + 2 * u);
-				}
-			}
+			update_band(R, wh, wu + 16 * jj, M, 16 * jj, k0); /* R^T += W^T diag(wu) M */
 		}
 		int lane = threadIdx.x & 31;
 		if (!ST && part > 0) /* the parts' sums meet in part 0 */
@@ -572,7 +660,7 @@ __global__ void __launch_bounds__(2 * CW * KS, 1) chunk_seq(dims d, pass<bf16> p
 					   P.hi, part == 0);
 	}
 	if (p.state_out && (ST || blockIdx.x == gridDim.x - 1)) {
-		long at = ST ? (long)bh * gridDim.x + blockIdx.x : bh;
+		long at = ST ? wk.at : bh;
 		float *So = p.state_out + at * d.dk * d.dv;
 #pragma unroll
 		for (int n = 0; n < NR; n++)
@@ -582,6 +670,149 @@ __global__ void __launch_bounds__(2 * CW * KS, 1) chunk_seq(dims d, pass<bf16> p
 				if (r < p.dw && k < p.da)
 					So[state_at<STN>(d, r, k)] = R[n][e];
 			}
+	}
+}
+
+/* (3') dk and dv in one backward walk (bf16, dk and dv padded to D = 128):
+ * both walks of chunk_seq share the state R_b = sum q dO^T, so one block
+ * keeps it once, in registers as the dk walk does (warp w: rows 16 (w mod
+ * D/16).. of dk, its part of dv), and copies it (hi + lo) to shared memory
+ * each chunk for the dv output,
+ *   dv^T = R_b^T K^T diag(rs) + dO^T Pv^T,  Pv = mask(Q K^T)^T,
+ * whose A fragments it reads transposed. The four tiles (K, V, Q, dO) are
+ * read once for both outputs; K, last used by dv, has one buffer (the next
+ * chunk's K is fetched while dk is computed); R_b's copy is also the staging
+ * area of both outputs' stores (hi) and the parts' reduction buffer (lo, once
+ * the dv products are done), which is what lets it all fit. pk and pv are
+ * the passes of the two walks. */
+template <int D>
+__global__ void __launch_bounds__(4 * D, 1) chunk_dkv(dims d, pass<bf16> pk, pass<bf16> pv,
+						      const float *decay_s, const int *seg)
+{
+	extern __shared__ __align__(16) char smem[];
+	constexpr int NB = D / 16, NW = 2 * NB, NR = D / 16, JP = BC / 32;
+	static_assert(32 * 32 * NB * sizeof(float) <= D * (D + 8) * sizeof(bf16), "red in Rs.lo");
+	int w = threadIdx.x >> 5, r0 = 16 * (w % NB), part = w / NB, k0 = part * (D / 2);
+	int bh = blockIdx.y, g4 = (threadIdx.x & 31) >> 2, t4 = threadIdx.x & 3, lane = threadIdx.x & 31;
+	smem_alloc al{smem};
+	op V0 = al.take(BC, D, false), Q0 = al.take(BC, D, false), G0 = al.take(BC, D, false);
+	int stage = (int)((bf16 *)al.p - V0.hi);
+	al.p += stage * sizeof(bf16);
+	op K = al.take(BC, D, false), Pk = al.take(BC, BC, true), Pv = al.take(BC, BC, true);
+	op Rs = al.take(D, D, true);
+	float *pw = (float *)al.p, *rs = pw + 2 * BC, *wu = rs + BC, *red = (float *)Rs.lo;
+	walk wk = walk_of<true>(d, pk, decay_s, seg, bh, pw);
+	const int *sq = wk.sq;
+	int nch = wk.nch, c = wk.c;
+	long base = wk.base;
+	const float *S0 = wk.S0;
+	float R[NR][4]; /* R_b[dk][dv], rows r0 + .., columns k0 + .. */
+#pragma unroll
+	for (int n = 0; n < NR; n++)
+#pragma unroll
+		for (int e = 0; e < 4; e++) {
+			int r = r0 + g4 + 8 * (e >> 1), k = k0 + 8 * n + 2 * t4 + (e & 1);
+			R[n][e] = S0 && r < pk.dw && k < pk.da ? S0[state_at<true>(d, r, k)] : 0.f;
+		}
+	auto issue_k = [&](int cc) {
+		issue_tile(K, pv.F + (base + cc) * pv.da, pv.da, BC, D, d.N - cc, pv.da);
+	};
+	auto issue = [&](int at, int cc) {
+		issue_tile(shifted(V0, at), pk.F + (base + cc) * pk.da, pk.da, BC, D, d.N - cc, pk.da);
+		issue_tile(shifted(Q0, at), pk.W + (base + cc) * pk.dw, pk.dw, BC, D, d.N - cc, pk.dw);
+		issue_tile(shifted(G0, at), pk.M + (base + cc) * pk.da, pk.da, BC, D, d.N - cc, pk.da);
+	};
+	/* the KS = 2 parts' sums meet in part 0, which stores the chunk; `wait`:
+	 * other warps may still read Rs.lo */
+	auto finish = [&](float(&acc)[8][4], const pass<bf16> &p, int m, bool wait) {
+		if (wait)
+			__syncthreads();
+		if (part > 0)
+#pragma unroll
+			for (int n = 0; n < 8; n++)
+#pragma unroll
+				for (int e = 0; e < 4; e++)
+					red[((4 * n + e) * NB + w % NB) * 32 + lane] = acc[n][e];
+		__syncthreads(); /* red */
+		if (part == 0)
+#pragma unroll
+			for (int n = 0; n < 8; n++)
+#pragma unroll
+				for (int e = 0; e < 4; e++)
+					acc[n][e] += red[((4 * n + e) * NB + w) * 32 + lane];
+		store_chunk<D>(p.out + (base + c) * p.dw, p.dw, m, p.dw, acc, Rs.hi, part == 0);
+	};
+	issue(0, c);
+	issue_k(c);
+	cp_commit();
+	__syncthreads(); /* pw */
+	for (int it = 0; it < nch; it++, c -= BC) {
+		int m = min(BC, d.N - c), now = (it & 1) * stage, next = stage - now;
+		op V = shifted(V0, now), Q = shifted(Q0, now), G = shifted(G0, now);
+		if (it + 1 < nch)
+			issue(next, c - BC);
+		cp_commit();
+		float g = chunk_decay<true>(d, sq, c, m, pw, rs, wu);
+		cp_wait<1>(); /* all but the next chunk's V, Q, dO: this chunk's tiles and K */
+		__syncthreads(); /* this chunk's tiles, rs, wu; the last stores' staging is read */
+#pragma unroll
+		for (int n = 0; n < NR; n++)
+#pragma unroll
+			for (int e = 0; e < 4; e += 2) {
+				int at = (r0 + g4 + 4 * e) * Rs.ld + k0 + 8 * n + 2 * t4;
+				split_pair(R[n][e], R[n][e + 1], *(uint32_t *)(Rs.hi + at),
+					   *(uint32_t *)(Rs.lo + at));
+			}
+		chunk ch = chunk_of(d, seg, c, bh);
+		masked_scores<NW>(ch, G, V, D, Pk, pw);
+		masked_scores<NW>(ch, Q, K, D, Pv, pw);
+		__syncthreads(); /* Pk, Pv, Rs */
+		bool carry = it > 0 || S0;
+		float acc[8][4];
+		zero(acc);
+		if (carry) { /* R_b^T K^T, this part's half of dk */
+#pragma unroll
+			for (int kk = 0; kk < D / 32; kk++) {
+				uint32_t ah[4], al[4];
+				load_a<true>(ah, Rs.hi, Rs.ld, r0, k0 + 16 * kk);
+				load_a<true>(al, Rs.lo, Rs.ld, r0, k0 + 16 * kk);
+				mma_band2<false>(acc, ah, al, K.hi, K.ld, k0 + 16 * kk);
+			}
+			scale_acc(acc, rs);
+		}
+#pragma unroll
+		for (int jj = part * JP; jj < (part + 1) * JP; jj++) { /* dO^T Pv^T */
+			uint32_t wh[4];
+			load_a<true>(wh, G.hi, G.ld, r0, 16 * jj);
+			mma_band<true>(acc, wh, Pv.hi, Pv.ld, 16 * jj);
+			mma_band<true>(acc, wh, Pv.lo, Pv.ld, 16 * jj);
+		}
+		finish(acc, pv, m, true); /* its barriers: every read of K is done */
+		if (it + 1 < nch)
+			issue_k(c - BC);
+		cp_commit();
+		zero(acc);
+		if (carry) { /* R_b V^T, R_b's fragments as the A operand */
+#pragma unroll
+			for (int kk = 0; kk < NR / 2; kk++) {
+				uint32_t ah[4], al[4];
+				state_frags(R, kk, ah, al);
+				mma_band2<false>(acc, ah, al, V.hi, V.ld, k0 + 16 * kk);
+			}
+			scale_acc(acc, rs);
+		}
+		scale_state(R, g);
+#pragma unroll
+		for (int jj = 0; jj < BC / 16; jj++) {
+			uint32_t wh[4];
+			load_a<true>(wh, Q.hi, Q.ld, r0, 16 * jj);
+			if (jj / JP == part) { /* Q^T Pk^T */
+				mma_band<true>(acc, wh, Pk.hi, Pk.ld, 16 * jj);
+				mma_band<true>(acc, wh, Pk.lo, Pk.ld, 16 * jj);
+			}
+			update_band(R, wh, wu + 16 * jj, G, 16 * jj, k0); /* R_b += Q^T diag(wu) dO */
+		}
+		finish(acc, pk, m, false);
 	}
 }
 
@@ -668,7 +899,7 @@ __global__ void __launch_bounds__(256) chunk_seq_f32(dims d, pass<float> p, cons
 		__syncthreads(); /* the tiles, P, rs, wu are free */
 	}
 	if (p.state_out && (ST || blockIdx.x == gridDim.x - 1)) {
-		long at = ST ? (long)bh * gridDim.x + blockIdx.x : bh;
+		long at = ST ? wk.at : bh;
 		float *So = p.state_out + at * d.dk * d.dv;
 		for (int e = t; e < da * 32; e += blockDim.x)
 			if (cb + e % 32 < p.dw)
@@ -766,7 +997,7 @@ cudaError_t seq_pass(const dims &d, const pass<bf16> &p, const float *s, const i
 		    tile_bytes(BC, BC, true) + 4 * BC * (int)sizeof(float) +
 		    (KS - 1) * 32 * 32 * (CW / 16) * (int)sizeof(float);
 	return launch(chunk_seq<DA, CW, KS, REV, STN, ST>,
-		      dim3(d.TS, d.B * d.H, (p.dw + CW - 1) / CW), 2 * CW * KS, bytes, st, d, p, s,
+		      dim3(p.spans, d.B * d.H, (p.dw + CW - 1) / CW), 2 * CW * KS, bytes, st, d, p, s,
 		      seg);
 }
 
@@ -791,7 +1022,7 @@ cudaError_t seq_any(const dims &d, const pass<T> &p, const float *s, const int *
 	if constexpr (sizeof(T) == 4) {
 		int bytes = (int)sizeof(float) * (2 * BC * (p.da + 1) + BC * 32 + BC * (BC + 1) +
 						  p.da * 32 + 4 * BC);
-		return launch(chunk_seq_f32<REV, STN, ST>, dim3(d.TS, d.B * d.H, (p.dw + 31) / 32),
+		return launch(chunk_seq_f32<REV, STN, ST>, dim3(p.spans, d.B * d.H, (p.dw + 31) / 32),
 			      256, bytes, st, d, p, s, seg);
 	} else {
 		if (ST || p.dw <= 64)
@@ -800,20 +1031,26 @@ cudaError_t seq_any(const dims &d, const pass<T> &p, const float *s, const int *
 	}
 }
 
-/* (1) The local state sum_j w_j x_j y_j^T of each span (segment) into L,
+/* (1) The local state sum_j w_j x_j y_j^T of each span of fine(d) into L,
  * [B,H,spans,dk,dv], by chunk_seq walking x as M and y as W without
- * outputs; then (2) the scan over spans. */
+ * outputs (only the spans outside the segment that needs no state: the
+ * last forward, the first backward); then (2) the scan over spans. */
 template <typename T, bool REV>
 cudaError_t states(const dims &d, const T *x, const T *y, const float *s, const int *seg,
 		   float *L, const float *state_in, cudaStream_t st)
 {
-	pass<T> p = {nullptr, x, y, d.dk, d.dv, nullptr, 1, nullptr, L};
-	cudaError_t e = seq_any<T, REV, false, true>(d, p, s, seg, st);
+	dims f = fine(d);
+	int nx = REV ? f.TS - d.ratio : (d.TS - 1) * d.ratio;
+	pass<T> p = pass_of<T>(nullptr, x, y, d.dk, d.dv, nullptr, f);
+	p.state_out = L;
+	p.spans = nx;
+	p.first = REV ? d.ratio : 0;
+	cudaError_t e = seq_any<T, REV, false, true>(f, p, s, seg, st);
 	if (e != cudaSuccess)
 		return e;
 	long n4 = (long)d.dk * d.dv / 4;
 	scan_states<REV><<<dim3((unsigned)((n4 + SCAN_THR - 1) / SCAN_THR), d.B * d.H), SCAN_THR, 0,
-			   st>>>(d, s, seg, L, state_in);
+			   st>>>(f, d.ratio, nx, s, seg, L, state_in);
 	return cudaGetLastError();
 }
 
@@ -838,7 +1075,7 @@ cudaError_t keep_pool()
 }
 
 /* Temporary device memory for one call: seg (with documents) and n_states
- * state buffers of [B,H,T,dk,dv] fp32. */
+ * state buffers of [B,H,spans,dk,dv] fp32 (the spans of fine(d)). */
 struct workspace {
 	int *seg = nullptr;
 	float *L[2] = {nullptr, nullptr};
@@ -846,7 +1083,7 @@ struct workspace {
 	cudaError_t get(const dims &d, const struct tn_attn_docs *docs, int n_states)
 	{
 		cudaError_t e = keep_pool();
-		size_t n = (size_t)d.B * d.H * d.TS * d.dk * d.dv * sizeof(float);
+		size_t n = (size_t)d.B * d.H * fine(d).TS * d.dk * d.dv * sizeof(float);
 		for (int i = 0; i < n_states && e == cudaSuccess; i++)
 			e = cudaMallocAsync(&L[i], n, st);
 		if (docs && e == cudaSuccess) {
@@ -870,10 +1107,13 @@ struct workspace {
 	}
 };
 
-/* Chunks per segment: the fewest segments that still give about two blocks
- * per multiprocessor (four when the head dims are <= 64), each walked by one
- * block; more segments cost a pass over k, v (q, dO) for their states.
- * TN_ATTN_SUB (1 to 4096 chunks) overrides it, for tuning. */
+/* Chunks per segment: the fewest segments that still fill the GPU with one
+ * wave of output walks (one block per multiprocessor; two when the head dims
+ * are <= 64: the blocks that fit), each walked by one block; more segments
+ * cost the state-only walk over more of k, v (q, dO). That walk's spans are
+ * `ratio` to a segment, as many as give it about four blocks per
+ * multiprocessor (it keeps far fewer registers). TN_ATTN_SUB (1 to 4096
+ * chunks) overrides the segment length, for tuning. */
 dims dims_of(const struct tn_attn_shape *sh)
 {
 	static int sub_env = -1, sms = 132;
@@ -886,11 +1126,18 @@ dims dims_of(const struct tn_attn_shape *sh)
 			sms = 132;
 	}
 	int T = (sh->N + BC - 1) / BC, bh = sh->B * sh->H;
-	int want = (sh->dk <= 64 && sh->dv <= 64 ? 4 : 2) * sms;
+	int want = (sh->dk <= 64 && sh->dv <= 64 ? 2 : 1) * sms;
 	int per = TN_MAX(1, want / bh), sub = sub_env ? sub_env : (T + per - 1) / per;
-	dims d = {sh->B, sh->H, sh->N, sh->dk, sh->dv, T, sub, sub * BC, 0};
-	d.TS = (T + sub - 1) / sub;
-	return d;
+	int TS = (T + sub - 1) / sub, ratio = 1;
+	if (TS > 1) {
+		long blocks = (long)bh * ((sh->dv + 63) / 64) * (TS - 1);
+		ratio = (int)TN_MIN((long)sub, TN_MAX(1L, (4L * sms + blocks - 1) / blocks));
+		int fsub = (sub + ratio - 1) / ratio;
+		ratio = (sub + fsub - 1) / fsub;
+		sub = fsub * ratio;
+		TS = (T + sub - 1) / sub;
+	}
+	return dims{sh->B, sh->H, sh->N, sh->dk, sh->dv, T, sub, sub * BC, TS, ratio};
 }
 
 template <typename T>
@@ -904,10 +1151,37 @@ cudaError_t forward_t(const dims &d, const struct tn_attn_docs *docs, const T *q
 	cudaError_t e = ws.get(d, docs, segs);
 	if (e == cudaSuccess && segs)
 		e = states<T, false>(d, k, v, s, ws.seg, ws.L[0], state_in, st);
-	pass<T> p = {q, k, v, d.dk, d.dv, segs ? ws.L[0] : state_in, segs ? d.TS : 1, o, state_out};
+	pass<T> p = pass_of<T>(q, k, v, d.dk, d.dv, o, d);
+	p.state_out = state_out;
+	if (segs)
+		p = from_states(p, d, ws.L[0], false);
+	else
+		p.state = state_in;
 	if (e == cudaSuccess)
 		e = seq_any<T, false, false>(d, p, s, ws.seg, st);
 	return e;
+}
+
+/* Whether chunk_dkv takes dk and dv: bf16 with dk, dv padded to 128 (at 64
+ * its shared memory allows one block per multiprocessor, and two walks of
+ * two blocks each are faster). TN_ATTN_DKV=0 turns it off, for measuring. */
+bool dkv_fits(const dims &d)
+{
+	static int on = -1;
+	if (on < 0) {
+		const char *e = getenv("TN_ATTN_DKV");
+		on = !(e && !strcmp(e, "0"));
+	}
+	return on && pad64(d.dk) == 128 && pad64(d.dv) == 128;
+}
+
+template <int D>
+cudaError_t dkv_pass(const dims &d, const pass<bf16> &pk, const pass<bf16> &pv, const float *s,
+		     const int *seg, cudaStream_t st)
+{
+	int bytes = 7 * tile_bytes(BC, D, false) + 2 * tile_bytes(BC, BC, true) +
+		    tile_bytes(D, D, true) + 4 * BC * (int)sizeof(float);
+	return launch(chunk_dkv<D>, dim3(pk.spans, d.B * d.H), 4 * D, bytes, st, d, pk, pv, s, seg);
 }
 
 template <typename T>
@@ -923,15 +1197,24 @@ cudaError_t backward_t(const dims &d, const struct tn_attn_docs *docs, const T *
 		e = states<T, false>(d, k, v, s, ws.seg, ws.L[0], nullptr, st);
 	if (e == cudaSuccess && segs)
 		e = states<T, true>(d, q, g, s, ws.seg, ws.L[1], nullptr, st);
+	pass<T> pq = pass_of<T>(g, v, k, d.dv, d.dk, dq, d);
+	pass<T> pk = pass_of<T>(v, g, q, d.dv, d.dk, dk, d);
+	pass<T> pv = pass_of<T>(k, q, g, d.dk, d.dv, dv, d);
+	if (segs) {
+		pq = from_states(pq, d, ws.L[0], false);
+		pk = from_states(pk, d, ws.L[1], true);
+		pv = from_states(pv, d, ws.L[1], true);
+	}
 	if (e == cudaSuccess)
-		e = seq_any<T, false, true>(d, pass<T>{g, v, k, d.dv, d.dk, ws.L[0], d.TS, dq, nullptr},
-					    s, ws.seg, st);
+		e = seq_any<T, false, true>(d, pq, s, ws.seg, st);
+	if (e != cudaSuccess)
+		return e;
+	if constexpr (sizeof(T) == 2)
+		if (dkv_fits(d))
+			return dkv_pass<128>(d, pk, pv, s, ws.seg, st);
+	e = seq_any<T, true, true>(d, pk, s, ws.seg, st);
 	if (e == cudaSuccess)
-		e = seq_any<T, true, true>(d, pass<T>{v, g, q, d.dv, d.dk, ws.L[1], d.TS, dk, nullptr},
-					   s, ws.seg, st);
-	if (e == cudaSuccess)
-		e = seq_any<T, true, false>(d, pass<T>{k, q, g, d.dk, d.dv, ws.L[1], d.TS, dv, nullptr},
-					    s, ws.seg, st);
+		e = seq_any<T, true, false>(d, pv, s, ws.seg, st);
 	return e;
 }
 

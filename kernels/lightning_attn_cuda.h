@@ -3,19 +3,22 @@
  *
  * All tensor pointers are device pointers; q, k, v, o, dout, dq, dk, dv are in
  * `dtype` (fp32 or bf16), decay_s [H] and the states are fp32, arithmetic
- * accumulates in fp32 (bf16 inputs on the tensor cores; fp32 inputs, the
+ * accumulates in fp32 (bf16 inputs on the tensor cores, bf16 outputs within
+ * 1.5x the error of rounding the exact result to bf16; fp32 inputs, the
  * checking mode, on the CUDA cores in fp32: ~1e-6 relative). dk <= 256,
  * dv <= 128 and a multiple of 4, any B, H, N >= 1; states 16-byte aligned.
  * Temporary memory (when B*H is too small to fill the GPU, the states of the
- * segments each sequence is cut into: B*H*segments*dk*dv floats, two of them
- * in the backward) comes from cudaMallocAsync on `stream`; the first call
- * makes the device's default pool keep freed memory instead of returning it.
+ * spans each sequence is cut into: B*H*spans*dk*dv floats, B*H*spans a few
+ * times the multiprocessors, two of them in the backward) comes from
+ * cudaMallocAsync on `stream`; the first call makes the device's default pool
+ * keep freed memory instead of returning it.
  * The calls are asynchronous and return TN_OK, TN_EDATA (bad shape) or TN_EIO
  * (a CUDA error, message set). For packed documents the offsets (struct
  * tn_attn_docs) are device pointers too, and are trusted: check them with
- * lightning_attn_check() on the host. The environment variable TN_ATTN_SUB
- * (1 to 4096 chunks of 64 rows per segment; default: chosen from B*H and the
- * GPU's multiprocessors) is a tuning knob. */
+ * lightning_attn_check() on the host. Tuning and measuring knobs (environment):
+ * TN_ATTN_SUB (1 to 4096 chunks of 64 rows per segment; default: chosen from
+ * B*H and the GPU's multiprocessors), TN_ATTN_DKV=0 (at dk = dv = 128, dk and
+ * dv in two backward walks instead of one). */
 #ifndef TN_LIGHTNING_ATTN_CUDA_H
 #define TN_LIGHTNING_ATTN_CUDA_H
 

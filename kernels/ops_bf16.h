@@ -10,14 +10,43 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
+
 typedef __nv_bfloat16 bf16;
 
 /* Ops that also write a bf16 twin of their output (for the product that
- * reads it next) take it as an extra pointer; NULL: no twin. */
+ * reads it next) take it as an extra pointer; NULL: no twin. The fp32
+ * output of the ops that can write operands (backend.h) may be NULL too:
+ * then only the bf16 form is written. */
 static __device__ inline void put16(bf16 *twin, size_t i, float v)
 {
 	if (twin)
 		twin[i] = __float2bfloat16_rn(v);
+}
+static __device__ inline void put(float *out, bf16 *out16, size_t i, float v)
+{
+	if (out)
+		out[i] = v;
+	put16(out16, i, v);
+}
+/* An input that may be an operand: fp32, or its bf16 form where x is NULL. */
+static __device__ inline float get(const float *x, const bf16 *x16, size_t i)
+{
+	return x ? x[i] : __bfloat162float(x16[i]);
+}
+
+/* The feature map (enum tn_act) and its slope, as ops.h's tn_act_value and
+ * tn_act_slope. */
+static __device__ inline float act_value(float x, int act)
+{
+	return act == TN_ACT_SILU ? x / (1.0f + expf(-x)) : act == TN_ACT_RELU ? fmaxf(x, 0.0f) : x;
+}
+static __device__ inline float act_slope(float x, int act)
+{
+	if (act != TN_ACT_SILU)
+		return act == TN_ACT_RELU ? (float)(x > 0) : 1.0f;
+	float sg = 1.0f / (1.0f + expf(-x));
+	return sg * (1.0f + x * (1.0f - sg));
 }
 
 /* The bf16 shadow of n weights at w (kernels/backend_bf16.cu), current with
@@ -42,18 +71,28 @@ void matmul_forward_bf16(float *out, const bf16 *inp, const bf16 *w, int BT, int
 void matmul_backward_bf16(float *dinp, float *dw, const bf16 *dout, const bf16 *inp,
 			  const bf16 *w, int BT, int C, int OC, int accumulate);
 void srmsnorm_forward_twin(float *out, bf16 *out16, float *rstd, const float *inp, int N, int C);
+/* out: fp32, or NULL and out16 its bf16 form (an operand). */
 void srmsnorm_backward_twin(float *dinp, bf16 *dinp16, const float *dout, const float *out,
-			    const float *rstd, int N, int C);
+			    const bf16 *out16, const float *rstd, int N, int C);
 void act_backward_twin(float *dinp, bf16 *dinp16, const float *dout, const float *inp, size_t n,
 		       int act);
 void gate_forward_twin(float *out, bf16 *out16, const float *a, const float *b, size_t n);
 void gate_backward_twin(float *da, bf16 *da16, float *db, bf16 *db16, const float *dout,
 			const float *a, const float *b, size_t n);
-void lrpe_forward_twin(float *out, bf16 *out16, const float *inp, const float *theta,
-		       const int32_t *pos, int B, int n, int H, int hd);
-void lrpe_backward_twin(float *dinp, bf16 *dinp16, float *dtheta, const float *dout,
-			const float *inp, const float *theta, const int32_t *pos, int B, int n,
-			int H, int hd);
+/* The fused ops of ops.h (lrpe_forward/backward: act TN_ACT_NONE); dout
+ * and oh may be operands (NULL, and the bf16 form given). */
+void act_lrpe_forward_twin(float *out, bf16 *out16, const float *inp, const float *theta,
+			   const int32_t *pos, int B, int n, int H, int hd, int act);
+void act_lrpe_backward_twin(float *dinp, bf16 *dinp16, float *dtheta, const float *dout,
+			    const bf16 *dout16, const float *inp, const float *theta, const int32_t *pos, int B,
+			    int n, int H, int hd, int act);
+void residual_norm_forward_twin(float *sum, float *out, bf16 *out16, float *rstd,
+				const float *a, const float *b, int N, int C);
+void merge_norm_gate_twin(float *on, float *rstd, float *z, bf16 *z16, const float *oh,
+			  const bf16 *oh16, const float *u, int B, int n, int H, int hd);
+void gate_norm_split_twin(float *du, bf16 *du16, float *doh, bf16 *doh16, const float *dz,
+			  const float *u, const float *on, const float *rstd, int B, int n, int H,
+			  int hd);
 size_t xent_scratch_bf16(int V);
 /* The fp32 forms' arguments, with x (the final hidden states) in bf16. */
 void crossentropy_forward_bf16(float *loss, float *lse, const bf16 *x16, const float *emb,

@@ -38,6 +38,17 @@ void lrpe_forward_cuda(float *out, const float *inp, const float *theta, const i
 		       int B, int n, int H, int hd);
 void lrpe_backward_cuda(float *dinp, float *dtheta, const float *dout, const float *inp,
 			const float *theta, const int32_t *pos, int B, int n, int H, int hd);
+void act_lrpe_forward_cuda(float *out, const float *inp, const float *theta, const int32_t *pos,
+			   int B, int n, int H, int hd, enum tn_act act);
+void act_lrpe_backward_cuda(float *dinp, float *dtheta, const float *dout, const float *inp,
+			    const float *theta, const int32_t *pos, int B, int n, int H, int hd,
+			    enum tn_act act);
+void residual_norm_forward_cuda(float *sum, float *out, float *rstd, const float *a,
+				const float *b, int N, int C);
+void merge_norm_gate_forward_cuda(float *on, float *rstd, float *z, const float *oh,
+				  const float *u, int B, int n, int H, int hd);
+void gate_norm_split_backward_cuda(float *du, float *doh, const float *dz, const float *u,
+				   const float *on, const float *rstd, int B, int n, int H, int hd);
 void heads_merge_cuda(float *out, const float *inp, int B, int n, int H, int hd);
 size_t xent_scratch_cuda(int V);
 void crossentropy_forward_cuda(float *loss, float *lse, const float *x, const float *emb,

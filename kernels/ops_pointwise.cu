@@ -10,8 +10,7 @@ __global__ static void act_fwd(float *out, const float *inp, size_t n, int act)
 	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
 	if (i >= n)
 		return;
-	float x = inp[i];
-	out[i] = act == TN_ACT_SILU ? x / (1.0f + expf(-x)) : act == TN_ACT_RELU ? fmaxf(x, 0.0f) : x;
+	out[i] = act_value(inp[i], act);
 }
 
 __global__ static void act_bwd(float *dinp, bf16 *dinp16, const float *dout, const float *inp,
@@ -20,15 +19,7 @@ __global__ static void act_bwd(float *dinp, bf16 *dinp16, const float *dout, con
 	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
 	if (i >= n)
 		return;
-	float x = inp[i], g;
-	if (act == TN_ACT_SILU) {
-		float sg = 1.0f / (1.0f + expf(-x));
-		g = sg * (1.0f + x * (1.0f - sg));
-	} else {
-		g = act == TN_ACT_RELU ? (float)(x > 0) : 1.0f;
-	}
-	dinp[i] = dout[i] * g;
-	put16(dinp16, i, dout[i] * g);
+	put(dinp, dinp16, i, dout[i] * act_slope(inp[i], act));
 }
 
 __global__ static void gate_fwd(float *out, bf16 *out16, const float *a, const float *b,
@@ -37,8 +28,7 @@ __global__ static void gate_fwd(float *out, bf16 *out16, const float *a, const f
 	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
 	if (i >= n)
 		return;
-	out[i] = a[i] * b[i];
-	put16(out16, i, a[i] * b[i]);
+	put(out, out16, i, a[i] * b[i]);
 }
 
 __global__ static void gate_bwd(float *da, bf16 *da16, float *db, bf16 *db16, const float *dout,
@@ -48,10 +38,8 @@ __global__ static void gate_bwd(float *da, bf16 *da16, float *db, bf16 *db16, co
 	if (i >= n)
 		return;
 	float g = dout[i], x = a[i], y = b[i];
-	da[i] = g * y;
-	db[i] = g * x;
-	put16(da16, i, g * y);
-	put16(db16, i, g * x);
+	put(da, da16, i, g * y);
+	put(db, db16, i, g * x);
 }
 
 __global__ static void add(float *out, const float *a, const float *b, size_t n)

@@ -68,6 +68,29 @@ struct tn_backend {
 			     float *dk, float *dv);
 	int (*attn_decode)(int B, int H, int dk, int dv, const float *q, const float *k,
 			   const float *v, const float *decay_s, float *state, float *o);
+	/* Ops added for fused training (issue 8): ops.h's fused ops, each one
+	 * pass for what the ops it composes do in several. operand: the n
+	 * floats at p (inside one allocation) are, until the next operand(NULL,
+	 * 0), activations that only these read: products (matmul inputs and
+	 * output gradients), the attention core (its inputs and outputs),
+	 * srmsnorm_backward as its `out`, merge_norm_gate_forward as its `oh`
+	 * and (act_)lrpe_backward as its `dout`. The backend may keep them in
+	 * its product format (cuda-bf16: bf16, element i in the first half of
+	 * the range's bytes). NULL: every activation stays fp32. */
+	void (*residual_norm_forward)(float *sum, float *out, float *rstd, const float *a,
+				      const float *b, int N, int C);
+	void (*act_lrpe_forward)(float *out, const float *inp, const float *theta,
+				 const int32_t *pos, int B, int n, int H, int hd, enum tn_act act);
+	void (*act_lrpe_backward)(float *dinp, float *dtheta, const float *dout, const float *inp,
+				  const float *theta, const int32_t *pos, int B, int n, int H,
+				  int hd, enum tn_act act);
+	void (*merge_norm_gate_forward)(float *on, float *rstd, float *z, const float *oh,
+					const float *u, int B, int n, int H, int hd);
+	void (*gate_norm_split_backward)(float *du, float *doh, const float *dz, const float *u,
+					 const float *on, const float *rstd, int B, int n, int H,
+					 int hd);
+	void (*operand)(float *p, size_t n);
+
 	/* Decoding. copy: memory to memory of this backend; argmax_rows:
 	 * out[r] = the index of the largest of row r's C values (the lowest
 	 * index on ties), out in this backend's memory. graph_*: NULL where the

@@ -203,6 +203,10 @@ static int started(struct tn_comm *c, int err, int *counts, const char *what)
 
 int tn_comm_iallreduce(struct tn_comm *c, float *buf, size_t n)
 {
+#ifdef TN_CUDA
+	if (c->kind == TN_COMM_NCCL)
+		return tn_nccl_iallreduce(c->nccl, buf, n);
+#endif
 	if (c->kind != TN_COMM_MPI)
 		return tn_comm_allreduce(c, buf, n);
 	for (size_t at = 0; at < n; at += PIECE) {
@@ -224,8 +228,10 @@ int tn_comm_ireduce_scatterv(struct tn_comm *c, const float *send, float *recv,
 		memmove(recv, send, counts[0] * sizeof(*recv));
 		return TN_OK;
 	}
-	if (c->kind != TN_COMM_MPI)
-		return tn_fail(TN_EUSAGE, "a non-blocking reduce-scatter needs MPI");
+#ifdef TN_CUDA
+	if (c->kind == TN_COMM_NCCL)
+		return tn_nccl_ireduce_scatterv(c->nccl, send, recv, counts, c->size);
+#endif
 	int *k = tn_malloc((size_t)c->size * sizeof(*k)), rc = k ? more_requests(c) : TN_ENOMEM;
 	for (int q = 0; !rc && q < c->size; q++)
 		if (counts[q] > INT32_MAX)
@@ -243,6 +249,10 @@ int tn_comm_ireduce_scatterv(struct tn_comm *c, const float *send, float *recv,
 
 int tn_comm_wait(struct tn_comm *c)
 {
+#ifdef TN_CUDA
+	if (c->kind == TN_COMM_NCCL)
+		return tn_nccl_wait(c->nccl);
+#endif
 	int n = c->n_req;
 	c->n_req = 0;
 	int rc = n ? mpi_check(MPI_Waitall(n, c->req, MPI_STATUSES_IGNORE),

@@ -34,13 +34,15 @@ int tn_comm_split(struct tn_comm *c, int color, int key, struct tn_comm **sub);
 /* buf[0..n) = the sum over ranks, in place. */
 int tn_comm_allreduce(struct tn_comm *c, float *buf, size_t n);
 int tn_comm_allreduce_f64(struct tn_comm *c, double *buf, size_t n);
-/* The same sum, started (MPI_Iallreduce) and finished by tn_comm_wait,
- * which waits for every one started since the last wait; buf must stay
- * untouched until then. NCCL (and one process): done at once. */
+/* The same sum, started (MPI_Iallreduce; NCCL on a side stream after the
+ * compute issued so far) and finished by tn_comm_wait, which waits for
+ * every one started since the last wait (NCCL: and orders later compute
+ * after them); buf must stay untouched until then. One process: done at
+ * once. */
 int tn_comm_iallreduce(struct tn_comm *c, float *buf, size_t n);
 /* Started like it: send (counts[0] + ... + counts[size - 1] floats, rank
  * q's block after those of ranks before it) summed over ranks; this rank
- * gets its block in recv[counts[rank]]. MPI or one process only. */
+ * gets its block in recv[counts[rank]]. */
 int tn_comm_ireduce_scatterv(struct tn_comm *c, const float *send, float *recv,
 			     const size_t *counts);
 int tn_comm_wait(struct tn_comm *c);

@@ -31,8 +31,8 @@
 
 /* Activations of one layer for B x n rows (kept for the backward). */
 struct layer_acts {
-	float *x, *xn1, *rstd1, *p, *qa, *ka, *qh, *kh, *vh, *oh, *o, *on, *rstd2, *z, *a, *xn2,
-		*rstd3, *h1, *h2, *hm;
+	float *x, *xn1, *rstd1, *p, *qh, *kh, *vh, *oh, *on, *rstd2, *z, *a, *xn2, *rstd3, *h1,
+		*h2, *hm;
 };
 
 /* Activations, per-position results and backward scratch, one allocation. */
@@ -42,10 +42,13 @@ struct tn_acts {
 	size_t cap; /* floats allocated */
 	float *mem;
 	int32_t *tok, *tgt, *pos;
+	int32_t *pos_host; /* host_alloc'd positions of pos_rows rows for sequences of pos_n */
+	int pos_rows, pos_n;
 	struct layer_acts *l;
 	float *xL, *hf, *rstdf, *loss, *lse, *xent;
-	float *dx, *dxn, *dh1, *dh2, *dhm, *dz, *don, *dob, *doh, *dqh, *dkh, *dvh, *dq, *dk, *dp;
+	float *dx, *dxn, *dh1, *dh2, *dhm, *dz, *doh, *dqh, *dkh, *dvh, *dp;
 	float *tp1, *tp2, *rows; /* TP: [B * n, hidden] scratch and one float per row */
+	float *o, *don, *dob;   /* TP: the merged, unnormalised attention output and its gradients */
 };
 
 /* ---- parameter table ---- */
@@ -304,6 +307,8 @@ static void acts_free(struct tn_model *m)
 	if (!m->acts)
 		return;
 	m->be->free(m->acts->mem);
+	if (m->acts->pos_host)
+		m->be->host_free(m->acts->pos_host);
 	free(m->acts->l);
 	free(m->acts);
 	m->acts = NULL;
@@ -343,29 +348,56 @@ static int check_whole(const struct tn_model *m, const char *what)
 	return TN_OK;
 }
 
+/* Initial weights come in chunks of INIT_CHUNK values, each drawn from its
+ * own generator seeded by (seed, tensor, chunk): the same weights on any
+ * number of threads, and a 7B model drawn in seconds rather than minutes. */
+#define INIT_CHUNK ((size_t)1 << 16)
+
+static void init_chunk(const struct tn_model *m, float *host, uint64_t seed, size_t i, size_t c)
+{
+	const struct tn_param *p = &m->param[i];
+	struct tn_rng r;
+	tn_rng_seed(&r, seed ^ (((uint64_t)i << 40) + (uint64_t)c) * 0x9e3779b97f4a7c15ull);
+	size_t lo = c * INIT_CHUNK, hi = TN_MIN(lo + INIT_CHUNK, p->numel);
+	for (size_t j = lo; j < hi; j++)
+		host[p->offset + j] = (float)(m->cfg.init_std * tn_rng_normal(&r));
+}
+
 int tn_model_init(struct tn_model *m, uint64_t seed)
 {
 	if (check_whole(m, "initialisation"))
 		return TN_EUSAGE;
-	struct tn_rng r;
-	tn_rng_seed(&r, seed);
 	float *host = tn_malloc(m->n_floats * sizeof(float));
-	if (!host)
+	size_t n_chunks = 0, *first = tn_malloc((m->n_param + 1) * sizeof(*first));
+	if (!host || !first) {
+		free(host);
+		free(first);
 		return TN_ENOMEM;
+	}
+	for (size_t i = 0; i < m->n_param; i++) { /* chunk k of the model is tensor i's k - first[i] */
+		first[i] = n_chunks;
+		if (m->param[i].role != TN_P_THETA)
+			n_chunks += (m->param[i].numel + INIT_CHUNK - 1) / INIT_CHUNK;
+	}
+	first[m->n_param] = n_chunks;
+#pragma omp parallel for schedule(dynamic, 16)
+	for (size_t k = 0; k < n_chunks; k++) {
+		size_t i = 0;
+		while (first[i + 1] <= k)
+			i++;
+		init_chunk(m, host, seed, i, k - first[i]);
+	}
 	int hd = tn_config_head_dim(&m->cfg);
 	for (size_t i = 0; i < m->n_param; i++) {
 		const struct tn_param *p = &m->param[i];
-		float *x = host + p->offset;
-		if (p->role == TN_P_THETA) {
-			theta_formula(x, m->cfg.heads, hd);
-			continue;
-		}
-		for (size_t j = 0; j < p->numel; j++)
-			x[j] = (float)(m->cfg.init_std * tn_rng_normal(&r));
+		if (p->role == TN_P_THETA)
+			theta_formula(host + p->offset, m->cfg.heads, hd);
 		if (p->role == TN_P_EMB)
-			memset(x + (size_t)m->cfg.pad_id * m->cfg.d, 0, (size_t)m->cfg.d * sizeof(float));
+			memset(host + p->offset + (size_t)m->cfg.pad_id * m->cfg.d, 0,
+			       (size_t)m->cfg.d * sizeof(float));
 	}
 	m->be->upload(m->params, host, m->n_floats * sizeof(float));
+	free(first);
 	free(host);
 	return TN_OK;
 }
@@ -582,13 +614,10 @@ static size_t layer_layout(const struct tn_model *m, struct layer_acts *x, size_
 	TAKE(x->xn1, BT * d);
 	TAKE(x->rstd1, BT);
 	TAKE(x->p, 4 * BT * E);
-	TAKE(x->qa, BT * E);
-	TAKE(x->ka, BT * E);
 	TAKE(x->qh, qk);
 	TAKE(x->kh, qk);
 	TAKE(x->vh, BT * E);
 	TAKE(x->oh, BT * E);
-	TAKE(x->o, BT * E);
 	TAKE(x->on, BT * E);
 	TAKE(x->rstd2, BT);
 	TAKE(x->z, BT * E);
@@ -649,6 +678,9 @@ static size_t acts_layout(const struct tn_model *m, struct tn_acts *a, int B, in
 		TAKE(a->tp1, BT * E);
 		TAKE(a->tp2, BT * E);
 		TAKE(a->rows, BT);
+		TAKE(a->o, BT * E);
+		TAKE(a->don, BT * E);
+		TAKE(a->dob, BT * E);
 	}
 	if (train) {
 		TAKE(a->dx, BT * d);
@@ -657,14 +689,10 @@ static size_t acts_layout(const struct tn_model *m, struct tn_acts *a, int B, in
 		TAKE(a->dh2, BT * g);
 		TAKE(a->dhm, BT * g);
 		TAKE(a->dz, BT * E);
-		TAKE(a->don, BT * E);
-		TAKE(a->dob, BT * E);
 		TAKE(a->doh, BT * E);
 		TAKE(a->dqh, BT * (size_t)m->heads * dkmax);
 		TAKE(a->dkh, BT * (size_t)m->heads * dkmax);
 		TAKE(a->dvh, BT * E);
-		TAKE(a->dq, BT * E);
-		TAKE(a->dk, BT * E);
 		TAKE(a->dp, 4 * BT * E);
 	}
 	return used;
@@ -681,6 +709,42 @@ static int acts_need(const struct tn_model *m, int B, int n, int train, size_t *
 	*need = acts_layout(m, &probe, B, n, train, NULL);
 	free(probe.l);
 	return TN_OK;
+}
+
+/* Tell the backend which activations only products read (backend.h's
+ * operand): for training only, since decoding reads q, k and v itself. */
+static void mark_operands(const struct tn_model *m, struct tn_acts *a, size_t BT, int train)
+{
+	void (*mark)(float *, size_t) = m->be->operand;
+	if (!mark)
+		return;
+	mark(NULL, 0);
+	if (!train)
+		return;
+	size_t d = (size_t)m->cfg.d, E = (size_t)m->hidden, g = (size_t)m->glu;
+	for (int l = 0; l < m->cfg.layers; l++) {
+		struct layer_acts *x = &a->l[l];
+		size_t qk = BT * (size_t)m->heads * (size_t)layer_dk(m, l);
+		mark(x->xn1, BT * d);
+		mark(x->qh, qk);
+		mark(x->kh, qk);
+		mark(x->vh, BT * E);
+		mark(x->z, BT * E);
+		mark(x->xn2, BT * d);
+		mark(x->hm, BT * g);
+	}
+	mark(a->dh1, BT * g);
+	mark(a->dh2, BT * g);
+	mark(a->doh, BT * E);
+	mark(a->dp, 4 * BT * E);
+	if (!m->tp) { /* under TP the merged output goes through the ranks' norm */
+		for (int l = 0; l < m->cfg.layers; l++)
+			mark(a->l[l].oh, BT * E);
+	}
+	size_t dkmax = BT * (size_t)m->heads * 2 * (size_t)tn_config_head_dim(&m->cfg);
+	mark(a->dqh, dkmax);
+	mark(a->dkh, dkmax);
+	mark(a->dvh, BT * E);
 }
 
 /* Make m->acts hold B x n rows, reusing the allocation when it is big
@@ -714,6 +778,7 @@ static int acts_ensure(struct tn_model *m, int B, int n, int train)
 	a->n = n;
 	a->n_valid = -1; /* until a forward with targets: no losses, no backward */
 	acts_layout(m, a, B, n, a->train, a->mem);
+	mark_operands(m, a, (size_t)B * n, train);
 	return TN_OK;
 }
 
@@ -838,10 +903,8 @@ static int layer_forward(struct tn_model *m, int l, const float *st_in, float *s
 	be->srmsnorm_forward(x->xn1, x->rstd1, x->x, BT, d);
 	for (int s = 0; s < 4; s++)
 		be->matmul_forward(x->p + s * sz, x->xn1, w->qkvu + (size_t)s * E * d, BT, d, E, 0);
-	be->act_forward(x->qa, x->p, sz, c->act);
-	be->act_forward(x->ka, x->p + sz, sz, c->act);
-	be->lrpe_forward(x->qh, x->qa, w->theta, a->pos, B, n, H, hd);
-	be->lrpe_forward(x->kh, x->ka, w->theta, a->pos, B, n, H, hd);
+	be->act_lrpe_forward(x->qh, x->p, w->theta, a->pos, B, n, H, hd, c->act);
+	be->act_lrpe_forward(x->kh, x->p + sz, w->theta, a->pos, B, n, H, hd, c->act);
 	be->lrpe_forward(x->vh, x->p + 2 * sz, NULL, NULL, B, n, H, hd);
 	struct tn_attn_shape sh = {B, H, n, layer_dk(m, l), hd};
 	int rc = st_in && n == 1
@@ -849,18 +912,17 @@ static int layer_forward(struct tn_model *m, int l, const float *st_in, float *s
 		: be->attn_forward(&sh, x->qh, x->kh, x->vh, decay, st_in, x->oh, st_out);
 	if (rc)
 		return rc;
-	be->heads_merge(x->o, x->oh, B, n, H, hd);
-	if (m->tp)
-		rc = tp_norm_forward(m, x->on, x->rstd2, x->o, BT);
-	else
-		be->srmsnorm_forward(x->on, x->rstd2, x->o, BT, E);
-	be->gate_forward(x->z, x->p + 3 * sz, x->on, sz);
+	if (m->tp) { /* the norm's statistics span the ranks */
+		be->heads_merge(a->o, x->oh, B, n, H, hd);
+		rc = tp_norm_forward(m, x->on, x->rstd2, a->o, BT);
+		be->gate_forward(x->z, x->p + 3 * sz, x->on, sz);
+	} else {
+		be->merge_norm_gate_forward(x->on, x->rstd2, x->z, x->oh, x->p + 3 * sz, B, n, H, hd);
+	}
 	be->matmul_forward(x->a, x->z, w->out, BT, E, d, 0);
 	if (rc || (rc = tp_sum(m, x->a, (size_t)BT * d)))
 		return rc;
-	be->residual_forward(x->a, x->a, x->x, (size_t)BT * d);
-
-	be->srmsnorm_forward(x->xn2, x->rstd3, x->a, BT, d);
+	be->residual_norm_forward(x->a, x->xn2, x->rstd3, x->a, x->x, BT, d);
 	be->matmul_forward(x->h1, x->xn2, w->l1, BT, d, g, 0);
 	be->matmul_forward(x->h2, x->xn2, w->l2, BT, d, g, 0);
 	be->gate_forward(x->hm, x->h1, x->h2, (size_t)BT * g);
@@ -901,6 +963,30 @@ static int check_tokens(const struct tn_model *m, const int32_t *tok, size_t n, 
 	return TN_OK;
 }
 
+/* Upload the positions 0..n-1 of each of the B sequences from host memory
+ * that stays put (pinned on the GPU: no wait), made again only for a new
+ * shape, after the uploads of the old one have finished. */
+static int positions(struct tn_model *m, struct tn_acts *a, int B, int n)
+{
+	int rows = B * n;
+	if (!a->pos_host || a->pos_rows != rows || a->pos_n != n) {
+		int rc = m->be->status();
+		if (rc)
+			return rc;
+		if (a->pos_host)
+			m->be->host_free(a->pos_host);
+		a->pos_host = m->be->host_alloc((size_t)rows * sizeof(int32_t));
+		if (!a->pos_host)
+			return TN_ENOMEM;
+		for (int i = 0; i < rows; i++)
+			a->pos_host[i] = i % n;
+		a->pos_rows = rows;
+		a->pos_n = n;
+	}
+	m->be->upload(a->pos, a->pos_host, (size_t)rows * sizeof(int32_t));
+	return TN_OK;
+}
+
 int tn_model_forward(struct tn_model *m, const int32_t *tok, const int32_t *tgt, int B, int n,
 		     double *loss)
 {
@@ -911,14 +997,9 @@ int tn_model_forward(struct tn_model *m, const int32_t *tok, const int32_t *tgt,
 	if (rc)
 		return rc;
 	struct tn_acts *a = m->acts;
-	int32_t *pos = tn_malloc(BT * sizeof(int32_t));
-	if (!pos)
-		return TN_ENOMEM;
-	for (size_t i = 0; i < BT; i++)
-		pos[i] = (int32_t)(i % (size_t)n);
+	if ((rc = positions(m, a, B, n)))
+		return rc;
 	m->be->upload(a->tok, tok, BT * sizeof(int32_t));
-	m->be->upload(a->pos, pos, BT * sizeof(int32_t));
-	free(pos);
 	if ((rc = stack_forward(m, NULL, NULL)) || !tgt)
 		return rc;
 	a->n_valid = 0;
@@ -1022,15 +1103,15 @@ static int token_backward(struct tn_model *m, int l)
 	float *dp = a->dp;
 
 	be->matmul_backward(a->dz, gw->out, a->dx, x->z, w->out, BT, E, d, 0);
-	be->gate_backward(dp + 3 * sz, a->don, a->dz, x->p + 3 * sz, x->on, sz);
 	int rc = TN_OK;
 	if (m->tp) {
+		be->gate_backward(dp + 3 * sz, a->don, a->dz, x->p + 3 * sz, x->on, sz);
 		rc = tp_norm_backward(m, a->dob, a->don, x->on, x->rstd2, BT);
+		be->lrpe_forward(a->doh, a->dob, NULL, NULL, B, n, H, hd);
 	} else {
-		be->zero(a->dob, sz * sizeof(float));
-		be->srmsnorm_backward(a->dob, a->don, x->on, x->rstd2, BT, E);
+		be->gate_norm_split_backward(dp + 3 * sz, a->doh, a->dz, x->p + 3 * sz, x->on,
+					     x->rstd2, B, n, H, hd);
 	}
-	be->lrpe_forward(a->doh, a->dob, NULL, NULL, B, n, H, hd);
 	struct tn_attn_shape sh = {B, H, n, layer_dk(m, l), hd};
 	if (!rc)
 		rc = be->attn_backward(&sh, x->qh, x->kh, x->vh,
@@ -1038,11 +1119,10 @@ static int token_backward(struct tn_model *m, int l)
 				       a->doh, a->dqh, a->dkh, a->dvh);
 	if (rc)
 		return rc;
-	be->lrpe_backward(a->dq, gw->theta, a->dqh, x->qa, w->theta, a->pos, B, n, H, hd);
-	be->lrpe_backward(a->dk, gw->theta, a->dkh, x->ka, w->theta, a->pos, B, n, H, hd);
+	be->act_lrpe_backward(dp, gw->theta, a->dqh, x->p, w->theta, a->pos, B, n, H, hd, c->act);
+	be->act_lrpe_backward(dp + sz, gw->theta, a->dkh, x->p + sz, w->theta, a->pos, B, n, H, hd,
+			      c->act);
 	be->lrpe_backward(dp + 2 * sz, NULL, a->dvh, NULL, NULL, NULL, B, n, H, hd);
-	be->act_backward(dp, a->dq, x->p, sz, c->act);
-	be->act_backward(dp + sz, a->dk, x->p + sz, sz, c->act);
 	for (int s = 0; s < 4; s++)
 		be->matmul_backward(a->dxn, gw->qkvu + (size_t)s * E * d, dp + s * sz, x->xn1,
 				    w->qkvu + (size_t)s * E * d, BT, d, E, s > 0);
@@ -1275,8 +1355,10 @@ int tn_model_prefill(struct tn_model *m, struct tn_infer *st, const int32_t *tok
  * each the sequence of layer_forward's ops it names, so the arithmetic is
  * that of layer_forward with n = 1. Its own use of the layer activations:
  * p holds the rows [B, 4E] of q, k, v, u side by side (one product over
- * the whole qkvu weight), o the mixer's rows, a the residual stream after
- * the token mixer, hm the SGLU product. */
+ * the whole qkvu weight), oh the mixer's output (for one position its
+ * head-major layout is the rows [B, E]), a the residual stream after the
+ * token mixer, hm the SGLU product; all fp32 (no operands are marked for
+ * inference). */
 static int fused_decode(const struct tn_model *m)
 {
 	return m->be->decode_matmul && m->be->mixer_decode && !m->tp;
@@ -1290,14 +1372,14 @@ static int layer_decode(struct tn_model *m, int l, float *state, float *out)
 	const struct tn_layer_w *w = &m->w[l];
 	int B = m->acts->B, d = c->d, E = m->hidden, g = m->glu;
 	struct tn_dmm qkvu = {.inp = x->x, .w = w->qkvu, .norm = 1, .BT = B, .C = d, .OC = 4 * E};
-	struct tn_dmm mix = {.inp = x->o, .w = w->out, .gate = x->p + 3 * E, .res = x->x,
+	struct tn_dmm mix = {.inp = x->oh, .w = w->out, .gate = x->p + 3 * E, .res = x->x,
 			     .norm = 1, .ldg = 4 * E, .BT = B, .C = E, .OC = d};
 	struct tn_dmm sglu = {.inp = x->a, .w = w->l1, .w2 = w->l2, .norm = 1, .BT = B, .C = d,
 			      .OC = g};
 	struct tn_dmm down = {.inp = x->hm, .w = w->l3, .res = x->a, .BT = B, .C = g, .OC = d};
 	int rc = be->decode_matmul(x->p, &qkvu);
 	if (!rc)
-		rc = be->mixer_decode(x->o, x->p, m->acts->pos, w->theta,
+		rc = be->mixer_decode(x->oh, x->p, m->acts->pos, w->theta,
 				      m->decay + (size_t)l * c->heads, state, B, m->heads,
 				      tn_config_head_dim(c), c->act);
 	if (!rc)

@@ -7,6 +7,7 @@
 #ifndef TN_OPS_H
 #define TN_OPS_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,6 +43,20 @@ void srmsnorm_backward(float *dinp, const float *dout, const float *out, const f
 void act_forward(float *out, const float *inp, size_t n, enum tn_act act);
 void act_backward(float *dinp, const float *dout, const float *inp, size_t n, enum tn_act act);
 
+/* The feature map and its slope at one value: the elementwise core of
+ * act_forward and act_backward, shared with the fused ops. */
+static inline float tn_act_value(float x, enum tn_act act)
+{
+	return act == TN_ACT_SILU ? x / (1.0f + expf(-x)) : act == TN_ACT_RELU ? (x > 0 ? x : 0) : x;
+}
+static inline float tn_act_slope(float x, enum tn_act act)
+{
+	if (act != TN_ACT_SILU)
+		return act == TN_ACT_RELU ? (float)(x > 0) : 1.0f;
+	float sg = 1.0f / (1.0f + expf(-x));
+	return sg * (1.0f + x * (1.0f - sg));
+}
+
 /* out = a * b elementwise: the output gate u * norm(o) of the token mixer
  * and the SGLU product (W1 x) * (W2 x) are this one op. */
 void gate_forward(float *out, const float *a, const float *b, size_t n);
@@ -61,6 +76,28 @@ void lrpe_backward(float *dinp, float *dtheta, const float *dout, const float *i
 		   const float *theta, const int32_t *pos, int B, int n, int H, int hd);
 /* Head-major [B, H, n, hd] back to rows [B*n, H*hd]. */
 void heads_merge(float *out, const float *inp, int B, int n, int H, int hd);
+
+/* Fused training ops (issue 8): each is the composition of the ops it is
+ * named after, in one pass over the rows, with the same arithmetic. */
+/* sum = a + b, then out, rstd = srmsnorm(sum) (sum may be a or b). */
+void residual_norm_forward(float *sum, float *out, float *rstd, const float *a, const float *b,
+			   int N, int C);
+/* lrpe_forward of act(inp): the feature map and the head split at once. */
+void act_lrpe_forward(float *out, const float *inp, const float *theta, const int32_t *pos,
+		      int B, int n, int H, int hd, enum tn_act act);
+/* Its backward: dinp = act'(inp) * lrpe_backward(dout) (assigned), dtheta
+ * += the theta gradient of lrpe at act(inp); inp is the feature map's input. */
+void act_lrpe_backward(float *dinp, float *dtheta, const float *dout, const float *inp,
+		       const float *theta, const int32_t *pos, int B, int n, int H, int hd,
+		       enum tn_act act);
+/* The tail of the token mixer: o = heads_merge(oh), on, rstd =
+ * srmsnorm(o) over all H x hd channels, z = u * on (u rows [B*n, H*hd]). */
+void merge_norm_gate_forward(float *on, float *rstd, float *z, const float *oh, const float *u,
+			     int B, int n, int H, int hd);
+/* Its backward from dz: du = dz * on, and doh (assigned, head-major
+ * [B, H, n, hd]) = the head split of srmsnorm_backward(dz * u). */
+void gate_norm_split_backward(float *du, float *doh, const float *dz, const float *u,
+			      const float *on, const float *rstd, int B, int n, int H, int hd);
 
 /* Tied head + softmax + cross-entropy over rows of x [R, C] against the
  * embedding [V, C], never holding more than TN_XENT_ROWS x TN_XENT_VCHUNK

@@ -155,7 +155,7 @@ static int bucket_ready(void *ctx, size_t offset, size_t n)
 {
 	struct tn_optim *opt = ctx;
 	float *g = opt->overlap->grads + offset;
-	if (opt->zero < 2)
+	if (!opt->zero)
 		return tn_comm_iallreduce(opt->comm, g, n);
 	size_t w = (size_t)ranks(opt), *cnt = tn_malloc(w * sizeof(*cnt));
 	if (!cnt)
@@ -172,28 +172,28 @@ static int bucket_ready(void *ctx, size_t offset, size_t n)
 
 void tn_optim_overlap(struct tn_optim *opt, struct tn_model *m)
 {
-	if (!communicating(opt) || tn_comm_kind(opt->comm) != TN_COMM_MPI)
-		return; /* NCCL: its all-reduce waits for the stream, which would stall the backward */
+	if (!communicating(opt) || opt->zero == 1)
+		return; /* ZeRO-1 reduce-scatters once, after the backward */
 	opt->overlap = m;
 	m->grad_ready = bucket_ready;
 	m->grad_ctx = opt;
 }
 
-/* Sum the gradients over the ranks: in full (DP, ZeRO-1), or only this
- * rank's shard (ZeRO-2); or wait for the sums the backward started. */
+/* Sum the gradients over the ranks: in full (DP), or only this rank's
+ * shard (ZeRO); or wait for the sums the backward started. */
 static int reduce_grads(struct tn_optim *opt, struct tn_model *m)
 {
 	if (opt->overlap) {
 		opt->overlap = NULL;
 		m->grad_ready = NULL;
 		int rc = tn_comm_wait(opt->comm);
-		if (!rc && opt->zero == 2)
+		if (!rc && opt->zero)
 			m->be->copy(m->grads + opt->lo, opt->pad, (opt->hi - opt->lo) * sizeof(float));
 		return rc;
 	}
 	if (!communicating(opt))
 		return TN_OK;
-	if (opt->zero < 2)
+	if (!opt->zero)
 		return tn_comm_allreduce(opt->comm, m->grads, m->n_floats);
 	m->be->zero(opt->pad, (size_t)ranks(opt) * opt->shard * sizeof(float));
 	m->be->copy(opt->pad, m->grads, m->n_floats * sizeof(float));
@@ -218,19 +218,19 @@ static double part_sumsq(const struct tn_model *m, size_t lo, size_t hi)
 }
 
 /* The global gradient norm, over what this rank holds summed over ranks:
- * with TP over the TP group, and with ZeRO-2 over the DP group too. */
+ * with TP over the TP group, and with ZeRO over the DP group too. */
 static int global_grad_norm(struct tn_optim *opt, const struct tn_model *m, double *norm)
 {
 	if (m->tp) {
-		int z2 = opt->zero == 2;
-		double ss = part_sumsq(m, z2 ? opt->lo : 0, z2 ? opt->hi : m->n_floats);
+		int z = opt->zero > 0;
+		double ss = part_sumsq(m, z ? opt->lo : 0, z ? opt->hi : m->n_floats);
 		int rc = tn_comm_allreduce_f64(m->tp, &ss, 1);
-		if (!rc && z2)
+		if (!rc && z)
 			rc = tn_comm_allreduce_f64(opt->comm, &ss, 1);
 		*norm = sqrt(ss);
 		return rc;
 	}
-	if (opt->zero < 2) {
+	if (!opt->zero) {
 		*norm = tn_optim_grad_norm(m);
 		return TN_OK;
 	}

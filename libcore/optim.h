@@ -30,10 +30,12 @@ struct tn_optim {
 	float *m, *v;            /* backend memory, hi - lo floats each */
 	int64_t step;            /* updates done */
 	/* Data parallel: gradients are summed over the ranks of comm before the
-	 * update. With zero >= 1 (ZeRO-1) this rank keeps the moments of, and
-	 * updates, only [lo, hi) of the flat parameters, then all ranks gather
-	 * the parameters; with zero = 2 the gradients are reduce-scattered so
-	 * each rank receives only its shard. Unsharded: lo = 0, hi = n_floats. */
+	 * update. With zero >= 1 (ZeRO) this rank keeps the moments of, and
+	 * updates, only [lo, hi) of the flat parameters, receiving only that
+	 * shard of the summed gradients (a reduce-scatter), then all ranks
+	 * gather the parameters. ZeRO-1 reduce-scatters once after the
+	 * backward, ZeRO-2 layer by layer during it. Unsharded: lo = 0,
+	 * hi = n_floats. */
 	struct tn_comm *comm;
 	int zero;
 	size_t lo, hi, shard;    /* shard = ceil(n_floats / ranks) */
@@ -61,7 +63,7 @@ void tn_optim_release_whole(const struct tn_optim *opt, const struct tn_model *m
  * next tn_optim_step waits for the sums instead of making them. Call
  * before the backward of an update's last micro-batch. With ZeRO-2 each
  * bucket is reduce-scattered to the ranks whose shards it crosses. Without
- * several ranks, and with NCCL, it does nothing. */
+ * several ranks, and with ZeRO-1, it does nothing. */
 void tn_optim_overlap(struct tn_optim *opt, struct tn_model *m);
 /* Learning rate of update number `step` (0-based). */
 double tn_optim_lr(const struct tn_optim_opts *o, int64_t step);

@@ -4,9 +4,12 @@
  * fixed little-endian hello (magic, version, rank, world, blob size) that
  * rank 0 checks before it answers, so a rank from another job or with
  * another world size is refused with a message instead of joining. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -271,4 +274,21 @@ int tn_rendezvous_share(const struct tn_launch_env *e, void *blob, size_t n)
 		return TN_OK;
 	double deadline = tn_now() + e->timeout;
 	return e->rank == 0 ? serve(e, blob, n, deadline) : join(e, blob, n, deadline);
+}
+
+int tn_rendezvous_free_address(char *addr, size_t n)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof sa;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) ||
+	    getsockname(fd, (struct sockaddr *)&sa, &len)) {
+		int rc = tn_fail_errno("cannot find a free port for the ranks' rendezvous");
+		if (fd >= 0)
+			close(fd);
+		return rc;
+	}
+	close(fd);
+	snprintf(addr, n, "127.0.0.1:%d", ntohs(sa.sin_port));
+	return TN_OK;
 }

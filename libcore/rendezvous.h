@@ -24,5 +24,9 @@ int tn_launch_env_read(struct tn_launch_env *e, int *found);
  * exchange at e->master. Every rank checks that the others agree on the
  * world size and the blob size, and that no rank comes twice. */
 int tn_rendezvous_share(const struct tn_launch_env *e, void *blob, size_t n);
+/* A port of this host that nothing listens on now, as "127.0.0.1:PORT",
+ * for ranks started on one host (rank 0 listens there a moment later; a
+ * port taken in between makes the rendezvous fail with a message). */
+int tn_rendezvous_free_address(char *addr, size_t n);
 
 #endif

@@ -601,10 +601,14 @@ static int after_update(struct run *r, struct tn_train_result *res, struct tn_tr
 static int loop(struct run *r, struct tn_train_result *res)
 {
 	const struct tn_train_opts *o = r->o;
-	double t0 = tn_now();
-	uint64_t tok0 = r->ts.tokens;
+	double t0 = tn_now(), rate_t = t0;
+	uint64_t tok0 = r->ts.tokens, rate_tok = tok0;
 	int rc = TN_OK, saved = 0;
-	while (!rc && r->ts.step < o->steps) {
+	for (int64_t first = r->ts.step; !rc && r->ts.step < o->steps;) {
+		if (r->ts.step == first + 1) { /* the rate leaves the first update out */
+			rate_t = tn_now();
+			rate_tok = r->ts.tokens;
+		}
 		struct tn_train_log l = {.event = "step"};
 		int skipped;
 		if ((rc = train_step(r, &l.loss, &l.lr, &l.grad_norm, &skipped)))
@@ -622,6 +626,8 @@ static int loop(struct run *r, struct tn_train_result *res)
 			break;
 		}
 	}
+	res->tokens_per_s = (double)(r->ts.tokens - rate_tok) / fmax(tn_now() - rate_t, 1e-9);
+	res->device_bytes = r->m->be->device_bytes ? r->m->be->device_bytes() : 0;
 	if (!rc && !saved)
 		rc = save(r);
 	res->step = r->ts.step;

@@ -61,6 +61,11 @@ struct tn_train_result {
 	int64_t step;
 	double loss, val_loss; /* last values (val_loss NaN if never evaluated) */
 	int interrupted;
+	/* Throughput of this run's updates after its first (which pays for
+	 * warm-up), all ranks' tokens, with the evaluations and checkpoints
+	 * made in between; over the one update if there was only one. */
+	double tokens_per_s;
+	size_t device_bytes; /* this rank's device memory at the end; 0 on the CPU */
 };
 
 void tn_train_defaults(struct tn_train_opts *o);

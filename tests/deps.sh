@@ -4,7 +4,7 @@
 # apt-get line and stop.
 set -e
 pkgs="make gcc pkg-config libarchive-dev libxxhash-dev libjansson-dev \
-libopenblas-dev libpcre2-dev libutf8proc-dev libcmocka-dev bats xxhash time python3 zsh valgrind libopenmpi-dev openmpi-bin \
+libopenblas-dev libpcre2-dev libutf8proc-dev libcmocka-dev bats xxhash time python3 zsh valgrind libopenmpi-dev openmpi-bin procps \
 gnuplot-nox"
 missing=""
 for p in $pkgs; do

@@ -191,3 +191,19 @@ kill_a_rank() {
 	[ "$status" -eq 2 ]
 	one_line_error "TN_RANK='2'"
 }
+
+@test "bench/scaling.sh: its table and its kill test run on CPU ranks" {
+	cd "$BATS_FILE_TMPDIR"
+	export BIN=$TN_BIN BACKEND=cpu PRESETS=tiny SEQ=16 BATCH=2
+	NPROCS="1 2" MODES="dp zero2 tp2" STEPS=3 WORK=sc run --separate-stderr \
+		"$BATS_TEST_DIRNAME/../../bench/scaling.sh" table data
+	[ "$status" -eq 0 ] || { echo "$output $stderr"; false; }
+	[ "$(grep -c '^| tiny |' <<<"$output")" -eq 4 ]
+	# every multi-rank row's loss gap to one rank with its global batch is under 1e-6
+	awk -F'|' '$4 + 0 > 1 { n++; if ($9 + 0 >= 1e-6 || $9 ~ /^ *- *$/) bad++ }
+		END { exit !(n == 3 && !bad) }' <<<"$output"
+	NPROCS=2 WORK=kill run --separate-stderr "$BATS_TEST_DIRNAME/../../bench/scaling.sh" kill data
+	[ "$status" -eq 0 ] || { echo "$output $stderr"; false; }
+	[[ "$output" == *'the run stopped with status 137'* ]]
+	[[ "$output" == *'resumed on 1 ranks'*'"interrupted":false'* ]]
+}

@@ -19,7 +19,7 @@ setup_file() {
 		run --separate-stderr "$BATS_TEST_DIRNAME/../../share/train-corpus.sh" corpus \
 		"$BATS_TEST_DIRNAME/../../share/demo/spm8k.model" work --steps 40 --seq-len 32 --batch 2 -q
 	[ "$status" -eq 0 ] || { echo "$output $stderr"; false; }
-	[[ "$output" == *'{"step":40,'*'"interrupted":false}'* ]]
+	[[ "$output" == *'{"step":40,'*'"interrupted":false,'* ]]
 	[[ "$output" == *'"bpb":'* ]]
 	[ -f work/run/loss.svg ]
 }

@@ -24,6 +24,7 @@ make_data() {
 		--eval-every 15 --save-every 10 --keep 2 --json
 	[ "$status" -eq 0 ]
 	[[ "$output" == *'"step":30'* ]]
+	[[ "$output" == *'"tokens_per_s":'[1-9]*',"device_bytes":0}' ]]
 	first=$(head -1 R/metrics.jsonl | sed 's/.*"loss":\([0-9.e+-]*\).*/\1/')
 	last=$(grep '"loss"' R/metrics.jsonl | tail -1 | sed 's/.*"loss":\([0-9.e+-]*\).*/\1/')
 	awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a - 0.5) }'

@@ -507,7 +507,7 @@ static void recompute_memory(void **s)
 	const struct tn_config *c = &m->cfg;
 	int B = 2, n = 8; /* BT = 16: no alignment padding */
 	size_t BT = 16, hd = (size_t)tn_config_head_dim(c), H = (size_t)c->heads;
-	size_t set = BT * (3 * (size_t)c->d + 11 * (size_t)c->hidden_dim + 3 * (size_t)c->glu_dim + 3);
+	size_t set = BT * (3 * (size_t)c->d + 8 * (size_t)c->hidden_dim + 3 * (size_t)c->glu_dim + 3);
 	size_t plain = (set + 2 * BT * H * hd) * sizeof(float); /* a layer without LRPE */
 	size_t bytes[5];
 	for (int k = 0; k <= 4; k++) {

@@ -20,18 +20,6 @@
 #include "rendezvous.h"
 #include "util.h"
 
-/* A port that was free a moment ago, as "127.0.0.1:PORT". */
-static void free_address(char *buf, size_t cap)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof a;
-	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-	snprintf(buf, cap, "127.0.0.1:%d", ntohs(a.sin_port));
-	close(fd);
-}
-
 /* Rank `rank` in a child process: exit 0 if it got the expected blob (or,
  * with expect_fail, if it failed). */
 static pid_t start_rank(const char *addr, int rank, int world, int expect_fail)
@@ -53,7 +41,7 @@ static void blob_reaches_every_rank(void **state)
 {
 	(void)state;
 	char addr[64];
-	free_address(addr, sizeof addr);
+	assert_int_equal(tn_rendezvous_free_address(addr, sizeof addr), TN_OK);
 	pid_t kids[3];
 	for (int r = 1; r <= 3; r++)
 		kids[r - 1] = start_rank(addr, r, 4, 0);
@@ -74,7 +62,7 @@ static void another_world_size_is_refused(void **state)
 {
 	(void)state;
 	char addr[64];
-	free_address(addr, sizeof addr);
+	assert_int_equal(tn_rendezvous_free_address(addr, sizeof addr), TN_OK);
 	pid_t kid = start_rank(addr, 1, 3, 1);
 	struct tn_launch_env e = {.rank = 0, .world = 2, .master = addr, .timeout = 5};
 	unsigned char blob[128] = {0};
@@ -89,7 +77,7 @@ static void no_rank_zero_times_out(void **state)
 {
 	(void)state;
 	char addr[64];
-	free_address(addr, sizeof addr);
+	assert_int_equal(tn_rendezvous_free_address(addr, sizeof addr), TN_OK);
 	struct tn_launch_env e = {.rank = 1, .world = 2, .master = addr, .timeout = 0.3};
 	unsigned char blob[8];
 	double t0 = tn_now();
