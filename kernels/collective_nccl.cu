@@ -89,8 +89,12 @@ extern "C" int tn_nccl_open(struct tn_nccl **cp, int rank, int size,
 	ncclUniqueId u;
 	memcpy(u.internal, id, TN_NCCL_ID_BYTES);
 	int rc = tn_cuda_get() ? TN_OK : tn_cuda_status();
-	if (!rc)
-		rc = nccl_check(ncclCommInitRank(&c->comm, size, u, rank), "init");
+	ncclResult_t r = rc ? ncclSuccess : ncclCommInitRank(&c->comm, size, u, rank);
+	if (r == ncclInvalidUsage) /* what NCCL says of two ranks on one device */
+		rc = tn_fail(TN_EIO, "NCCL init failed: invalid usage (rank %d of %d: NCCL needs "
+			     "a GPU of its own for each rank on a host)", rank, size);
+	else if (!rc)
+		rc = nccl_check(r, "init");
 	if (rc) {
 		free(c);
 		return rc;
