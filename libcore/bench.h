@@ -4,6 +4,7 @@
 #ifndef TN_BENCH_H
 #define TN_BENCH_H
 
+#include <jansson.h>
 #include <stdint.h>
 
 #include "backend.h"
@@ -30,7 +31,12 @@ struct tn_bench_model {
 int tn_bench_model_option(const char *prog, struct tn_bench_model *o, int c, const char *arg);
 
 /* The SVG that one gnuplot script draws (svg terminal, output on stdout)
- * into path, through tn_out (bench_attn.c). */
+ * into path, through tn_out (bench_plot.c). */
 int tn_bench_gnuplot_svg(const char *script, const char *path);
+/* each(j, path, line, ctx) for every JSON object of path, one a line
+ * (lines not starting with '{' are skipped: comments between runs); stops
+ * at the first failure, which names the file and line. */
+int tn_bench_json_lines(const char *path,
+			int (*each)(json_t *j, const char *path, long line, void *ctx), void *ctx);
 
 #endif

@@ -11,7 +11,6 @@
  * redraws the figures of an earlier --json run anywhere. */
 #include "bench.h"
 #include "cli.h"
-#include "io.h"
 #include "util.h"
 
 #include <getopt.h>
@@ -20,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 static const char *prog = "tn-bench attn";
 
@@ -143,39 +141,6 @@ struct rows {
 	int n;
 };
 
-int tn_bench_gnuplot_svg(const char *script, const char *path)
-{
-	char tmp[] = "/tmp/tn-bench-plot-XXXXXX", cmd[64], buf[65536];
-	int fd = mkstemp(tmp), opened = 0;
-	if (fd < 0)
-		return tn_fail_errno("%s: cannot create the gnuplot script", tmp);
-	FILE *f = fdopen(fd, "w");
-	if (!f)
-		close(fd);
-	int rc = f && fputs(script, f) >= 0 && fclose(f) == 0
-			 ? TN_OK
-			 : tn_fail_errno("%s: cannot write the gnuplot script", tmp);
-	snprintf(cmd, sizeof cmd, "gnuplot %s", tmp);
-	FILE *p = rc ? NULL : popen(cmd, "r");
-	struct tn_out out;
-	if (!rc && !p)
-		rc = tn_fail_errno("cannot run gnuplot");
-	if (!rc)
-		opened = !(rc = tn_out_open(&out, path));
-	size_t n;
-	while (!rc && (n = fread(buf, 1, sizeof buf, p)) > 0)
-		rc = tn_out_write(&out, buf, n);
-	int st = p ? pclose(p) : 0;
-	if (!rc && st != 0)
-		rc = tn_fail(TN_EIO, "%s: gnuplot failed (status %d)", path, st);
-	if (!rc)
-		rc = tn_out_commit(&out);
-	if (opened) /* frees it; after a commit, removes nothing */
-		tn_out_abort(&out);
-	unlink(tmp);
-	return rc;
-}
-
 static int plotted(const char *mode)
 {
 	return !strcmp(mode, "fwd") || !strcmp(mode, "fwd+bwd") || !strcmp(mode, "quad-fwd") ||
@@ -241,39 +206,25 @@ static int plot(const struct rows *r, const char *prefix)
 	return TN_OK;
 }
 
-/* The figures of an earlier `tn-bench attn --json` run, one object a line. */
-static int read_rows(const char *path, struct rows *r)
+/* One figure of an earlier `tn-bench attn --json` run. */
+static int read_row(json_t *j, const char *path, long line, void *ctx)
 {
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return tn_fail_errno("%s: cannot open", path);
-	char *line = NULL;
-	size_t cap = 0;
-	int rc = TN_OK;
-	for (long no = 1; !rc && getline(&line, &cap, f) > 0; no++) {
-		json_error_t err;
-		json_t *j = json_loads(line, 0, &err);
-		const char *mode = NULL, *dt = NULL;
-		struct row x = {0};
-		int B = 0;
-		if (!j || json_unpack(j, "{s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:F, s:F}", "mode",
-				      &mode, "dtype", &dt, "B", &B, "H", &x.H, "N", &x.N, "dk", &x.dk,
-				      "dv", &x.dv, "ms", &x.ms, "peak_mib", &x.mib) != 0)
-			rc = tn_fail(TN_EDATA, "%s:%ld: not a tn-bench attn --json figure", path, no);
-		else if (r->n == (int)TN_ARRAY_LEN(r->r))
-			rc = tn_fail(TN_EDATA, "%s:%ld: more than %zu figures", path, no,
-				     TN_ARRAY_LEN(r->r));
-		else {
-			snprintf(x.mode, sizeof x.mode, "%s", mode);
-			x.bf16 = !strcmp(dt, "bf16");
-			x.BN = B * x.N;
-			r->r[r->n++] = x;
-		}
-		json_decref(j);
-	}
-	free(line);
-	fclose(f);
-	return rc;
+	struct rows *r = ctx;
+	const char *mode = NULL, *dt = NULL;
+	struct row x = {0};
+	int B = 0;
+	if (json_unpack(j, "{s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:F, s:F}", "mode", &mode,
+			"dtype", &dt, "B", &B, "H", &x.H, "N", &x.N, "dk", &x.dk, "dv", &x.dv,
+			"ms", &x.ms, "peak_mib", &x.mib) != 0)
+		return tn_fail(TN_EDATA, "%s:%ld: not a tn-bench attn --json figure", path, line);
+	if (r->n == (int)TN_ARRAY_LEN(r->r))
+		return tn_fail(TN_EDATA, "%s:%ld: more than %zu figures", path, line,
+			       TN_ARRAY_LEN(r->r));
+	snprintf(x.mode, sizeof x.mode, "%s", mode);
+	x.bf16 = !strcmp(dt, "bf16");
+	x.BN = B * x.N;
+	r->r[r->n++] = x;
+	return TN_OK;
 }
 
 #ifdef TN_CUDA
@@ -592,7 +543,7 @@ int tn_bench_attn(int argc, char **argv)
 		return rc;
 	if (o.from) {
 		struct rows *rows = tn_calloc(1, sizeof *rows);
-		rc = rows ? read_rows(o.from, rows) : TN_ENOMEM;
+		rc = rows ? tn_bench_json_lines(o.from, read_row, rows) : TN_ENOMEM;
 		if (!rc)
 			rc = plot(rows, o.plot);
 		free(rows);

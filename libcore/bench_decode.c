@@ -103,36 +103,16 @@ static int add_fig(struct figs *f, const struct fig *x)
 	return TN_OK;
 }
 
-/* The decode figures of earlier --json runs (lines not starting with '{'
- * are skipped: comments between runs). */
-static int read_figs(const char *path, struct figs *f)
+/* One decode figure of an earlier --json run. */
+static int read_fig(json_t *j, const char *path, long line, void *ctx)
 {
-	FILE *in = fopen(path, "r");
-	if (!in)
-		return tn_fail_errno("%s: cannot open", path);
-	char *line = NULL;
-	size_t cap = 0;
-	int rc = TN_OK;
-	for (long no = 1; !rc && getline(&line, &cap, in) > 0; no++) {
-		if (line[0] != '{')
-			continue;
-		json_error_t err;
-		json_t *j = json_loads(line, 0, &err);
-		const char *preset = NULL;
-		struct fig x = {0};
-		if (!j || json_unpack(j, "{s:s, s:i, s:i, s:F, s:F}", "preset", &preset, "batch",
-				      &x.batch, "ctx", &x.ctx, "decode_tok_per_s", &x.tps,
-				      "device_mib", &x.mib) != 0) {
-			rc = tn_fail(TN_EDATA, "%s:%ld: not a tn-bench decode --json figure", path, no);
-		} else {
-			snprintf(x.preset, sizeof x.preset, "%s", preset);
-			rc = add_fig(f, &x);
-		}
-		json_decref(j);
-	}
-	free(line);
-	fclose(in);
-	return rc;
+	const char *preset = NULL;
+	struct fig x = {0};
+	if (json_unpack(j, "{s:s, s:i, s:i, s:F, s:F}", "preset", &preset, "batch", &x.batch,
+			"ctx", &x.ctx, "decode_tok_per_s", &x.tps, "device_mib", &x.mib) != 0)
+		return tn_fail(TN_EDATA, "%s:%ld: not a tn-bench decode --json figure", path, line);
+	snprintf(x.preset, sizeof x.preset, "%s", preset);
+	return add_fig(ctx, &x);
 }
 
 /* The index of the first figure of figure i's series (preset, batch). */
@@ -342,7 +322,7 @@ int tn_bench_decode(int argc, char **argv)
 	if (o.plot && !(o.figs = tn_calloc(1, sizeof(*o.figs))))
 		return tn_cli_report(prog, TN_ENOMEM);
 	if (o.from)
-		rc = read_figs(o.from, o.figs);
+		rc = tn_bench_json_lines(o.from, read_fig, o.figs);
 	else
 		rc = measure_all(&o);
 	if (!rc && o.plot && (rc = plot(o.figs, o.plot)))
