@@ -59,6 +59,25 @@ static int finish(struct tn_nccl *c, const char *what)
 	return cu ? finish_on(c, cu->stream, what) : tn_cuda_status();
 }
 
+static int cuda_check(cudaError_t e, const char *what)
+{
+	return e == cudaSuccess ? TN_OK : tn_fail(TN_EIO, "CUDA %s: %s", what, cudaGetErrorString(e));
+}
+
+/* The compute stream ordered after the collectives started on the side
+ * stream: a blocking collective that follows on this communicator then
+ * runs after them, not beside them (NCCL does not promise progress to two
+ * of one communicator's collectives running at once on two streams). */
+static int compute_after_side(struct tn_nccl *c)
+{
+	if (!c->pending)
+		return TN_OK;
+	struct tn_cuda *cu = tn_cuda_get();
+	int rc = cu ? cuda_check(cudaEventRecord(c->done, c->side), "event record")
+		    : tn_cuda_status();
+	return rc ? rc : cuda_check(cudaStreamWaitEvent(cu->stream, c->done, 0), "stream wait");
+}
+
 extern "C" int tn_nccl_select_device(int local_rank)
 {
 	int n = 0;
@@ -119,21 +138,26 @@ extern "C" int tn_nccl_split(struct tn_nccl *c, int color, int key, struct tn_nc
 
 extern "C" int tn_nccl_allreduce(struct tn_nccl *c, float *dev, size_t n)
 {
-	int rc = nccl_check(ncclAllReduce(dev, dev, n, ncclFloat, ncclSum, c->comm,
-					  tn_cuda_get()->stream), "all-reduce");
+	int rc = compute_after_side(c);
+	if (!rc)
+		rc = nccl_check(ncclAllReduce(dev, dev, n, ncclFloat, ncclSum, c->comm,
+					      tn_cuda_get()->stream), "all-reduce");
 	return rc ? rc : finish(c, "all-reduce");
 }
 
 extern "C" int tn_nccl_allreduce_host_f64(struct tn_nccl *c, double *host, size_t n)
 {
+	int rc = compute_after_side(c);
+	if (rc)
+		return rc;
 	struct tn_cuda *cu = tn_cuda_get();
 	double *dev = NULL;
 	cudaError_t e = cudaMallocAsync((void **)&dev, n * sizeof *dev, cu->stream);
 	if (e == cudaSuccess)
 		e = cudaMemcpyAsync(dev, host, n * sizeof *dev, cudaMemcpyHostToDevice, cu->stream);
-	int rc = e == cudaSuccess ? nccl_check(ncclAllReduce(dev, dev, n, ncclDouble, ncclSum,
-							     c->comm, cu->stream), "all-reduce")
-				  : tn_fail(TN_EIO, "CUDA: %s", cudaGetErrorString(e));
+	rc = e == cudaSuccess ? nccl_check(ncclAllReduce(dev, dev, n, ncclDouble, ncclSum, c->comm,
+							 cu->stream), "all-reduce")
+			      : tn_fail(TN_EIO, "CUDA: %s", cudaGetErrorString(e));
 	if (!rc) {
 		e = cudaMemcpyAsync(host, dev, n * sizeof *dev, cudaMemcpyDeviceToHost, cu->stream);
 		rc = e == cudaSuccess ? finish(c, "all-reduce") : tn_fail(TN_EIO, "CUDA: %s",
@@ -146,28 +170,29 @@ extern "C" int tn_nccl_allreduce_host_f64(struct tn_nccl *c, double *host, size_
 
 extern "C" int tn_nccl_reduce_scatter(struct tn_nccl *c, const float *send, float *recv, size_t n)
 {
-	int rc = nccl_check(ncclReduceScatter(send, recv, n, ncclFloat, ncclSum, c->comm,
-					      tn_cuda_get()->stream), "reduce-scatter");
+	int rc = compute_after_side(c);
+	if (!rc)
+		rc = nccl_check(ncclReduceScatter(send, recv, n, ncclFloat, ncclSum, c->comm,
+						  tn_cuda_get()->stream), "reduce-scatter");
 	return rc ? rc : finish(c, "reduce-scatter");
 }
 
 extern "C" int tn_nccl_allgather(struct tn_nccl *c, const float *send, float *recv, size_t n)
 {
-	int rc = nccl_check(ncclAllGather(send, recv, n, ncclFloat, c->comm, tn_cuda_get()->stream),
-			    "all-gather");
+	int rc = compute_after_side(c);
+	if (!rc)
+		rc = nccl_check(ncclAllGather(send, recv, n, ncclFloat, c->comm,
+					      tn_cuda_get()->stream), "all-gather");
 	return rc ? rc : finish(c, "all-gather");
 }
 
 extern "C" int tn_nccl_broadcast(struct tn_nccl *c, void *dev, size_t bytes, int root)
 {
-	int rc = nccl_check(ncclBroadcast(dev, dev, bytes, ncclChar, root, c->comm,
-					  tn_cuda_get()->stream), "broadcast");
+	int rc = compute_after_side(c);
+	if (!rc)
+		rc = nccl_check(ncclBroadcast(dev, dev, bytes, ncclChar, root, c->comm,
+					      tn_cuda_get()->stream), "broadcast");
 	return rc ? rc : finish(c, "broadcast");
-}
-
-static int cuda_check(cudaError_t e, const char *what)
-{
-	return e == cudaSuccess ? TN_OK : tn_fail(TN_EIO, "CUDA %s: %s", what, cudaGetErrorString(e));
 }
 
 /* The side stream, ordered after everything issued on the compute stream
@@ -226,12 +251,8 @@ extern "C" int tn_nccl_wait(struct tn_nccl *c)
 {
 	if (!c->pending)
 		return TN_OK;
+	int rc = compute_after_side(c);
 	c->pending = 0;
-	struct tn_cuda *cu = tn_cuda_get();
-	int rc = cu ? cuda_check(cudaEventRecord(c->done, c->side), "event record")
-		    : tn_cuda_status();
-	if (!rc)
-		rc = cuda_check(cudaStreamWaitEvent(cu->stream, c->done, 0), "stream wait");
 	return rc ? rc : finish_on(c, c->side, "gradient sums");
 }
 

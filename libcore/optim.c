@@ -174,6 +174,9 @@ void tn_optim_overlap(struct tn_optim *opt, struct tn_model *m)
 {
 	if (!communicating(opt) || opt->zero == 1)
 		return; /* ZeRO-1 reduce-scatters once, after the backward */
+	if (m->tp && tn_comm_kind(opt->comm) == TN_COMM_NCCL)
+		return; /* the backward's TP all-reduces would run beside these, on another
+			 * communicator: NCCL does not promise that both make progress */
 	opt->overlap = m;
 	m->grad_ready = bucket_ready;
 	m->grad_ctx = opt;

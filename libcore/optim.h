@@ -63,7 +63,8 @@ void tn_optim_release_whole(const struct tn_optim *opt, const struct tn_model *m
  * next tn_optim_step waits for the sums instead of making them. Call
  * before the backward of an update's last micro-batch. With ZeRO-2 each
  * bucket is reduce-scattered to the ranks whose shards it crosses. Without
- * several ranks, and with ZeRO-1, it does nothing. */
+ * several ranks, with ZeRO-1, and with tensor parallelism over NCCL, it
+ * does nothing. */
 void tn_optim_overlap(struct tn_optim *opt, struct tn_model *m);
 /* Learning rate of update number `step` (0-based). */
 double tn_optim_lr(const struct tn_optim_opts *o, int64_t step);
