@@ -1331,17 +1331,15 @@ static int infer_step(struct tn_model *m, struct tn_infer *st, const int32_t *to
 	return TN_OK;
 }
 
-int tn_prefill_block(int B) { return TN_MAX(TN_PREFILL_BLOCK, TN_PREFILL_TOKENS / TN_MAX(B, 1)); }
-
 int tn_model_prefill(struct tn_model *m, struct tn_infer *st, const int32_t *tok, int n,
 		     float *logits)
 {
-	int B = st->B, V = m->cfg.vocab_size, rc = TN_OK, block = TN_MIN(tn_prefill_block(B), n);
-	int32_t *blk = tn_malloc((size_t)B * TN_MAX(block, 1) * sizeof(int32_t));
+	int B = st->B, V = m->cfg.vocab_size, rc = TN_OK;
+	int32_t *blk = tn_malloc((size_t)B * TN_PREFILL_BLOCK * sizeof(int32_t));
 	if (!blk)
 		return TN_ENOMEM;
-	for (int t0 = 0; t0 < n && !rc; t0 += block) {
-		int len = TN_MIN(block, n - t0);
+	for (int t0 = 0; t0 < n && !rc; t0 += TN_PREFILL_BLOCK) {
+		int len = TN_MIN(TN_PREFILL_BLOCK, n - t0);
 		for (int b = 0; b < B; b++)
 			memcpy(blk + (size_t)b * len, tok + (size_t)b * n + t0, len * sizeof(int32_t));
 		rc = infer_step(m, st, blk, len);

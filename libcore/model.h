@@ -146,15 +146,9 @@ int tn_infer_copy(struct tn_infer *dst, int db, const struct tn_infer *src, int 
  * sequence in a batch). */
 int tn_infer_reset(struct tn_infer *st, int b);
 
-/* Prefill runs blocks of tn_prefill_block(B) tokens of each sequence:
- * about TN_PREFILL_TOKENS over the batch, so that one long prompt makes
- * products as large as training's (and memory stays bounded), but at least
- * TN_PREFILL_BLOCK a sequence. */
 #define TN_PREFILL_BLOCK 256
-#define TN_PREFILL_TOKENS 8192
-int tn_prefill_block(int B);
-/* n more tokens of each sequence (tok[b * n + t]), in those blocks,
- * continuing from the state; logits [B, n, V] if wanted. */
+/* n more tokens of each sequence (tok[b * n + t]), in blocks of
+ * TN_PREFILL_BLOCK, continuing from the state; logits [B, n, V] if wanted. */
 int tn_model_prefill(struct tn_model *m, struct tn_infer *st, const int32_t *tok, int n,
 		     float *logits);
 /* One token per sequence by the recurrence; logits [B, V] if wanted. On a
