@@ -33,6 +33,23 @@ int tn_bench_model_option(const char *prog, struct tn_bench_model *o, int c, con
 /* The SVG that one gnuplot script draws (svg terminal, output on stdout)
  * into path, through tn_out (bench_plot.c). */
 int tn_bench_gnuplot_svg(const char *script, const char *path);
+/* Two SVGs of the same series of points, PREFIX-name[0].svg and
+ * PREFIX-name[1].svg: y[0] and y[1] against x, one line a series (points in
+ * their order; series numbered from 0 in order of first appearance),
+ * gnuplot settings setup[k] (axes, title, labels) for each. Without gnuplot
+ * it says so on stderr, after prog, and draws nothing; with no point it
+ * fails with the message empty. */
+struct tn_bench_point {
+	int series;
+	double x, y[2];
+};
+struct tn_bench_plot {
+	const char *prog, *prefix, *name[2], *setup[2], *empty;
+	const struct tn_bench_point *p;
+	int n;
+	const char *const *label; /* one a series */
+};
+int tn_bench_plot_series(const struct tn_bench_plot *pl);
 /* each(j, path, line, ctx) for every JSON object of path, one a line
  * (lines not starting with '{' are skipped: comments between runs); stops
  * at the first failure, which names the file and line. */

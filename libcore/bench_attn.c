@@ -161,49 +161,35 @@ static int series_head(const struct rows *r, int i)
  * line per mode and head dim (prefill and decode left out). */
 static int plot(const struct rows *r, const char *prefix)
 {
-	if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
-		fprintf(stderr, "%s: gnuplot is not installed: no plots written\n", prog);
-		return TN_OK;
-	}
-	for (int what = 0; what < 2; what++) {
-		char *s = NULL, path[4096];
-		size_t len = 0;
-		FILE *m = open_memstream(&s, &len);
-		if (!m)
-			return tn_fail(TN_ENOMEM, "plot: out of memory");
-		fprintf(m, "set terminal svg size 800,500 dynamic background rgb 'white'\n"
-			   "set logscale xy 2\nset key outside right\nset grid\n"
-			   "set title 'Lightning Attention, H = %d, B*N = %d, %s'\n"
-			   "set xlabel 'N'\nset ylabel '%s'\n",
-			r->n ? r->r[0].H : 0, r->n ? r->r[0].BN : 0,
-			r->n && !r->r[0].bf16 ? "fp32" : "bf16",
-			what ? "peak memory (MiB)" : "time (ms)");
-		int series = 0;
-		for (int i = 0; i < r->n; i++) { /* one data block per series */
-			if (!plotted(r->r[i].mode) || series_head(r, i) != i)
-				continue;
-			fprintf(m, "$s%d << EOD\n", series++);
-			for (int j = i; j < r->n; j++)
-				if (series_head(r, j) == i)
-					fprintf(m, "%d %g\n", r->r[j].N, what ? r->r[j].mib : r->r[j].ms);
-			fprintf(m, "EOD\n");
+	struct tn_bench_point p[TN_ARRAY_LEN(r->r)];
+	char names[TN_ARRAY_LEN(r->r)][48];
+	const char *label[TN_ARRAY_LEN(r->r)];
+	int n = 0, head[TN_ARRAY_LEN(r->r)], n_series = 0;
+	for (int i = 0; i < r->n; i++) {
+		if (!plotted(r->r[i].mode))
+			continue;
+		int h = series_head(r, i);
+		if (h == i) {
+			snprintf(names[n_series], sizeof names[0], "%s %dx%d", r->r[i].mode, r->r[i].dk,
+				 r->r[i].dv);
+			label[n_series] = names[n_series];
+			head[i] = n_series++;
 		}
-		fprintf(m, "plot");
-		for (int i = 0, k = 0; i < r->n; i++)
-			if (plotted(r->r[i].mode) && series_head(r, i) == i)
-				fprintf(m, "%s $s%d with linespoints title '%s %dx%d'", k ? "," : "", k,
-					r->r[i].mode, r->r[i].dk, r->r[i].dv), k++;
-		fprintf(m, "\n");
-		fclose(m);
-		snprintf(path, sizeof path, "%s-%s.svg", prefix, what ? "memory" : "time");
-		int rc = series ? tn_bench_gnuplot_svg(s, path)
-				: tn_fail(TN_EDATA, "%s: nothing to plot (no fwd or fwd+bwd figure)",
-					  path);
-		free(s);
-		if (rc)
-			return rc;
+		p[n++] = (struct tn_bench_point){head[h], r->r[i].N, {r->r[i].ms, r->r[i].mib}};
 	}
-	return TN_OK;
+	char setup[2][512], empty[4200];
+	for (int k = 0; k < 2; k++)
+		snprintf(setup[k], sizeof setup[k],
+			 "set logscale xy 2\nset key outside right\nset grid\n"
+			 "set title 'Lightning Attention, H = %d, B*N = %d, %s'\n"
+			 "set xlabel 'N'\nset ylabel '%s'\n",
+			 r->n ? r->r[0].H : 0, r->n ? r->r[0].BN : 0,
+			 r->n && !r->r[0].bf16 ? "fp32" : "bf16", k ? "peak memory (MiB)" : "time (ms)");
+	snprintf(empty, sizeof empty, "%s-time.svg: nothing to plot (no fwd or fwd+bwd figure)",
+		 prefix);
+	struct tn_bench_plot pl = {prog, prefix, {"time", "memory"}, {setup[0], setup[1]}, empty,
+				   p, n, label};
+	return tn_bench_plot_series(&pl);
 }
 
 /* One figure of an earlier `tn-bench attn --json` run. */

@@ -128,46 +128,31 @@ static int series_head(const struct figs *f, int i)
  * the context, one line per preset and batch size. */
 static int plot(const struct figs *f, const char *prefix)
 {
-	if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
-		fprintf(stderr, "%s: gnuplot is not installed: no plots written\n", prog);
-		return TN_OK;
-	}
-	if (!f->n)
-		return tn_fail(TN_EDATA, "%s: no decode figure to plot", prefix);
-	for (int what = 0; what < 2; what++) {
-		char *s = NULL, path[4096];
-		size_t len = 0;
-		FILE *m = open_memstream(&s, &len);
-		if (!m)
-			return tn_fail(TN_ENOMEM, "plot: out of memory");
-		fprintf(m, "set terminal svg size 800,500 dynamic background rgb 'white'\n"
-			   "set logscale x 2\nset yrange [0:*]\nset key outside right\nset grid\n"
-			   "set title 'Decode, one token per sequence per step'\n"
-			   "set xlabel 'context (tokens)'\nset ylabel '%s'\n",
-			what ? "device memory (MiB)" : "tokens/s (all sequences)");
-		for (int i = 0, k = 0; i < f->n; i++) { /* one data block per series */
-			if (series_head(f, i) != i)
-				continue;
-			fprintf(m, "$s%d << EOD\n", k++);
-			for (int j = i; j < f->n; j++)
-				if (series_head(f, j) == i)
-					fprintf(m, "%d %g\n", f->f[j].ctx, what ? f->f[j].mib : f->f[j].tps);
-			fprintf(m, "EOD\n");
+	struct tn_bench_point p[TN_ARRAY_LEN(f->f)];
+	char names[TN_ARRAY_LEN(f->f)][48];
+	const char *label[TN_ARRAY_LEN(f->f)];
+	int head[TN_ARRAY_LEN(f->f)], n_series = 0;
+	for (int i = 0; i < f->n; i++) {
+		int h = series_head(f, i);
+		if (h == i) {
+			snprintf(names[n_series], sizeof names[0], "%s batch %d", f->f[i].preset,
+				 f->f[i].batch);
+			label[n_series] = names[n_series];
+			head[i] = n_series++;
 		}
-		fprintf(m, "plot");
-		for (int i = 0, k = 0; i < f->n; i++)
-			if (series_head(f, i) == i)
-				fprintf(m, "%s $s%d with linespoints title '%s batch %d'", k ? "," : "", k,
-					f->f[i].preset, f->f[i].batch), k++;
-		fprintf(m, "\n");
-		fclose(m);
-		snprintf(path, sizeof path, "%s-%s.svg", prefix, what ? "memory" : "speed");
-		int rc = tn_bench_gnuplot_svg(s, path);
-		free(s);
-		if (rc)
-			return rc;
+		p[i] = (struct tn_bench_point){head[h], f->f[i].ctx, {f->f[i].tps, f->f[i].mib}};
 	}
-	return TN_OK;
+	char empty[4200];
+	snprintf(empty, sizeof empty, "%s: no decode figure to plot", prefix);
+	const char *axes = "set logscale x 2\nset yrange [0:*]\nset key outside right\nset grid\n"
+			   "set title 'Decode, one token per sequence per step'\n"
+			   "set xlabel 'context (tokens)'\n";
+	char setup[2][512];
+	snprintf(setup[0], sizeof setup[0], "%sset ylabel 'tokens/s (all sequences)'\n", axes);
+	snprintf(setup[1], sizeof setup[1], "%sset ylabel 'device memory (MiB)'\n", axes);
+	struct tn_bench_plot pl = {prog, prefix, {"speed", "memory"}, {setup[0], setup[1]}, empty,
+				   p, f->n, label};
+	return tn_bench_plot_series(&pl);
 }
 
 /* The next count of a comma-separated list ("512,4k"); 0 at its end. */

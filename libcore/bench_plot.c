@@ -42,6 +42,46 @@ int tn_bench_gnuplot_svg(const char *script, const char *path)
 	return rc;
 }
 
+int tn_bench_plot_series(const struct tn_bench_plot *pl)
+{
+	if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
+		fprintf(stderr, "%s: gnuplot is not installed: no plots written\n", pl->prog);
+		return TN_OK;
+	}
+	if (!pl->n)
+		return tn_fail(TN_EDATA, "%s", pl->empty);
+	int n_series = 0;
+	for (int i = 0; i < pl->n; i++)
+		n_series = pl->p[i].series + 1 > n_series ? pl->p[i].series + 1 : n_series;
+	for (int k = 0; k < 2; k++) {
+		char *s = NULL, path[4096];
+		size_t len = 0;
+		FILE *m = open_memstream(&s, &len);
+		if (!m)
+			return tn_fail(TN_ENOMEM, "plot: out of memory");
+		fprintf(m, "set terminal svg size 800,500 dynamic background rgb 'white'\n%s",
+			pl->setup[k]);
+		for (int q = 0; q < n_series; q++) { /* one data block a series */
+			fprintf(m, "$s%d << EOD\n", q);
+			for (int i = 0; i < pl->n; i++)
+				if (pl->p[i].series == q)
+					fprintf(m, "%.10g %g\n", pl->p[i].x, pl->p[i].y[k]);
+			fprintf(m, "EOD\n");
+		}
+		fprintf(m, "plot");
+		for (int q = 0; q < n_series; q++)
+			fprintf(m, "%s $s%d with linespoints title '%s'", q ? "," : "", q, pl->label[q]);
+		fprintf(m, "\n");
+		fclose(m);
+		snprintf(path, sizeof path, "%s-%s.svg", pl->prefix, pl->name[k]);
+		int rc = tn_bench_gnuplot_svg(s, path);
+		free(s);
+		if (rc)
+			return rc;
+	}
+	return TN_OK;
+}
+
 int tn_bench_json_lines(const char *path,
 			int (*each)(json_t *j, const char *path, long line, void *ctx), void *ctx)
 {
