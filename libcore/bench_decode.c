@@ -176,10 +176,11 @@ static void random_tokens(int32_t *t, size_t n, int V, uint64_t *x)
 	}
 }
 
-/* Sequences prefilled PREFILL_GROUP at a time and copied into st: the
- * activations of a block are ~3 MB per row for the 1B model, so 256
- * sequences x 256 rows at once would not fit in the GPU's memory. */
-#define PREFILL_GROUP 8
+/* Sequences prefilled PREFILL_GROUP at a time and copied into st: so many
+ * that their blocks of the least length a sequence make the prefill's
+ * block of TN_PREFILL_TOKENS rows (~0.2 MB a row for the 1B model), where
+ * 256 sequences at once would take eight times that. */
+#define PREFILL_GROUP (TN_PREFILL_TOKENS / TN_PREFILL_BLOCK)
 static int prefill_groups(struct tn_model *m, struct tn_infer *st, int B, const int32_t *tok,
 			  int ctx)
 {
