@@ -93,13 +93,12 @@ void merge_norm_gate_twin(float *on, float *rstd, float *z, bf16 *z16, const flo
 void gate_norm_split_twin(float *du, bf16 *du16, float *doh, bf16 *doh16, const float *dz,
 			  const float *u, const float *on, const float *rstd, int B, int n, int H,
 			  int hd);
-size_t xent_scratch_bf16(int V);
+size_t xent_scratch_bf16(int R, int V);
 /* The fp32 forms' arguments, with x (the final hidden states) in bf16. */
-void crossentropy_forward_bf16(float *loss, float *lse, const bf16 *x16, const float *emb,
+void crossentropy_forward_bf16(float *loss, const bf16 *x16, const float *emb,
 			       const int32_t *target, int R, int C, int V, float *scratch);
 void crossentropy_backward_bf16(float *dx, float *demb, const bf16 *x16, const float *emb,
-				const int32_t *target, const float *lse, float scale, int R,
-				int C, int V, float *scratch);
+				float scale, int R, int C, int V, const float *scratch);
 void adamw_update_bf16(float *p, const float *g, float *m, float *v, size_t n, float lr,
 		       float beta1, float beta2, float eps, float wd, float gscale, float bc1,
 		       float bc2);

@@ -5,7 +5,8 @@
  * 1e-5 of the largest reference value; cuda-bf16 the same, and again with
  * the outputs that products read declared operands (backend.h: written
  * in bf16 only, read back raw here) within 1e-2, and the inputs that may
- * be operands (the attention's outputs) given in bf16. `--small` changes nothing
+ * be operands (the attention's outputs) given in bf16; the cross-entropy on
+ * both backends (cuda-bf16 within 1e-2). `--small` changes nothing
  * (the shapes are small already; compute-sanitizer runs it so).
  * Prints one line per check; exit 1 on failure. */
 #include <math.h>
@@ -89,10 +90,10 @@ static uint16_t bits16(const void *p, size_t i)
 	return v;
 }
 
-/* Compare n device values (fp32, or bf16 in place when operand) with want;
- * frees d. */
-static void expect(const struct tn_backend *be, const char *what, float *d, const float *want,
-		   size_t n, int operand)
+/* Compare n device values (fp32, or bf16 in place when operand) with want,
+ * within tol of the largest reference value; frees d. */
+static void expect_tol(const struct tn_backend *be, const char *what, float *d, const float *want,
+		       size_t n, int operand, double tol)
 {
 	float *got = host(n, 0, 0);
 	be->download(got, d, n * sizeof(float));
@@ -107,13 +108,19 @@ static void expect(const struct tn_backend *be, const char *what, float *d, cons
 		err = fmax(err, isfinite(got[i]) ? fabs((double)got[i] - want[i]) : INFINITY);
 		top = fmax(top, fabs((double)want[i]));
 	}
-	double rel = err / (top > 0 ? top : 1), tol = operand ? BF16_TOL : F32_TOL;
+	double rel = err / (top > 0 ? top : 1);
 	int ok = !rc && rel <= tol;
 	printf("%s %s %s%s: %.3g (limit %.3g)\n", ok ? "ok  " : "FAIL", be->name, what,
 	       operand ? " (operand)" : "", rel, tol);
 	failures += !ok;
 	free(got);
 	be->free(d);
+}
+
+static void expect(const struct tn_backend *be, const char *what, float *d, const float *want,
+		   size_t n, int operand)
+{
+	expect_tol(be, what, d, want, n, operand, operand ? BF16_TOL : F32_TOL);
 }
 
 static void residual_norm(const struct tn_backend *be, int op)
@@ -196,6 +203,46 @@ static void merge_norm_gate(const struct tn_backend *be, int op)
 	free(oh), free(u), free(on), free(z), free(rstd), free(dz), free(du), free(doh);
 }
 
+/* The cross-entropy both ways (the gradient kept by the forward), with
+ * ignored rows, over more rows than one bf16 block of logits; V = 37 takes
+ * the scalar path, V = 264 the vector one. On cuda-bf16 the products are
+ * bf16 whatever the operands: its limit is BF16_TOL. */
+static void xent(const struct tn_backend *be, int V)
+{
+	enum { R = 2100, C = E };
+	const float scale = 0.25f;
+	float *x = host((size_t)R * C, -1, 1), *emb = host((size_t)V * C, -1, 1),
+	      *demb = host((size_t)V * C, -0.01f, 0.01f), *loss = host(R, 0, 0),
+	      *dx = host((size_t)R * C, 0, 0), *scratch = host(tn_xent_scratch(R, V), 0, 0);
+	int32_t *tgt = malloc(R * sizeof(int32_t)), *tgt_ = be->alloc(R * sizeof(int32_t));
+	if (!tgt || !tgt_)
+		exit(1);
+	for (int i = 0; i < R; i++)
+		tgt[i] = i % 11 == 3 ? -1 : (7 * i + 2) % V;
+	be->upload(tgt_, tgt, R * sizeof(int32_t));
+	float *x_ = dev(be, x, (size_t)R * C, 0), *emb_ = dev(be, emb, (size_t)V * C, 0),
+	      *demb_ = dev(be, demb, (size_t)V * C, 0), *loss_ = dev(be, NULL, R, 0),
+	      *dx_ = dev(be, NULL, (size_t)R * C, 0),
+	      *scr_ = dev(be, NULL, be->xent_scratch(R, V), 0);
+	crossentropy_forward(loss, x, emb, tgt, R, C, V, scratch);
+	crossentropy_backward(dx, demb, x, emb, scale, R, C, V, scratch);
+	be->crossentropy_forward(loss_, x_, emb_, tgt_, R, C, V, scr_);
+	be->crossentropy_backward(dx_, demb_, x_, emb_, scale, R, C, V, scr_);
+	double tol = strcmp(be->name, "cuda") ? BF16_TOL : F32_TOL;
+	char what[64];
+	snprintf(what, sizeof(what), "crossentropy_forward loss (V %d)", V);
+	expect_tol(be, what, loss_, loss, R, 0, tol);
+	snprintf(what, sizeof(what), "crossentropy_backward dx (V %d)", V);
+	expect_tol(be, what, dx_, dx, (size_t)R * C, 0, tol);
+	snprintf(what, sizeof(what), "crossentropy_backward demb (V %d)", V);
+	expect_tol(be, what, demb_, demb, (size_t)V * C, 0, tol);
+	be->free(x_);
+	be->free(emb_);
+	be->free(scr_);
+	be->free(tgt_);
+	free(x), free(emb), free(demb), free(loss), free(dx), free(scratch), free(tgt);
+}
+
 static void all(const char *name, int op)
 {
 	const struct tn_backend *be = tn_backend_find(name);
@@ -209,6 +256,10 @@ static void all(const char *name, int op)
 	merge_norm_gate(be, op);
 	if (op)
 		be->operand(NULL, 0);
+	else {
+		xent(be, 37);
+		xent(be, 264);
+	}
 }
 
 int main(void)
