@@ -1,7 +1,8 @@
 /* test_fused_cuda.c - the fused training ops of issue 8 (residual + norm,
  * feature map + LRPE forward and backward, merge + norm + gate and its
  * backward) on both CUDA backends against the CPU references, on odd
- * shapes (hd not a multiple of 32, rows not a multiple of 8). cuda within
+ * shapes (hd not a multiple of 32, rows not a multiple of 8; the feature
+ * map + LRPE at hd 20, 16, 24 and 18: 4, 8, 8 and 1 channels a thread). cuda within
  * 1e-5 of the largest reference value; cuda-bf16 the same, and again with
  * the outputs that products read declared operands (backend.h: written
  * in bf16 only, read back raw here) within 1e-2, and the inputs that may
@@ -140,37 +141,43 @@ static void residual_norm(const struct tn_backend *be, int op)
 	free(a), free(b), free(sum), free(out), free(rstd);
 }
 
-/* Feature map + LRPE both ways: SiLU with theta, ReLU without. */
-static void act_lrpe(const struct tn_backend *be, int op, int lrpe)
+/* Feature map + LRPE both ways: SiLU with theta, ReLU without; head dim
+ * hd (multiples of 8 and 4 take the vector paths). */
+static void act_lrpe(const struct tn_backend *be, int op, int lrpe, int hd)
 {
 	enum tn_act act = lrpe ? TN_ACT_SILU : TN_ACT_RELU;
-	int dk = lrpe ? 2 * HD : HD;
-	size_t n = (size_t)ROWS * E, nk = (size_t)ROWS * H * dk;
-	float *inp = host(n, -3, 3), *theta = host(E, 0, 1), *out = host(nk, 0, 0),
-	      *g = host(nk, -1, 1), *dinp = host(n, 0, 0), *dth = host(E, -1, 1);
+	int dk = lrpe ? 2 * hd : hd, e = H * hd;
+	size_t n = (size_t)ROWS * e, nk = (size_t)ROWS * H * dk;
+	float *inp = host(n, -3, 3), *theta = host(e, 0, 1), *out = host(nk, 0, 0),
+	      *g = host(nk, -1, 1), *dinp = host(n, 0, 0), *dth = host(e, -1, 1);
 	int32_t pos[ROWS];
 	for (int i = 0; i < ROWS; i++)
 		pos[i] = i % N_SEQ + 3 * (i / N_SEQ);
-	float *dinp_, *dth_ = dev(be, dth, E, 0), *th_ = lrpe ? dev(be, theta, E, 0) : NULL;
+	float *dinp_, *dth_ = dev(be, dth, e, 0), *th_ = lrpe ? dev(be, theta, e, 0) : NULL;
 	float *in_ = dev(be, inp, n, 0), *g_ = dev_in(be, g, nk, op), *out_ = dev(be, NULL, nk, op);
 	int32_t *pos_ = be->alloc(sizeof(pos));
 	if (!pos_)
 		exit(1);
 	be->upload(pos_, pos, sizeof(pos));
-	act_lrpe_forward(out, inp, lrpe ? theta : NULL, pos, B, N_SEQ, H, HD, act);
+	act_lrpe_forward(out, inp, lrpe ? theta : NULL, pos, B, N_SEQ, H, hd, act);
 	act_lrpe_backward(dinp, lrpe ? dth : NULL, g, inp, lrpe ? theta : NULL, pos, B, N_SEQ, H,
-			  HD, act);
-	be->act_lrpe_forward(out_, in_, th_, pos_, B, N_SEQ, H, HD, act);
+			  hd, act);
+	be->act_lrpe_forward(out_, in_, th_, pos_, B, N_SEQ, H, hd, act);
 	dinp_ = dev(be, NULL, n, op);
-	be->act_lrpe_backward(dinp_, lrpe ? dth_ : NULL, g_, in_, th_, pos_, B, N_SEQ, H, HD, act);
-	expect(be, lrpe ? "act_lrpe_forward (SiLU, LRPE)" : "act_lrpe_forward (ReLU)", out_, out,
-	       nk, op);
-	expect(be, lrpe ? "act_lrpe_backward (SiLU, LRPE)" : "act_lrpe_backward (ReLU)", dinp_,
-	       dinp, n, op);
-	if (lrpe)
-		expect(be, "act_lrpe_backward theta", dth_, dth, E, 0);
-	else
+	be->act_lrpe_backward(dinp_, lrpe ? dth_ : NULL, g_, in_, th_, pos_, B, N_SEQ, H, hd, act);
+	char what[80];
+	snprintf(what, sizeof(what), "act_lrpe_forward (%s, hd %d)", lrpe ? "SiLU, LRPE" : "ReLU",
+		 hd);
+	expect(be, what, out_, out, nk, op);
+	snprintf(what, sizeof(what), "act_lrpe_backward (%s, hd %d)", lrpe ? "SiLU, LRPE" : "ReLU",
+		 hd);
+	expect(be, what, dinp_, dinp, n, op);
+	if (lrpe) {
+		snprintf(what, sizeof(what), "act_lrpe_backward theta (hd %d)", hd);
+		expect(be, what, dth_, dth, e, 0);
+	} else {
 		be->free(dth_);
+	}
 	if (th_)
 		be->free(th_);
 	be->free(in_);
@@ -251,8 +258,11 @@ static void all(const char *name, int op)
 		exit(1);
 	}
 	residual_norm(be, op);
-	act_lrpe(be, op, 1);
-	act_lrpe(be, op, 0);
+	act_lrpe(be, op, 1, HD);
+	act_lrpe(be, op, 0, HD);
+	act_lrpe(be, op, 1, 16);
+	act_lrpe(be, op, 0, 24);
+	act_lrpe(be, op, 1, 18);
 	merge_norm_gate(be, op);
 	if (op)
 		be->operand(NULL, 0);
