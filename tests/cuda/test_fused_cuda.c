@@ -7,7 +7,7 @@
  * the outputs that products read declared operands (backend.h: written
  * in bf16 only, read back raw here) within 1e-2, and the inputs that may
  * be operands (the attention's outputs) given in bf16; the cross-entropy on
- * both backends (cuda-bf16 within 1e-2). `--small` changes nothing
+ * both backends (cuda-bf16 within 2e-2). `--small` changes nothing
  * (the shapes are small already; compute-sanitizer runs it so).
  * Prints one line per check; exit 1 on failure. */
 #include <math.h>
@@ -22,6 +22,9 @@
 
 #define F32_TOL 1e-5
 #define BF16_TOL 1e-2
+/* The bf16 cross-entropy rounds three times (operands, logits, gradient):
+ * its dx lands near 9e-3 on these shapes. */
+#define XENT16_TOL 2e-2
 
 enum { B = 2, N_SEQ = 37, H = 3, HD = 20, E = H * HD, ROWS = B * N_SEQ };
 
@@ -213,7 +216,7 @@ static void merge_norm_gate(const struct tn_backend *be, int op)
 /* The cross-entropy both ways (the gradient kept by the forward), with
  * ignored rows, over more rows than one bf16 block of logits; V = 37 takes
  * the scalar path, V = 264 the vector one. On cuda-bf16 the products are
- * bf16 whatever the operands: its limit is BF16_TOL. */
+ * bf16 whatever the operands: its limit is XENT16_TOL. */
 static void xent(const struct tn_backend *be, int V)
 {
 	enum { R = 2100, C = E };
@@ -235,7 +238,7 @@ static void xent(const struct tn_backend *be, int V)
 	crossentropy_backward(dx, demb, x, emb, scale, R, C, V, scratch);
 	be->crossentropy_forward(loss_, x_, emb_, tgt_, R, C, V, scr_);
 	be->crossentropy_backward(dx_, demb_, x_, emb_, scale, R, C, V, scr_);
-	double tol = strcmp(be->name, "cuda") ? BF16_TOL : F32_TOL;
+	double tol = strcmp(be->name, "cuda") ? XENT16_TOL : F32_TOL;
 	char what[64];
 	snprintf(what, sizeof(what), "crossentropy_forward loss (V %d)", V);
 	expect_tol(be, what, loss_, loss, R, 0, tol);
