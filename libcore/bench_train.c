@@ -4,8 +4,7 @@
  * against the GPU's dense bf16 peak (--peak-tflops, H200: 989), with the
  * step split into forward, backward and optimizer and the device memory.
  * Model FLOPs per token: 6 x the matmul weights (the tied head included)
- * plus 3 x the attention core's forward (MODEL.md 5.8, chunk 64); the
- * cross-entropy's recomputed logits are work done but not counted.
+ * plus 3 x the attention core's forward (MODEL.md 5.8, chunk 64).
  * The split synchronises after each phase, which costs the GPU a few
  * idle microseconds per step. --recompute checkpoints layers (model.h);
  * the activation bytes are the model's own count. */
