@@ -107,8 +107,8 @@ static void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cud
 	tn_cuda_note(cudaLaunchKernelEx(&cfg, kernel, args...), "launching a decode kernel");
 }
 
-/* The weights of U chunks (k, k + DMM_THREADS, ...) of RB rows; chunks
- * past the row or rows past OC are left alone (never used). */
+/* The weights of U chunks (k, k + DMM_THREADS, ...) of RB rows; zeros
+ * for chunks past the row or rows past OC. */
 template <int RB, int U, typename L, typename WT>
 __device__ void load_w(typename L::raw (*f)[U], const WT *w, int k, int chunks, int nrow, int C)
 {
@@ -117,8 +117,8 @@ __device__ void load_w(typename L::raw (*f)[U], const WT *w, int k, int chunks, 
 #pragma unroll
 		for (int u = 0; u < U; u++) {
 			int kk = k + u * DMM_THREADS;
-			if (j < nrow && kk < chunks)
-				f[j][u] = L::load(w + (size_t)j * C + (size_t)kk * L::N);
+			f[j][u] = j < nrow && kk < chunks ? L::load(w + (size_t)j * C + (size_t)kk * L::N)
+							  : typename L::raw{};
 		}
 }
 
