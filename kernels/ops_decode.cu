@@ -11,7 +11,8 @@
  * Decision: above TN_DMM_ROWS rows the bf16 form hands the product to the
  * tensor cores (cuBLAS) between a prologue and an epilogue kernel, since
  * then arithmetic, not the weight stream, is the bound. The token mixer of
- * one position is one kernel per (head, sequence, 128 state columns). */
+ * one position is one kernel per (head, sequence, 128 state columns), or
+ * 16 columns when that leaves too few blocks (batch 1). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,6 +161,23 @@ template <int RB> __device__ void block_argmax(const dmm_args &a, const float (*
 		atomicExch(a.done, 0u);
 }
 
+/* N consecutive floats at p: one at a time, or in 16-byte loads when N is
+ * a multiple of 4 (p then 16-byte aligned). */
+template <int N> __device__ void ld(float *v, const float *p)
+{
+	if constexpr (N % 4) {
+#pragma unroll
+		for (int i = 0; i < N; i++)
+			v[i] = p[i];
+	} else {
+#pragma unroll
+		for (int i = 0; i < N; i += 4) {
+			float4 t = *(const float4 *)(p + i);
+			v[i] = t.x, v[i + 1] = t.y, v[i + 2] = t.z, v[i + 3] = t.w;
+		}
+	}
+}
+
 /* Chunk kk of input row r through the prologue: x = gate * inp (zeros
  * past the chunks or the rows), its sum of squares added to ss. */
 template <int N>
@@ -173,28 +191,17 @@ __device__ void load_x(float *x, const dmm_args &a, int r, int kk, int chunks, d
 	}
 	size_t c = (size_t)kk * N;
 	const float *p = a.inp + (size_t)r * a.C + c;
-	if constexpr (N == 1)
-		x[0] = p[0];
-	else
-#pragma unroll
-		for (int i = 0; i < N; i += 4) {
-			float4 t = *(const float4 *)(p + i);
-			x[i] = t.x, x[i + 1] = t.y, x[i + 2] = t.z, x[i + 3] = t.w;
-		}
+	float g[N];
+	ld<N>(x, p);
 #pragma unroll
 	for (int v = 0; v < N; v++)
 		ss += (double)x[v] * x[v];
 	if (!a.gate)
 		return;
-	const float *g = a.gate + (size_t)r * a.ldg + c;
-	if constexpr (N == 1)
-		x[0] *= g[0];
-	else
+	ld<N>(g, a.gate + (size_t)r * a.ldg + c);
 #pragma unroll
-		for (int i = 0; i < N; i += 4) {
-			float4 t = *(const float4 *)(g + i);
-			x[i] *= t.x, x[i + 1] *= t.y, x[i + 2] *= t.z, x[i + 3] *= t.w;
-		}
+	for (int v = 0; v < N; v++)
+		x[v] *= g[v];
 }
 
 /* Block b: outputs [RB b, RB b + RB) of all R rows (nr of them real). Its
@@ -471,19 +478,10 @@ __device__ static float feature(float x, int act)
 	return act == TN_ACT_SILU ? x / (1.0f + expf(-x)) : act == TN_ACT_RELU ? fmaxf(x, 0.0f) : x;
 }
 
-#define MIX_SLICES 8 /* warps of a block: warp i takes state rows i, i + 8, ... */
-#define MIX_HELD 16  /* state rows a thread holds in registers at once */
+#define MIX_THREADS 256 /* per block of the mixer */
+#define MIX_ROWS 128    /* state rows a thread's registers cover at once, over the block */
+#define MIX_FILL 528    /* blocks below which the mixer splits the columns finer (4 an SM) */
 
-/* VW consecutive floats at p (16 bytes when VW is 4). */
-template <int VW> __device__ void ld(float *v, const float *p)
-{
-	if constexpr (VW == 4) {
-		float4 t = *(const float4 *)p;
-		v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
-	} else {
-		v[0] = *p;
-	}
-}
 template <int VW> __device__ void st(float *p, const float *v)
 {
 	if constexpr (VW == 4)
@@ -492,37 +490,39 @@ template <int VW> __device__ void st(float *p, const float *v)
 		*p = v[0];
 }
 
-/* MIX_HELD rows of the thread's state columns from row x0 on (rows past
+/* The thread's state columns of the HELD rows x0, x0 + SL, ... (rows past
  * dk, or columns past hd, are left alone). */
-template <int VW>
+template <int VW, int SL, int HELD>
 __device__ void load_state(float (*s)[VW], const float *S, int x0, int dk, int hd, int live)
 {
 #pragma unroll
-	for (int i = 0; i < MIX_HELD; i++) {
-		int x = x0 + i * MIX_SLICES;
+	for (int i = 0; i < HELD; i++) {
+		int x = x0 + i * SL;
 		if (live && x < dk)
 			ld<VW>(s[i], S + (size_t)x * hd);
 	}
 }
 
-/* Block (h, b, z): state columns [32 VW z, 32 VW z + 32 VW) of head h of
- * sequence b, VW to a lane. Its first MIX_HELD rows a thread loads before
- * waiting for the product that made p; then q and k of the head (feature
- * map, LRPE at pos[b]) into shared memory, S = lambda S + k^T v and o = q S
- * with the rows of S split over the warps. */
-template <int VW>
-__global__ static void __launch_bounds__(32 * MIX_SLICES)
+/* Block (h, b, z): state columns [LPR VW z, LPR VW (z + 1)) of head h of
+ * sequence b, VW to a thread, LPR threads to a row; the block's SL slices
+ * of LPR threads take the rows x = slice, slice + SL, ... The first rows a
+ * thread loads before waiting for the product that made p; then q and k
+ * of the head (feature map, LRPE at pos[b]) into shared memory, and
+ * S = lambda S + k^T v, o = q S, the slices' sums added in shared memory. */
+template <int VW, int LPR>
+__global__ static void __launch_bounds__(MIX_THREADS)
 	mixer_step(float *o, const float *p, const int32_t *pos, const float *theta,
 		   const float *decay_s, float *state, int H, int hd, int act)
 {
+	constexpr int SL = MIX_THREADS / LPR, HELD = MIX_ROWS / SL;
 	extern __shared__ float qk[];
-	__shared__ float part[MIX_SLICES][32 * VW];
+	__shared__ float part[SL][LPR * VW];
 	int h = blockIdx.x, b = blockIdx.y, E = H * hd, dk = theta ? 2 * hd : hd;
-	int lane = threadIdx.x % 32, sl = threadIdx.x / 32, y = (blockIdx.z * 32 + lane) * VW;
+	int lane = threadIdx.x % LPR, sl = threadIdx.x / LPR, y = (blockIdx.z * LPR + lane) * VW;
 	int live = y < hd;
 	float *S = state + ((size_t)b * H + h) * dk * hd + y;
-	float s[MIX_HELD][VW];
-	load_state<VW>(s, S, sl, dk, hd, live);
+	float s[HELD][VW];
+	load_state<VW, SL, HELD>(s, S, sl, dk, hd, live);
 	pdl_wait();
 	const float *row = p + (size_t)b * 4 * E;
 	float *q = qk, *k = qk + dk;
@@ -546,12 +546,12 @@ __global__ static void __launch_bounds__(32 * MIX_SLICES)
 		acc[i] = 0;
 	if (live)
 		ld<VW>(v, row + 2 * E + h * hd + y);
-	for (int x0 = sl; x0 < dk; x0 += MIX_HELD * MIX_SLICES) {
+	for (int x0 = sl; x0 < dk; x0 += MIX_ROWS) {
 		if (x0 != sl)
-			load_state<VW>(s, S, x0, dk, hd, live);
+			load_state<VW, SL, HELD>(s, S, x0, dk, hd, live);
 #pragma unroll
-		for (int i = 0; i < MIX_HELD; i++) {
-			int x = x0 + i * MIX_SLICES;
+		for (int i = 0; i < HELD; i++) {
+			int x = x0 + i * SL;
 			if (!live || x >= dk)
 				break;
 #pragma unroll
@@ -566,17 +566,30 @@ __global__ static void __launch_bounds__(32 * MIX_SLICES)
 	for (int c = 0; c < VW; c++)
 		part[sl][lane * VW + c] = acc[c];
 	__syncthreads();
-	for (int c = threadIdx.x; c < 32 * VW; c += blockDim.x) {
-		int col = blockIdx.z * 32 * VW + c;
+	for (int c = threadIdx.x; c < LPR * VW; c += blockDim.x) {
+		int col = blockIdx.z * LPR * VW + c;
 		if (col >= hd)
 			break;
 		float sum = 0;
-		for (int i = 0; i < MIX_SLICES; i++)
+		for (int i = 0; i < SL; i++)
 			sum += part[i][c];
 		o[(size_t)b * E + h * hd + col] = sum;
 	}
 }
 
+template <int VW, int LPR>
+static void launch_mixer(float *o, const float *p, const int32_t *pos, const float *theta,
+			 const float *decay_s, float *state, int B, int H, int hd, enum tn_act act,
+			 size_t smem, cudaStream_t s)
+{
+	dim3 grid((unsigned)H, (unsigned)B, (unsigned)((hd + LPR * VW - 1) / (LPR * VW)));
+	launch(mixer_step<VW, LPR>, grid, MIX_THREADS, smem, s, o, p, pos, theta, decay_s, state, H,
+	       hd, (int)act);
+}
+
+/* A warp to a state row (32 threads of 16-byte columns), or, when that
+ * leaves too few blocks to keep the SMs streaming (few sequences), 4
+ * threads to a row and 8 times the blocks. */
 extern "C" int mixer_decode_cuda(float *o, const float *p, const int32_t *pos, const float *theta,
 				 const float *decay_s, float *state, int B, int H, int hd,
 				 enum tn_act act)
@@ -588,13 +601,15 @@ extern "C" int mixer_decode_cuda(float *o, const float *p, const int32_t *pos, c
 	if (smem > 40 * 1024)
 		return tn_fail(TN_EUSAGE, "mixer_decode: head dim %d needs %zu bytes of shared "
 			       "memory, over 40 KiB", hd, smem);
-	int vw = hd % 4 == 0 && aligned(p) && aligned(state) && aligned(o) ? 4 : 1;
-	dim3 grid((unsigned)H, (unsigned)B, (unsigned)((hd + 32 * vw - 1) / (32 * vw)));
-	if (vw == 4)
-		launch(mixer_step<4>, grid, 32 * MIX_SLICES, smem, cu->stream, o, p, pos, theta,
-		       decay_s, state, H, hd, (int)act);
+	int vw = hd % 4 == 0 && aligned(p) && aligned(state) ? 4 : 1;
+	int wide = (size_t)B * H * ((hd + 32 * vw - 1) / (32 * vw)) >= MIX_FILL;
+	if (vw == 4 && wide)
+		launch_mixer<4, 32>(o, p, pos, theta, decay_s, state, B, H, hd, act, smem, cu->stream);
+	else if (vw == 4)
+		launch_mixer<4, 4>(o, p, pos, theta, decay_s, state, B, H, hd, act, smem, cu->stream);
+	else if (wide)
+		launch_mixer<1, 32>(o, p, pos, theta, decay_s, state, B, H, hd, act, smem, cu->stream);
 	else
-		launch(mixer_step<1>, grid, 32 * MIX_SLICES, smem, cu->stream, o, p, pos, theta,
-		       decay_s, state, H, hd, (int)act);
+		launch_mixer<1, 4>(o, p, pos, theta, decay_s, state, B, H, hd, act, smem, cu->stream);
 	return TN_OK;
 }

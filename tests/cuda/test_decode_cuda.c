@@ -6,7 +6,8 @@
  * output counts for every block width, and its argmax (against the argmax
  * of the output it wrote; with all weight rows equal, every row's is 0);
  * mixer_decode with and without LRPE, head dims with and without 16-byte
- * columns, over 128 columns, state rows past one register load. fp32 within 1e-5 relative (norm of the difference over the norm of
+ * columns, over 128 columns, state rows past one register load, few and
+ * many blocks (16 or 128 columns a block). fp32 within 1e-5 relative (norm of the difference over the norm of
  * the reference); bf16 against the CPU on the bf16-rounded weights, within
  * 1e-5 where the inputs stay fp32 (streaming) and 1e-2 where they are
  * rounded too (tensor cores). Outputs are poisoned (NaN) first, so an
@@ -212,6 +213,7 @@ int main(int argc, char **argv)
 		{1, 256, 4103, 1, 0, 0, 1, 0, 0},  {1, 2056, 8203, 0, 1, 1, 0, 0, 0},
 		{1, 256, 3001, 1, 0, 1, 0, 1, 0},  {3, 64, 1000, 1, 0, 0, 0, 1, 1},
 		{10, 100, 777, 1, 0, 0, 0, 1, 0},  {1, 40, 2500, 0, 0, 0, 0, 1, 1},
+		{1, 98, 300, 1, 1, 0, 0, 0, 0},    {1, 1602, 50, 1, 0, 1, 1, 0, 0},
 	};
 	static const struct mm_case mm_big[] = {
 		{1, 2048, 8192, 1, 0, 0, 0, 0, 0},  {1, 2048, 2048, 1, 1, 1, 0, 0, 0},
@@ -226,7 +228,8 @@ int main(int argc, char **argv)
 		{2, 3, 42, 1, TN_ACT_SILU}, {1, 2, 96, 1, TN_ACT_SILU}, {2, 2, 160, 0, TN_ACT_RELU},
 	};
 	static const struct mix_case mix_big[] = {
-		{1, 16, 128, 1, TN_ACT_SILU}, {8, 16, 128, 0, TN_ACT_SILU}, {64, 8, 128, 1, TN_ACT_SILU},
+		{1, 16, 128, 1, TN_ACT_SILU},  {8, 16, 128, 0, TN_ACT_SILU}, {64, 8, 128, 1, TN_ACT_SILU},
+		{64, 16, 128, 1, TN_ACT_SILU}, {40, 16, 42, 1, TN_ACT_RELU},
 	};
 	const struct tn_backend *bes[] = {tn_backend_find("cuda"), tn_backend_find("cuda-bf16")};
 	for (int i = 0; i < 2; i++) {
