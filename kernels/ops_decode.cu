@@ -174,10 +174,9 @@ __device__ void load_x(float *x, const dmm_args &a, int r, int kk, int chunks, d
 
 /* Block b: outputs [RB b, RB b + RB) of all R rows (nr of them real). Its
  * threads split the columns in chunks of L::N and load U chunks of every
- * weight row at once (the first before the inputs; U * RB loads of 16
- * bytes in flight, registers for 3 blocks an SM); the
- * rows' sums of squares come with the input loads, so the norm is the
- * factor rstd on the dot products (no pass before them). */
+ * weight row at once, before the inputs (U * RB loads of 16 bytes in
+ * flight); the rows' sums of squares come with the input loads, so the
+ * norm is the factor rstd on the dot products (no pass before them). */
 template <int R, int RB, int SG, int VEC, typename WT>
 __global__ void __launch_bounds__(DMM_THREADS) dmm_rows(dmm_args a, const WT *w, const WT *w2)
 {
