@@ -565,28 +565,23 @@ static void merge(float *out, const float *inp, int B, int n, int H, int hd)
 	heads_merge_cuda(out, inp, B, n, H, hd);
 }
 
-static void xent_forward(float *loss, float *lse, const float *x, const float *emb,
-			 const int32_t *target, int R, int C, int V, float *scratch)
+static void xent_forward(float *loss, const float *x, const float *emb, const int32_t *target,
+			 int R, int C, int V, float *scratch)
 {
 	prof_scope ps(P_XENT_F);
 	const bf16 *x16 = tn_bf16_twin(x, (size_t)R * C);
 	written(loss, (size_t)R * sizeof(float));
-	written(lse, (size_t)R * sizeof(float));
-	written(scratch, xent_scratch_bf16(V) * sizeof(float));
-	if (x16)
-		crossentropy_forward_bf16(loss, lse, x16, emb, target, R, C, V, scratch);
+	written(scratch, xent_scratch_bf16(R, V) * sizeof(float));
+	crossentropy_forward_bf16(loss, x16, emb, target, R, C, V, scratch);
 }
 
-static void xent_backward(float *dx, float *demb, const float *x, const float *emb,
-			  const int32_t *target, const float *lse, float scale, int R, int C,
-			  int V, float *scratch)
+static void xent_backward(float *dx, float *demb, const float *x, const float *emb, float scale,
+			  int R, int C, int V, const float *scratch)
 {
 	prof_scope ps(P_XENT_B);
 	const bf16 *x16 = tn_bf16_twin(x, (size_t)R * C);
 	written(dx, (size_t)R * C * sizeof(float));
-	written(scratch, xent_scratch_bf16(V) * sizeof(float));
-	if (x16)
-		crossentropy_backward_bf16(dx, demb, x16, emb, target, lse, scale, R, C, V, scratch);
+	crossentropy_backward_bf16(dx, demb, x16, emb, scale, R, C, V, scratch);
 }
 
 static double sumsq(const float *x, size_t n)

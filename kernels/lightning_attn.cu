@@ -16,7 +16,9 @@
  * run on mma.sync m16n8k16 bf16 tensor cores; the fp32 values among their
  * operands (scores, state, decay-weighted rows) enter as hi = bf16(x), lo =
  * bf16(x - hi), two products each: with any of them as bf16 alone, bf16
- * results reach or leave the test's bound (bench/RESULTS.md). fp32 inputs (the
+ * results reach or leave the test's bound (bench/RESULTS.md). At dk = dv = 128
+ * (bf16) the forward's output walk runs on Hopper's wgmma instead (chunk_fwd_wg,
+ * same pairs). fp32 inputs (the
  * checking mode) take the same walk on the CUDA cores (chunk_seq_f32). Only
  * non-negative powers lambda^p, p <= span length, appear (MODEL.md §6.11).
  * Documents: seg[t] = last start <= t (-1: none); tokens t, j interact iff
@@ -816,6 +818,270 @@ __global__ void __launch_bounds__(4 * D, 1) chunk_dkv(dims d, pass<bf16> pk, pas
 	}
 }
 
+/* ---- (3w) the forward output walk on wgmma (bf16, dk = dv = 128) ----
+ * Tiles of 64 rows x 128 bf16 are two halves of 64 rows x 128 bytes (8 KB
+ * each, 1024-byte aligned), the 16-byte piece c of row r stored at c ^ (r mod
+ * 8): the hardware's 128-byte swizzle, read by wgmma through descriptors as
+ * K-major (rows along M or N) or MN-major (rows along K). */
+constexpr int WG_T = 2 * 64 * 128; /* bytes of a 64 x 128 bf16 tile */
+
+/* Byte offset of the 16-byte piece pc (0..15) of row r of a tile. */
+__device__ __forceinline__ int sw_off(int r, int pc)
+{
+	return (pc >> 3) * 8192 + r * 128 + (((pc & 7) ^ (r & 7)) << 4);
+}
+
+/* Rows [0, nrows) of a [*, 128] bf16 matrix into a swizzled tile, zeros below. */
+__device__ void wg_issue(char *tile, const bf16 *src, int nrows)
+{
+	for (int it = threadIdx.x; it < 64 * 16; it += blockDim.x) {
+		int r = it >> 4, pc = it & 15;
+		char *dst = tile + sw_off(r, pc);
+		if (r < nrows)
+			cp_async16(dst, src + r * 128 + pc * 8);
+		else
+			*(uint4 *)dst = make_uint4(0, 0, 0, 0);
+	}
+}
+
+/* A wgmma shared-memory descriptor, 128-byte swizzle: K-major operands step
+ * 8-row groups by 1024 bytes (sbo); MN-major ones (one 64-wide atom along MN
+ * here) step their 8-row groups along K by 1024 bytes too, so both offsets
+ * hold 1024 there. */
+__device__ __forceinline__ uint64_t wg_desc(const char *p, bool mn)
+{
+	uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+	uint64_t lbo = mn ? 1024 >> 4 : 1, sbo = 1024 >> 4;
+	return (uint64_t)((a & 0x3FFFF) >> 4) | lbo << 16 | sbo << 32 | 1ull << 62;
+}
+
+/* K-major descriptor of k-step ks (16 columns) of a tile. */
+__device__ __forceinline__ uint64_t wg_kdesc(const char *tile, int ks)
+{
+	return wg_desc(tile + (ks >> 2) * 8192 + (ks & 3) * 32, false);
+}
+
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void wg_wait()
+{
+	asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+__device__ __forceinline__ void fence_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+/* Keep registers that an asynchronous wgmma reads or writes where they are
+ * (the compiler must not move or reuse them before the wait). */
+__device__ __forceinline__ void wg_keep1(float &x) { asm volatile("" : "+f"(x)::"memory"); }
+__device__ __forceinline__ void wg_keep1(uint32_t &x) { asm volatile("" : "+r"(x)::"memory"); }
+template <typename X, int NT> __device__ __forceinline__ void wg_keep(X (&a)[NT][4])
+{
+#pragma unroll
+	for (int n = 0; n < NT; n++)
+#pragma unroll
+		for (int e = 0; e < 4; e++)
+			wg_keep1(a[n][e]);
+}
+
+#define WG_D8(d, n) "+f"(d[n][0]), "+f"(d[n][1]), "+f"(d[n][2]), "+f"(d[n][3])
+#define WG_D32(d) WG_D8(d, 0), WG_D8(d, 1), WG_D8(d, 2), WG_D8(d, 3)
+#define WG_D64(d) WG_D32(d), WG_D8(d, 4), WG_D8(d, 5), WG_D8(d, 6), WG_D8(d, 7)
+/* scale-d = 1 (accumulate) as the predicate p, from operand n */
+#define WG_ACC(n) "{\n.reg .pred p;\nsetp.ne.b32 p, %" #n ", 0;\n"
+#define WG_R16 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}"
+#define WG_R32                                                                              \
+	"{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22," \
+	"%23,%24,%25,%26,%27,%28,%29,%30,%31}"
+
+/* wgmma with both operands from shared memory: A M-major when TA, B K-major;
+ * descriptors in operands ia and ib, scale-d in ip. */
+#define WG_SS(shape, regs, ia, ib, ip, TA)                                                 \
+	WG_ACC(ip) "wgmma.mma_async.sync.aligned." shape ".f32.bf16.bf16 " regs ", %" #ia    \
+		   ", %" #ib ", p, 1, 1, " #TA ", 0;\n}\n"
+
+/* d[64 x 32] += A . B, K-major. */
+__device__ __forceinline__ void wg_ss32(float (&d)[4][4], uint64_t a, uint64_t b)
+{
+	asm volatile(WG_SS("m64n32k16", WG_R16, 16, 17, 18, 0) : WG_D32(d) : "l"(a), "l"(b), "r"(1));
+}
+
+/* d[64 x 64] += A . B, A M-major. */
+__device__ __forceinline__ void wg_ss64t(float (&d)[8][4], uint64_t a, uint64_t b)
+{
+	asm volatile(WG_SS("m64n64k16", WG_R32, 32, 33, 34, 1) : WG_D64(d) : "l"(a), "l"(b), "r"(1));
+}
+
+/* d[64 x 64] += A . B, A from registers (the mma.sync A fragment of each
+ * warp's 16 rows), B from shared memory, N-major when TB. */
+template <int TB>
+__device__ __forceinline__ void wg_rs64(float (&d)[8][4], const uint32_t (&a)[4], uint64_t b)
+{
+	asm volatile(WG_ACC(37)
+		     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_R32
+		     ", {%32,%33,%34,%35}, %36, p, 1, 1, %38;\n}\n"
+		     : WG_D64(d)
+		     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1), "n"(TB));
+}
+
+/* The A fragment (16 x 16, rows r0.., columns k0..) of X^T for a tile X:
+ * A(i, k) = X[k0 + k][r0 + i]. */
+__device__ __forceinline__ void wg_load_at(uint32_t a[4], const char *X, int r0, int k0)
+{
+	int l = threadIdx.x & 31, q = l >> 3, j = k0 + (q >> 1) * 8 + (l & 7);
+	ldsm4<true>(a, (const bf16 *)(X + sw_off(j, (r0 >> 3) + (q & 1))));
+}
+
+/* Scores of the forward, masked and decayed: P[i][j] for this warpgroup's
+ * 32 columns (S as the m64n32 accumulators), hi + lo into swizzled 64 x 64
+ * tiles (one half each). */
+__device__ __forceinline__ void wg_scores(const chunk &ch, const float (&S)[4][4], int j0,
+					  const float *pw, char *Ph, char *Pl)
+{
+	int wi = (threadIdx.x >> 5) & 3, g4 = (threadIdx.x & 31) >> 2, t4 = threadIdx.x & 3;
+#pragma unroll
+	for (int n = 0; n < 4; n++)
+#pragma unroll
+		for (int h = 0; h < 2; h++) {
+			int i = 16 * wi + g4 + 8 * h, j = j0 + 8 * n + 2 * t4, t = ch.c + i;
+			float x[2];
+#pragma unroll
+			for (int u = 0; u < 2; u++) {
+				int k = ch.c + j + u;
+				bool keep = t >= k && ch.seg_of(t) <= k;
+				x[u] = keep ? S[n][2 * h + u] * pw[i - j - u] : 0.f;
+			}
+			int at = i * 128 + (((j >> 3) ^ (i & 7)) << 4) + (j & 7) * 2;
+			split_pair(x[0], x[1], *(uint32_t *)(Ph + at), *(uint32_t *)(Pl + at));
+		}
+}
+
+/* (3w) The forward walk of chunk_seq (o: F = Q, M = K, W = V) at dk = dv = 128
+ * on wgmma. Warpgroup g (of two) owns output columns 64g.. and the same rows
+ * of R^T = S^T, as m64n128 accumulators (64 per thread). Per chunk:
+ *   Sg  = Q K[32g..32g+32)^T          (wgmma, both operands in shared memory)
+ *   o^T = R^T Q^T diag(rs)            (A: R^T's registers, hi + lo; B: Q)
+ *   P   = mask(S), hi + lo, shared by both warpgroups through shared memory
+ *   o^T += V^T P^T                    (A: V, M-major; B: P hi, lo)
+ *   R^T = g R^T + (V^T diag(wu)) K    (A: V^T from ldmatrix, scaled, hi + lo; B: K, N-major)
+ * The tiles of the next chunk arrive by cp.async while this one is computed;
+ * the output leaves through shared memory (store_chunk). */
+__global__ void __launch_bounds__(256, 1) chunk_fwd_wg(dims d, pass<bf16> p, const float *decay_s,
+							 const int *seg)
+{
+	extern __shared__ __align__(16) char smem[];
+	uint32_t s0 = (uint32_t)__cvta_generic_to_shared(smem);
+	char *sm = smem + ((1024 - (s0 & 1023)) & 1023); /* 1024-aligned for the swizzle */
+	char *Ph = sm + 6 * WG_T, *Pl = Ph + 8192;
+	bf16 *stage = (bf16 *)(Pl + 8192);
+	float *pw = (float *)(stage + BC * 136), *rs = pw + 2 * BC, *wu = rs + BC;
+	int wg = threadIdx.x >> 7, wi = (threadIdx.x >> 5) & 3, g4 = (threadIdx.x & 31) >> 2;
+	int t4 = threadIdx.x & 3, bh = blockIdx.y, r0 = 64 * wg + 16 * wi;
+	walk wk = walk_of<false>(d, p, decay_s, seg, bh, pw);
+	int nch = wk.nch, c = wk.c;
+	long base = wk.base;
+	const float *S0 = wk.S0;
+	float R[16][4]; /* R^T[r0 + g4 (+8)][8n + 2t4 (+1)] */
+#pragma unroll
+	for (int n = 0; n < 16; n++)
+#pragma unroll
+		for (int e = 0; e < 4; e++)
+			R[n][e] = S0 ? S0[(8 * n + 2 * t4 + (e & 1)) * 128 + r0 + g4 + 8 * (e >> 1)] : 0.f;
+	auto issue = [&](int st, int cc) {
+		char *t = sm + st * 3 * WG_T;
+		wg_issue(t, p.F + (base + cc) * 128, d.N - cc);
+		wg_issue(t + WG_T, p.M + (base + cc) * 128, d.N - cc);
+		wg_issue(t + 2 * WG_T, p.W + (base + cc) * 128, d.N - cc);
+	};
+	issue(0, c);
+	cp_commit();
+	__syncthreads(); /* pw */
+	for (int it = 0; it < nch; it++, c += BC) {
+		int m = min(BC, d.N - c), st = it & 1;
+		const char *Q = sm + st * 3 * WG_T, *K = Q + WG_T, *V = K + WG_T;
+		if (it + 1 < nch)
+			issue(st ^ 1, c + BC);
+		cp_commit();
+		float g = chunk_decay<false>(d, wk.sq, c, m, pw, rs, wu);
+		cp_wait<1>();
+		fence_async(); /* this thread's tile writes, to the tensor cores */
+		__syncthreads(); /* this chunk's tiles, rs, wu */
+		bool carry = it > 0 || S0;
+		float S[4][4], acc[8][4];
+		zero(S);
+		zero(acc);
+		uint32_t rh[8][4], rl[8][4];
+#pragma unroll
+		for (int kk = 0; kk < 8; kk++)
+			state_frags(R, kk, rh[kk], rl[kk]);
+		wg_keep(S);
+		wg_keep(acc);
+		wg_fence();
+#pragma unroll
+		for (int ks = 0; ks < 8; ks++)
+			wg_ss32(S, wg_kdesc(Q, ks), wg_kdesc(K + 4096 * wg, ks));
+		wg_commit();
+		if (carry)
+#pragma unroll
+			for (int kk = 0; kk < 8; kk++) {
+				wg_rs64<0>(acc, rh[kk], wg_kdesc(Q, kk));
+				wg_rs64<0>(acc, rl[kk], wg_kdesc(Q, kk));
+			}
+		wg_commit();
+		wg_wait<1>();
+		wg_keep(S);
+		wg_scores(chunk_of(d, seg, c, bh), S, 32 * wg, pw, Ph, Pl);
+		fence_async();
+		__syncthreads(); /* P */
+		wg_wait<0>();
+		wg_keep(acc);
+		wg_keep(rh);
+		wg_keep(rl);
+		if (carry)
+			scale_acc(acc, rs);
+		uint32_t xh[4][4], xl[4][4];
+#pragma unroll
+		for (int jj = 0; jj < 4; jj++) {
+			uint32_t vh[4];
+			wg_load_at(vh, V, r0, 16 * jj);
+			scale_cols(vh, wu + 16 * jj, xh[jj], xl[jj]);
+		}
+		scale_state(R, g);
+		float(&R0)[8][4] = *reinterpret_cast<float(*)[8][4]>(&R[0]);
+		float(&R1)[8][4] = *reinterpret_cast<float(*)[8][4]>(&R[8]);
+		wg_keep(acc);
+		wg_keep(R);
+		wg_fence();
+#pragma unroll
+		for (int ks = 0; ks < 4; ks++) {
+			uint64_t a = wg_desc(V + 8192 * wg + 2048 * ks, true);
+			wg_ss64t(acc, a, wg_desc(Ph + 32 * ks, false));
+			wg_ss64t(acc, a, wg_desc(Pl + 32 * ks, false));
+		}
+#pragma unroll
+		for (int jj = 0; jj < 4; jj++) {
+			uint64_t b0 = wg_desc(K + 2048 * jj, true), b1 = wg_desc(K + 8192 + 2048 * jj, true);
+			wg_rs64<1>(R0, xh[jj], b0);
+			wg_rs64<1>(R0, xl[jj], b0);
+			wg_rs64<1>(R1, xh[jj], b1);
+			wg_rs64<1>(R1, xl[jj], b1);
+		}
+		wg_commit();
+		wg_wait<0>();
+		wg_keep(acc);
+		wg_keep(R);
+		wg_keep(xh);
+		wg_keep(xl);
+		store_chunk<128>(p.out + (base + c) * 128, 128, m, 128, acc, stage, true);
+	}
+	if (p.state_out && blockIdx.x == gridDim.x - 1) {
+		float *So = p.state_out + (long)bh * 128 * 128;
+#pragma unroll
+		for (int n = 0; n < 16; n++)
+#pragma unroll
+			for (int e = 0; e < 4; e++)
+				So[(8 * n + 2 * t4 + (e & 1)) * 128 + r0 + g4 + 8 * (e >> 1)] = R[n][e];
+	}
+}
+
 /* fp32 inputs (the checking mode): the walk of chunk_seq on the CUDA cores,
  * fp32 throughout, so results are exact to fp32 rounding (the tensor cores'
  * bf16 pairs are not: ~2e-5). One block of 256 threads per segment and 32
@@ -1140,6 +1406,34 @@ dims dims_of(const struct tn_attn_shape *sh)
 	return dims{sh->B, sh->H, sh->N, sh->dk, sh->dv, T, sub, sub * BC, TS, ratio};
 }
 
+/* An on/off measuring knob: on unless the environment sets it to "0" (read once). */
+bool knob_on(const char *name, int &cache)
+{
+	if (cache < 0) {
+		const char *e = getenv(name);
+		cache = !(e && !strcmp(e, "0"));
+	}
+	return cache;
+}
+
+/* Whether the forward's output walk runs on wgmma (chunk_fwd_wg): bf16 at
+ * dk = dv = 128 with 16-byte aligned tensors. TN_ATTN_WG=0 turns it off, for
+ * measuring. */
+bool wg_fits(const dims &d, const void *q, const void *k, const void *v, const void *o)
+{
+	static int on = -1;
+	uintptr_t a = (uintptr_t)q | (uintptr_t)k | (uintptr_t)v | (uintptr_t)o;
+	return knob_on("TN_ATTN_WG", on) && d.dk == 128 && d.dv == 128 && a % 16 == 0;
+}
+
+cudaError_t wg_pass(const dims &d, const pass<bf16> &p, const float *s, const int *seg,
+		    cudaStream_t st)
+{
+	int bytes = 1024 + 6 * WG_T + 2 * 8192 + BC * 136 * (int)sizeof(bf16) +
+		    4 * BC * (int)sizeof(float);
+	return launch(chunk_fwd_wg, dim3(p.spans, d.B * d.H), 256, bytes, st, d, p, s, seg);
+}
+
 template <typename T>
 cudaError_t forward_t(const dims &d, const struct tn_attn_docs *docs, const T *q, const T *k,
 		      const T *v, const float *s, const float *state_in, T *o, float *state_out,
@@ -1157,9 +1451,12 @@ cudaError_t forward_t(const dims &d, const struct tn_attn_docs *docs, const T *q
 		p = from_states(p, d, ws.L[0], false);
 	else
 		p.state = state_in;
-	if (e == cudaSuccess)
-		e = seq_any<T, false, false>(d, p, s, ws.seg, st);
-	return e;
+	if (e != cudaSuccess)
+		return e;
+	if constexpr (sizeof(T) == 2)
+		if (wg_fits(d, q, k, v, o))
+			return wg_pass(d, p, s, ws.seg, st);
+	return seq_any<T, false, false>(d, p, s, ws.seg, st);
 }
 
 /* Whether chunk_dkv takes dk and dv: bf16 with dk, dv padded to 128 (at 64
@@ -1168,11 +1465,7 @@ cudaError_t forward_t(const dims &d, const struct tn_attn_docs *docs, const T *q
 bool dkv_fits(const dims &d)
 {
 	static int on = -1;
-	if (on < 0) {
-		const char *e = getenv("TN_ATTN_DKV");
-		on = !(e && !strcmp(e, "0"));
-	}
-	return on && pad64(d.dk) == 128 && pad64(d.dv) == 128;
+	return knob_on("TN_ATTN_DKV", on) && pad64(d.dk) == 128 && pad64(d.dv) == 128;
 }
 
 template <int D>

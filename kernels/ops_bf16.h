@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <type_traits>
+
 #include "config.h"
 
 typedef __nv_bfloat16 bf16;
@@ -33,6 +35,57 @@ static __device__ inline void put(float *out, bf16 *out16, size_t i, float v)
 static __device__ inline float get(const float *x, const bf16 *x16, size_t i)
 {
 	return x ? x[i] : __bfloat162float(x16[i]);
+}
+
+/* The same for W (8, 4 or 1) consecutive values at i; 8 and 4 with 8-,
+ * 16- and 32-byte accesses, so the pointers and i must allow them (tn_vec8).
+ * Elementwise kernels take 8 values a thread so that they run at copy
+ * bandwidth; W is a constant so that the values stay in registers. */
+template <int W>
+static __device__ inline void getw(const float *x, const bf16 *x16, size_t i, float *v)
+{
+	if constexpr (W == 1) {
+		v[0] = get(x, x16, i);
+	} else if (x) {
+#pragma unroll
+		for (int k = 0; k < W; k += 4) {
+			float4 a = *(const float4 *)(x + i + k);
+			v[k] = a.x, v[k + 1] = a.y, v[k + 2] = a.z, v[k + 3] = a.w;
+		}
+	} else {
+		using vec = typename std::conditional<W == 8, uint4, uint2>::type;
+		vec q = *(const vec *)(x16 + i);
+		const __nv_bfloat162 *p = (const __nv_bfloat162 *)&q;
+#pragma unroll
+		for (int k = 0; k < W / 2; k++) {
+			float2 f = __bfloat1622float2(p[k]);
+			v[2 * k] = f.x, v[2 * k + 1] = f.y;
+		}
+	}
+}
+template <int W>
+static __device__ inline void putw(float *out, bf16 *out16, size_t i, const float *v)
+{
+	if constexpr (W == 1) {
+		put(out, out16, i, v[0]);
+	} else {
+		using vec = typename std::conditional<W == 8, uint4, uint2>::type;
+		__nv_bfloat162 p[W / 2];
+#pragma unroll
+		for (int k = 0; k < W && out; k += 4)
+			*(float4 *)(out + i + k) = make_float4(v[k], v[k + 1], v[k + 2], v[k + 3]);
+#pragma unroll
+		for (int k = 0; k < W / 2; k++)
+			p[k] = __floats2bfloat162_rn(v[2 * k], v[2 * k + 1]);
+		if (out16)
+			*(vec *)(out16 + i) = *(const vec *)p;
+	}
+}
+/* Whether 8 values at an index that is a multiple of 8 can be moved as
+ * vectors at p (NULL: no access, so yes). */
+static inline int tn_vec8(const void *p)
+{
+	return (uintptr_t)p % 16 == 0;
 }
 
 /* The feature map (enum tn_act) and its slope, as ops.h's tn_act_value and
@@ -93,13 +146,12 @@ void merge_norm_gate_twin(float *on, float *rstd, float *z, bf16 *z16, const flo
 void gate_norm_split_twin(float *du, bf16 *du16, float *doh, bf16 *doh16, const float *dz,
 			  const float *u, const float *on, const float *rstd, int B, int n, int H,
 			  int hd);
-size_t xent_scratch_bf16(int V);
+size_t xent_scratch_bf16(int R, int V);
 /* The fp32 forms' arguments, with x (the final hidden states) in bf16. */
-void crossentropy_forward_bf16(float *loss, float *lse, const bf16 *x16, const float *emb,
+void crossentropy_forward_bf16(float *loss, const bf16 *x16, const float *emb,
 			       const int32_t *target, int R, int C, int V, float *scratch);
 void crossentropy_backward_bf16(float *dx, float *demb, const bf16 *x16, const float *emb,
-				const int32_t *target, const float *lse, float scale, int R,
-				int C, int V, float *scratch);
+				float scale, int R, int C, int V, const float *scratch);
 void adamw_update_bf16(float *p, const float *g, float *m, float *v, size_t n, float lr,
 		       float beta1, float beta2, float eps, float wd, float gscale, float bc1,
 		       float bc2);

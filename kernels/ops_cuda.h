@@ -50,12 +50,11 @@ void merge_norm_gate_forward_cuda(float *on, float *rstd, float *z, const float 
 void gate_norm_split_backward_cuda(float *du, float *doh, const float *dz, const float *u,
 				   const float *on, const float *rstd, int B, int n, int H, int hd);
 void heads_merge_cuda(float *out, const float *inp, int B, int n, int H, int hd);
-size_t xent_scratch_cuda(int V);
-void crossentropy_forward_cuda(float *loss, float *lse, const float *x, const float *emb,
+size_t xent_scratch_cuda(int R, int V);
+void crossentropy_forward_cuda(float *loss, const float *x, const float *emb,
 			       const int32_t *target, int R, int C, int V, float *scratch);
 void crossentropy_backward_cuda(float *dx, float *demb, const float *x, const float *emb,
-				const int32_t *target, const float *lse, float scale, int R,
-				int C, int V, float *scratch);
+				float scale, int R, int C, int V, const float *scratch);
 double sumsq_forward_cuda(const float *x, size_t n);
 int attn_decode_cuda(int B, int H, int dk, int dv, const float *q, const float *k,
 		     const float *v, const float *decay_s, float *state, float *o);

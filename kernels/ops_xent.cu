@@ -1,10 +1,14 @@
-/* ops_xent.cu - tied LM head + softmax + cross-entropy, fused and chunked as
- * on the CPU: rows in blocks of XENT_ROWS, the vocabulary in chunks of
- * XENT_VCHUNK, logits of one block x chunk at a time from cuBLAS, an online
- * log-sum-exp (in double) across chunks; the backward recomputes them.
- * The bf16 forms do the same with larger blocks on the tensor cores (bf16
- * hidden states and embedding shadow, fp32 logits, float exponentials) and
- * hand the two gradient products a bf16 copy of the chunk's softmax grad. */
+/* ops_xent.cu - tied LM head + softmax + cross-entropy as on the CPU: the
+ * forward keeps the logits' gradient softmax - onehot of every row, the
+ * backward is two products with the scale as their alpha (three products
+ * of [R, V] a step, none recomputed). Per row one kernel makes the loss
+ * and the gradient from the row's logits, in place: an online max and sum
+ * (in double in the fp32 check mode), then a second pass (mostly from L2)
+ * that writes the gradient. fp32: [R, V] floats of scratch. bf16: the
+ * tensor cores write the logits in bf16 (as PyTorch's bf16 head does), the
+ * kernel turns them into the gradient in bf16 (R x V x 2 bytes: 4 GiB for
+ * 32K rows of a 64K vocabulary), which the backward's products read; no
+ * fp32 pass over [R, V] at all. */
 #include <stdint.h>
 
 #include "cuda_common.h"
@@ -12,225 +16,175 @@
 #include "ops_cuda.h"
 #include "reduce.cuh"
 
-#define XENT_ROWS 2048
-#define XENT_VCHUNK 8192
+#define XENT_THREADS 1024
 
-/* Scratch layout: logits [XENT_ROWS * vchunk] floats, then per row the
- * running max and sum (doubles) and the target's logit (float). */
-static int vchunk(int V) { return V < XENT_VCHUNK ? V : XENT_VCHUNK; }
+static const float zero = 0.0f, one = 1.0f;
 
-size_t xent_scratch_cuda(int V)
+/* Rows per product, so that no operand passes 2^30 elements. */
+static int rows_per_product(int V)
 {
-	return (size_t)XENT_ROWS * vchunk(V) + (size_t)XENT_ROWS * 5 + 2; /* + alignment slack */
+	int r = (1 << 30) / (V > 0 ? V : 1);
+	return r > 0 ? r : 1;
 }
 
-/* The per-row doubles after the logits, 8-byte aligned whatever scratch is. */
-static double *row_stats(float *scratch, int V)
+template <typename Acc> __device__ inline Acc xexp(Acc x);
+template <> __device__ inline double xexp<double>(double x) { return exp(x); }
+template <> __device__ inline float xexp<float>(float x) { return __expf(x); }
+
+/* Fold values v[0, W) into the running max m and sum s of exp(v - m). */
+template <typename Acc, int W> __device__ inline void fold(const float *v, Acc &m, Acc &s)
 {
-	uintptr_t at = (uintptr_t)(scratch + (size_t)XENT_ROWS * vchunk(V));
-	return (double *)((at + 7) & ~(uintptr_t)7);
+	float mx = v[0];
+	for (int k = 1; k < W; k++)
+		mx = fmaxf(mx, v[k]);
+	if ((Acc)mx > m) {
+		s *= xexp<Acc>(m - (Acc)mx);
+		m = (Acc)mx;
+	}
+	for (int k = 0; k < W; k++)
+		s += xexp<Acc>((Acc)v[k] - m);
 }
 
-/* Fold one chunk of logits into the rows' running max and sum; Acc is the
- * type the chunk's exponentials are summed in (double: the check mode). */
-template <typename Acc>
-__global__ static void fold(const float *lg, int vc, int v0, const int32_t *target, double *m,
-			    double *s, float *tl, int first)
+/* One block per row i of the logits g [rows, V] (fp32, or bf16 in g16
+ * where g is NULL): loss[i], and the row turned in place into softmax -
+ * onehot (0 for an ignored row); each thread rewrites only what it read,
+ * after the whole block has read the row. W values a thread at a time: 8
+ * as vectors (V a multiple of 8, the rows aligned), or 1. */
+template <typename Acc, int W>
+__global__ static void __launch_bounds__(XENT_THREADS)
+	softmax_grad(float *g, bf16 *g16, int V, const int32_t *target, float *loss)
 {
-	int i = blockIdx.x;
-	const float *l = lg + (size_t)i * vc;
-	float cm = -INFINITY;
-	for (int j = threadIdx.x; j < vc; j += blockDim.x)
-		cm = fmaxf(cm, l[j]);
-	cm = block_max(cm);
-	double old_m = first ? -INFINITY : m[i], nm = fmax((double)cm, old_m);
-	Acc acc = 0;
-	for (int j = threadIdx.x; j < vc; j += blockDim.x)
-		acc += sizeof(Acc) == sizeof(double) ? exp((double)l[j] - nm)
-						     : __expf(l[j] - (float)nm);
-	acc = block_sum(acc);
-	if (threadIdx.x == 0) {
-		s[i] = (first ? 0.0 : s[i] * exp(old_m - nm)) + acc;
-		m[i] = nm;
-		if (first)
-			tl[i] = 0;
-		if (target[i] >= v0 && target[i] < v0 + vc)
-			tl[i] = l[target[i] - v0];
+	int i = blockIdx.x, t = target[i];
+	float *o = g ? g + (size_t)i * V : NULL;
+	bf16 *o16 = g ? NULL : g16 + (size_t)i * V;
+	float lt = threadIdx.x == 0 && t >= 0 ? get(o, o16, t) : 0.0f, v[W];
+	Acc m = -INFINITY, s = 0;
+	for (int j = threadIdx.x * W; j < V && t >= 0; j += W * blockDim.x) {
+		getw<W>(o, o16, j, v);
+		fold<Acc, W>(v, m, s);
+	}
+	Acc top = block_max(m);
+	s = block_sum(m == -INFINITY ? (Acc)0 : s * xexp<Acc>(m - top));
+	Acc lse = top + log(s);
+	if (threadIdx.x == 0)
+		loss[i] = t >= 0 ? (float)(lse - (Acc)lt) : 0.0f;
+	for (int j = threadIdx.x * W; j < V; j += W * blockDim.x) {
+		getw<W>(o, o16, j, v);
+		for (int k = 0; k < W; k++)
+			v[k] = t < 0 ? 0.0f : (float)xexp<Acc>((Acc)v[k] - lse) - (float)(j + k == t);
+		putw<W>(o, o16, j, v);
 	}
 }
 
-__global__ static void finish(float *loss, float *lse, const int32_t *target, const double *m,
-			      const double *s, const float *tl, int rows)
+/* The logits of rows in g or g16 (the other NULL) into their gradient and loss. */
+template <typename Acc>
+static void launch(float *g, bf16 *g16, int rows, int V, const int32_t *target, float *loss,
+		   cudaStream_t st)
 {
-	int i = blockIdx.x * blockDim.x + threadIdx.x;
-	if (i >= rows)
-		return;
-	double l = m[i] + log(s[i]);
-	lse[i] = (float)l;
-	loss[i] = target[i] >= 0 ? (float)(l - tl[i]) : 0.0f;
+	if (V % 8 == 0 && tn_vec8(g) && tn_vec8(g16))
+		softmax_grad<Acc, 8><<<rows, XENT_THREADS, 0, st>>>(g, g16, V, target, loss);
+	else
+		softmax_grad<Acc, 1><<<rows, XENT_THREADS, 0, st>>>(g, g16, V, target, loss);
+	TN_CUDA_CHECK_LAUNCH("crossentropy softmax gradient");
 }
 
-void crossentropy_forward_cuda(float *loss, float *lse, const float *x, const float *emb,
+/* ---- fp32 (check mode): scratch is the gradient [R, V], in place of the logits ---- */
+
+size_t xent_scratch_cuda(int R, int V)
+{
+	return (size_t)R * (size_t)V;
+}
+
+void crossentropy_forward_cuda(float *loss, const float *x, const float *emb,
 			       const int32_t *target, int R, int C, int V, float *scratch)
 {
 	struct tn_cuda *cu = tn_cuda_get();
 	if (!cu)
 		return;
-	double *m = row_stats(scratch, V), *s = m + XENT_ROWS;
-	float *tl = (float *)(s + XENT_ROWS);
-	for (int r0 = 0; r0 < R; r0 += XENT_ROWS) {
-		int rows = R - r0 < XENT_ROWS ? R - r0 : XENT_ROWS;
-		for (int v0 = 0; v0 < V; v0 += XENT_VCHUNK) {
-			int vc = V - v0 < XENT_VCHUNK ? V - v0 : XENT_VCHUNK;
-			matmul_forward_cuda(scratch, x + (size_t)r0 * C, emb + (size_t)v0 * C, rows, C,
-					    vc, 0);
-			fold<double><<<rows, 256, 0, cu->stream>>>(scratch, vc, v0, target + r0, m, s, tl,
-							   v0 == 0);
-			TN_CUDA_CHECK_LAUNCH("crossentropy_forward fold");
-		}
-		finish<<<TN_CUDA_BLOCKS(rows), 256, 0, cu->stream>>>(loss + r0, lse + r0, target + r0,
-								     m, s, tl, rows);
-		TN_CUDA_CHECK_LAUNCH("crossentropy_forward");
+	int step = rows_per_product(V);
+	for (int r0 = 0; r0 < R; r0 += step) {
+		int rows = R - r0 < step ? R - r0 : step;
+		float *lg = scratch + (size_t)r0 * V;
+		matmul_forward_cuda(lg, x + (size_t)r0 * C, emb, rows, C, V, 0);
+		launch<double>(lg, NULL, rows, V, target + r0, loss + r0, cu->stream);
 	}
-}
-
-__global__ static void chunk_grad(float *lg, int vc, int v0, const int32_t *target,
-				  const float *lse, float scale, int rows)
-{
-	size_t k = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-	if (k >= (size_t)rows * vc)
-		return;
-	int i = (int)(k / vc), j = (int)(k % vc);
-	if (target[i] < 0) {
-		lg[k] = 0;
-		return;
-	}
-	float g = scale * expf(lg[k] - lse[i]);
-	if (target[i] == v0 + j)
-		g -= scale;
-	lg[k] = g;
 }
 
 void crossentropy_backward_cuda(float *dx, float *demb, const float *x, const float *emb,
-				const int32_t *target, const float *lse, float scale, int R,
-				int C, int V, float *scratch)
+				float scale, int R, int C, int V, const float *scratch)
 {
 	struct tn_cuda *cu = tn_cuda_get();
 	if (!cu)
 		return;
-	tn_cuda_note(cudaMemsetAsync(dx, 0, (size_t)R * C * sizeof(float), cu->stream),
-		     "crossentropy_backward");
-	for (int r0 = 0; r0 < R; r0 += XENT_ROWS) {
-		int rows = R - r0 < XENT_ROWS ? R - r0 : XENT_ROWS;
-		const float *xr = x + (size_t)r0 * C;
-		for (int v0 = 0; v0 < V; v0 += XENT_VCHUNK) {
-			int vc = V - v0 < XENT_VCHUNK ? V - v0 : XENT_VCHUNK;
-			const float *e = emb + (size_t)v0 * C;
-			matmul_forward_cuda(scratch, xr, e, rows, C, vc, 0);
-			chunk_grad<<<TN_CUDA_BLOCKS((size_t)rows * vc), 256, 0, cu->stream>>>(
-				scratch, vc, v0, target + r0, lse + r0, scale, rows);
-			TN_CUDA_CHECK_LAUNCH("crossentropy_backward");
-			matmul_backward_cuda(dx + (size_t)r0 * C, demb + (size_t)v0 * C, scratch, xr, e,
-					     rows, C, vc, 1);
-		}
+	int step = rows_per_product(V);
+	for (int r0 = 0; r0 < R; r0 += step) {
+		int rows = R - r0 < step ? R - r0 : step;
+		const float *g = scratch + (size_t)r0 * V;
+		/* dx[rows, C] = scale G E; demb[V, C] += scale G^T x */
+		tn_cuda_note_blas(cublasSgemm(cu->blas, CUBLAS_OP_N, CUBLAS_OP_N, C, rows, V, &scale,
+					      emb, C, g, V, &zero, dx + (size_t)r0 * C, C),
+				  "crossentropy_backward dx");
+		tn_cuda_note_blas(cublasSgemm(cu->blas, CUBLAS_OP_N, CUBLAS_OP_T, C, V, rows, &scale,
+					      x + (size_t)r0 * C, C, g, V, &one, demb, C),
+				  "crossentropy_backward demb");
 	}
 }
 
-/* ---- mixed precision ---- */
-
-#define XENT16_ROWS 4096
-#define XENT16_VCHUNK 16384
-
-static int vchunk16(int V) { return V < XENT16_VCHUNK ? V : XENT16_VCHUNK; }
-
-/* Scratch: fp32 logits and their bf16 gradient [XENT16_ROWS * vchunk], then
- * the row statistics as in the fp32 form. */
-size_t xent_scratch_bf16(int V)
+/* Column-major C[m,n] = alpha A.B (+ C when accumulate), bf16 A and B, C
+ * of type ct: tn_gemm_bf16 with an alpha and a bf16 output, which only
+ * these products need. */
+static void gemm16(int ta, int tb, int m, int n, int k, float alpha, const bf16 *A, int lda,
+		   const bf16 *B, int ldb, int accumulate, void *C, cudaDataType ct, int ldc,
+		   const char *what)
 {
-	size_t lg = (size_t)XENT16_ROWS * vchunk16(V);
-	return lg + (lg + 1) / 2 + (size_t)XENT16_ROWS * 5 + 2;
+	struct tn_cuda *cu = tn_cuda_get();
+	if (!cu)
+		return;
+	tn_cuda_note_blas(cublasGemmEx(cu->blas16, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
+				       tb ? CUBLAS_OP_T : CUBLAS_OP_N, m, n, k, &alpha, A,
+				       CUDA_R_16BF, lda, B, CUDA_R_16BF, ldb,
+				       accumulate ? &one : &zero, C, ct, ldc,
+				       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+			  what);
 }
 
-static bf16 *grad16_at(float *scratch, int V)
+/* ---- mixed precision: scratch = the logits, then their gradient, [R, V] in bf16 ---- */
+
+size_t xent_scratch_bf16(int R, int V)
 {
-	return (bf16 *)(scratch + (size_t)XENT16_ROWS * vchunk16(V));
+	return ((size_t)R * V + 1) / 2;
 }
 
-static double *row_stats16(float *scratch, int V)
-{
-	size_t lg = (size_t)XENT16_ROWS * vchunk16(V);
-	uintptr_t at = (uintptr_t)(scratch + lg + (lg + 1) / 2);
-	return (double *)((at + 7) & ~(uintptr_t)7);
-}
-
-/* logits[rows, vc] of rows r0.. against vocabulary rows v0.. */
-static void logits16(float *lg, const bf16 *x16, const bf16 *e16, int rows, int C, int vc)
-{
-	tn_gemm_bf16(1, 0, vc, rows, C, e16, C, x16, C, 0, lg, vc, "crossentropy logits bf16");
-}
-
-void crossentropy_forward_bf16(float *loss, float *lse, const bf16 *x16, const float *emb,
+void crossentropy_forward_bf16(float *loss, const bf16 *x16, const float *emb,
 			       const int32_t *target, int R, int C, int V, float *scratch)
 {
 	struct tn_cuda *cu = tn_cuda_get();
-	if (!cu)
-		return;
 	const bf16 *e16 = tn_bf16_weight(emb, (size_t)V * C);
-	double *m = row_stats16(scratch, V), *s = m + XENT16_ROWS;
-	float *tl = (float *)(s + XENT16_ROWS);
-	for (int r0 = 0; r0 < R && x16 && e16; r0 += XENT16_ROWS) {
-		int rows = R - r0 < XENT16_ROWS ? R - r0 : XENT16_ROWS;
-		for (int v0 = 0; v0 < V; v0 += XENT16_VCHUNK) {
-			int vc = V - v0 < XENT16_VCHUNK ? V - v0 : XENT16_VCHUNK;
-			logits16(scratch, x16 + (size_t)r0 * C, e16 + (size_t)v0 * C, rows, C, vc);
-			fold<float><<<rows, 256, 0, cu->stream>>>(scratch, vc, v0, target + r0, m, s,
-								  tl, v0 == 0);
-			TN_CUDA_CHECK_LAUNCH("crossentropy_forward bf16 fold");
-		}
-		finish<<<TN_CUDA_BLOCKS(rows), 256, 0, cu->stream>>>(loss + r0, lse + r0, target + r0,
-								     m, s, tl, rows);
-		TN_CUDA_CHECK_LAUNCH("crossentropy_forward bf16");
+	if (!cu || !x16 || !e16)
+		return;
+	int step = rows_per_product(V);
+	for (int r0 = 0; r0 < R; r0 += step) {
+		int rows = R - r0 < step ? R - r0 : step;
+		bf16 *g = (bf16 *)scratch + (size_t)r0 * V;
+		gemm16(1, 0, V, rows, C, 1.0f, e16, C, x16 + (size_t)r0 * C, C, 0, g, CUDA_R_16BF, V,
+		       "crossentropy logits bf16");
+		launch<float>(NULL, g, rows, V, target + r0, loss + r0, cu->stream);
 	}
 }
 
-/* g[i, j] = scale (softmax - onehot), in bf16; grid (vc / 256, rows). */
-__global__ static void chunk_grad16(bf16 *g, const float *lg, int vc, int v0,
-				    const int32_t *target, const float *lse, float scale)
-{
-	int i = blockIdx.y, j = blockIdx.x * blockDim.x + threadIdx.x;
-	if (j >= vc)
-		return;
-	size_t k = (size_t)i * vc + j;
-	int t = target[i];
-	float v = t < 0 ? 0.0f : scale * __expf(lg[k] - lse[i]) - (t == v0 + j ? scale : 0.0f);
-	g[k] = __float2bfloat16_rn(v);
-}
-
 void crossentropy_backward_bf16(float *dx, float *demb, const bf16 *x16, const float *emb,
-				const int32_t *target, const float *lse, float scale, int R,
-				int C, int V, float *scratch)
+				float scale, int R, int C, int V, const float *scratch)
 {
-	struct tn_cuda *cu = tn_cuda_get();
-	if (!cu)
+	const bf16 *e16 = tn_bf16_weight(emb, (size_t)V * C), *g16 = (const bf16 *)scratch;
+	if (!x16 || !e16)
 		return;
-	const bf16 *e16 = tn_bf16_weight(emb, (size_t)V * C);
-	bf16 *g16 = grad16_at(scratch, V);
-	for (int r0 = 0; r0 < R && x16 && e16; r0 += XENT16_ROWS) {
-		int rows = R - r0 < XENT16_ROWS ? R - r0 : XENT16_ROWS;
-		const bf16 *xr = x16 + (size_t)r0 * C;
-		for (int v0 = 0; v0 < V; v0 += XENT16_VCHUNK) {
-			int vc = V - v0 < XENT16_VCHUNK ? V - v0 : XENT16_VCHUNK;
-			const bf16 *e = e16 + (size_t)v0 * C;
-			logits16(scratch, xr, e, rows, C, vc);
-			dim3 grid((unsigned)((vc + 255) / 256), (unsigned)rows);
-			chunk_grad16<<<grid, 256, 0, cu->stream>>>(g16, scratch, vc, v0, target + r0,
-								   lse + r0, scale);
-			TN_CUDA_CHECK_LAUNCH("crossentropy_backward bf16");
-			/* dx = g E (the first chunk assigns), dE += g^T x */
-			tn_gemm_bf16(0, 0, C, rows, vc, e, C, g16, vc, v0 > 0, dx + (size_t)r0 * C, C,
-				     "crossentropy dx bf16");
-			tn_gemm_bf16(0, 1, C, vc, rows, xr, C, g16, vc, 1, demb + (size_t)v0 * C, C,
-				     "crossentropy demb bf16");
-		}
+	int step = rows_per_product(V);
+	for (int r0 = 0; r0 < R; r0 += step) {
+		int rows = R - r0 < step ? R - r0 : step;
+		const bf16 *g = g16 + (size_t)r0 * V;
+		gemm16(0, 0, C, rows, V, scale, e16, C, g, V, 0, dx + (size_t)r0 * C, CUDA_R_32F, C,
+		       "crossentropy dx bf16");
+		gemm16(0, 1, C, V, rows, scale, x16 + (size_t)r0 * C, C, g, V, 1, demb, CUDA_R_32F, C,
+		       "crossentropy demb bf16");
 	}
 }

@@ -50,12 +50,14 @@ struct tn_backend {
 	void (*lrpe_backward)(float *dinp, float *dtheta, const float *dout, const float *inp,
 			      const float *theta, const int32_t *pos, int B, int n, int H, int hd);
 	void (*heads_merge)(float *out, const float *inp, int B, int n, int H, int hd);
-	size_t (*xent_scratch)(int V);
-	void (*crossentropy_forward)(float *loss, float *lse, const float *x, const float *emb,
+	/* ops.h's cross-entropy: the forward keeps the logits' gradient in
+	 * scratch (xent_scratch floats, laid out as the backend likes) for
+	 * the backward of the same R rows. */
+	size_t (*xent_scratch)(int R, int V);
+	void (*crossentropy_forward)(float *loss, const float *x, const float *emb,
 				     const int32_t *target, int R, int C, int V, float *scratch);
 	void (*crossentropy_backward)(float *dx, float *demb, const float *x, const float *emb,
-				      const int32_t *target, const float *lse, float scale, int R,
-				      int C, int V, float *scratch);
+				      float scale, int R, int C, int V, const float *scratch);
 	double (*sumsq_forward)(const float *x, size_t n);
 	void (*adamw_update)(float *p, const float *g, float *m, float *v, size_t n, float lr,
 			     float beta1, float beta2, float eps, float wd, float gscale,

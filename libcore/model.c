@@ -47,7 +47,7 @@ struct tn_acts {
 	int32_t *pos_host; /* host_alloc'd positions of pos_rows rows for sequences of pos_n */
 	int pos_rows, pos_n;
 	struct layer_acts *l;
-	float *xL, *hf, *rstdf, *loss, *lse, *xent;
+	float *xL, *hf, *rstdf, *loss, *xent;
 	float *dx, *dxn, *dh1, *dh2, *dhm, *dz, *doh, *dqh, *dkh, *dvh, *dp;
 	float *tp1, *tp2, *rows; /* TP: [B * n, hidden] scratch and one float per row */
 	float *o, *don, *dob;   /* TP: the merged, unnormalised attention output and its gradients */
@@ -688,8 +688,6 @@ static size_t acts_layout(const struct tn_model *m, struct tn_acts *a, int B, in
 	TAKE(a->hf, BT * d);
 	TAKE(a->rstdf, BT);
 	TAKE(a->loss, BT);
-	TAKE(a->lse, BT);
-	TAKE(a->xent, m->be->xent_scratch(c->vocab_size));
 	if (m->tp) {
 		TAKE(a->tp1, BT * E);
 		TAKE(a->tp2, BT * E);
@@ -699,6 +697,7 @@ static size_t acts_layout(const struct tn_model *m, struct tn_acts *a, int B, in
 		TAKE(a->dob, BT * E);
 	}
 	if (train) {
+		TAKE(a->xent, m->be->xent_scratch((int)BT, c->vocab_size));
 		TAKE(a->dx, BT * d);
 		TAKE(a->dxn, BT * d);
 		TAKE(a->dh1, BT * g);
@@ -1028,7 +1027,7 @@ int tn_model_forward(struct tn_model *m, const int32_t *tok, const int32_t *tgt,
 		a->n_valid += tgt[i] >= 0;
 	}
 	m->be->upload(a->tgt, tgt, BT * sizeof(int32_t));
-	m->be->crossentropy_forward(a->loss, a->lse, a->hf, m->emb, a->tgt, (int)BT, m->cfg.d,
+	m->be->crossentropy_forward(a->loss, a->hf, m->emb, a->tgt, (int)BT, m->cfg.d,
 				    m->cfg.vocab_size, a->xent);
 	float *host = tn_malloc(BT * sizeof(float));
 	if (!host)
@@ -1181,8 +1180,8 @@ int tn_model_backward(struct tn_model *m, float scale)
 		return tn_fail(TN_EUSAGE, "backward needs a forward with targets and zeroed gradients");
 	int BT = a->B * a->n;
 	float dscale = a->n_valid ? scale / (float)a->n_valid : 0.0f;
-	m->be->crossentropy_backward(a->dxn, m->gemb, a->hf, m->emb, a->tgt, a->lse, dscale, BT,
-				     c->d, c->vocab_size, a->xent);
+	m->be->crossentropy_backward(a->dxn, m->gemb, a->hf, m->emb, dscale, BT, c->d,
+				     c->vocab_size, a->xent);
 	m->be->zero(a->dx, (size_t)BT * c->d * sizeof(float));
 	m->be->srmsnorm_backward(a->dx, a->dxn, a->hf, a->rstdf, BT, c->d);
 	for (int l = c->layers - 1; l >= 0; l--) {

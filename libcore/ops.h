@@ -100,19 +100,19 @@ void gate_norm_split_backward(float *du, float *doh, const float *dz, const floa
 			      const float *on, const float *rstd, int B, int n, int H, int hd);
 
 /* Tied head + softmax + cross-entropy over rows of x [R, C] against the
- * embedding [V, C], never holding more than TN_XENT_ROWS x TN_XENT_VCHUNK
- * logits. target < 0 = ignored row (loss 0). Per-row loss and log-sum-exp
- * (kept for the backward) are written. scratch: tn_xent_scratch() floats. */
-#define TN_XENT_ROWS 64
-#define TN_XENT_VCHUNK 4096
-size_t tn_xent_scratch(int V);
-void crossentropy_forward(float *loss, float *lse, const float *x, const float *emb,
-			  const int32_t *target, int R, int C, int V, float *scratch);
+ * embedding [V, C]. The forward writes the per-row loss (target < 0 =
+ * ignored row, loss 0) and keeps the gradient of the summed loss with
+ * respect to the logits, softmax - onehot (0 for ignored rows), in scratch
+ * (tn_xent_scratch() floats: [R, V] here, the backend's own layout
+ * elsewhere); the backward reads it instead of recomputing the logits and
+ * applies its scale in the two products. */
+size_t tn_xent_scratch(int R, int V);
+void crossentropy_forward(float *loss, const float *x, const float *emb, const int32_t *target,
+			  int R, int C, int V, float *scratch);
 /* Gradients of scale * sum_r loss[r]: dx (assigned; 0 for ignored rows)
  * and demb (+=, the tied head's part). */
-void crossentropy_backward(float *dx, float *demb, const float *x, const float *emb,
-			   const int32_t *target, const float *lse, float scale, int R, int C,
-			   int V, float *scratch);
+void crossentropy_backward(float *dx, float *demb, const float *x, const float *emb, float scale,
+			   int R, int C, int V, const float *scratch);
 
 /* Sum of squares in double, in fixed blocks so it is the same bit for bit
  * for any thread count. */

@@ -398,6 +398,7 @@ int main(int argc, char **argv)
 		run_case(1, 2, 300, 100, 96, dt, 0, 1);
 		/* B*H enough to fill the GPU: one segment of several chunks a block */
 		run_case(17, 16, 130, 64, 64, dt, 1, 1);
+		run_case(4, 40, 200, 128, 128, dt, 0, 1);
 		/* segments whose states come from several spans each (fine(d).ratio > 1) */
 		run_case(2, 8, 1280, 64, 64, dt, 1, 1);
 		run_case(2, 8, 1100, 128, 128, dt, 1, 0);
