@@ -1409,16 +1409,20 @@ static int layer_decode(struct tn_model *m, int l, float *state, float *out)
 }
 
 /* The layers of one decode step over the states st->s, then, when logits
- * is non-NULL, the final norm and the tied head into it. */
-static int decode_layers(struct tn_model *m, struct tn_infer *st, float *logits)
+ * is non-NULL, the final norm and the tied head into it, and with next
+ * the argmax of each row of logits (the fused head computes it in the same
+ * pass over the embedding). */
+static int decode_layers(struct tn_model *m, struct tn_infer *st, float *logits, int32_t *next)
 {
 	const struct tn_config *c = &m->cfg;
 	struct tn_acts *a = m->acts;
-	int B = st->B, rc;
+	int B = st->B, V = c->vocab_size, rc;
 	if (!fused_decode(m)) {
 		if ((rc = stack_forward(m, st->s, st->s)) || !logits)
 			return rc;
-		m->be->matmul_forward(logits, a->hf, m->emb, B, c->d, c->vocab_size, 0);
+		m->be->matmul_forward(logits, a->hf, m->emb, B, c->d, V, 0);
+		if (next)
+			m->be->argmax_rows(next, logits, B, V);
 		return TN_OK;
 	}
 	m->be->embedding_forward(a->l[0].x, a->tok, m->emb, B, c->d,
@@ -1426,19 +1430,9 @@ static int decode_layers(struct tn_model *m, struct tn_infer *st, float *logits)
 	for (int l = 0; l < c->layers; l++)
 		if ((rc = layer_decode(m, l, st->s[l], l + 1 < c->layers ? a->l[l + 1].x : a->xL)))
 			return rc;
-	struct tn_dmm head = {.inp = a->xL, .w = m->emb, .norm = 1, .BT = B, .C = c->d,
-			      .OC = c->vocab_size};
+	struct tn_dmm head = {.inp = a->xL, .w = m->emb, .amax = next, .norm = 1, .BT = B,
+			      .C = c->d, .OC = V};
 	return logits ? m->be->decode_matmul(logits, &head) : TN_OK;
-}
-
-/* The decode step after its inputs: layers, head into st->logits, argmax. */
-static int decode_body(struct tn_model *m, struct tn_infer *st)
-{
-	int rc = decode_layers(m, st, st->logits);
-	if (rc)
-		return rc;
-	m->be->argmax_rows(st->next, st->logits, st->B, m->cfg.vocab_size);
-	return TN_OK;
 }
 
 /* The decode step as a replayed graph. A graph holds the addresses it was
@@ -1454,7 +1448,7 @@ static int decode_graph(struct tn_model *m, struct tn_infer *st)
 		if (st->graph)
 			be->graph_free(st->graph);
 		st->graph = NULL;
-		int rc = decode_body(m, st);
+		int rc = decode_layers(m, st, st->logits, st->next);
 		st->key = (struct graph_key){m->acts->mem, st->s[0], be->graph_epoch()};
 		return rc;
 	}
@@ -1462,7 +1456,7 @@ static int decode_graph(struct tn_model *m, struct tn_infer *st)
 		int rc = be->graph_begin();
 		if (rc)
 			return rc;
-		rc = decode_body(m, st);
+		rc = decode_layers(m, st, st->logits, st->next);
 		int end = be->graph_end(&st->graph);
 		if (rc || end)
 			return rc ? rc : end;
@@ -1489,9 +1483,9 @@ static int decode(struct tn_model *m, struct tn_infer *st, const int32_t *tok, f
 	if (graphs)
 		rc = decode_graph(m, st);
 	else if (logits || next)
-		rc = decode_body(m, st);
+		rc = decode_layers(m, st, st->logits, st->next);
 	else
-		rc = decode_layers(m, st, NULL);
+		rc = decode_layers(m, st, NULL, NULL);
 	if (rc)
 		return rc;
 	for (int b = 0; b < B; b++)

@@ -31,6 +31,14 @@ int decode_matmul(float *out, const struct tn_dmm *a)
 	}
 	if (a->res)
 		residual_forward(out, out, a->res, no);
+	for (int r = 0; a->amax && r < a->BT; r++) {
+		const float *y = out + (size_t)r * a->OC;
+		int best = 0;
+		for (int o = 1; o < a->OC; o++)
+			if (y[o] > y[best])
+				best = o;
+		a->amax[r] = best;
+	}
 	free(x);
 	return TN_OK;
 }

@@ -15,11 +15,14 @@
 /* One small product out[BT, OC] = res + f(pro(inp) W^T), W [OC, C]:
  * pro(x) = x, or srmsnorm(x) when norm, then times gate (row stride ldg)
  * when gate is non-NULL (the token mixer's u * norm(o)); f(y) = y, or with
- * w2 the SGLU product (x W^T) * (x w2^T); res (NULL: none) is added last.
- * ops.h: srmsnorm_forward, gate_forward, matmul_forward, gate_forward,
+ * w2 the SGLU product (x W^T) * (x w2^T); res (NULL: none) is added last;
+ * amax (NULL: none) gets each row's argmax of out, the lowest index on
+ * ties (greedy decoding's next tokens from the head). ops.h:
+ * srmsnorm_forward, gate_forward, matmul_forward, gate_forward,
  * residual_forward, in that order. TN_OK or TN_ENOMEM (scratch). */
 struct tn_dmm {
 	const float *inp, *w, *w2, *gate, *res;
+	int32_t *amax;
 	int norm, ldg, BT, C, OC;
 };
 int decode_matmul(float *out, const struct tn_dmm *a);

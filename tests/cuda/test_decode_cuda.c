@@ -2,8 +2,12 @@
  * both CUDA backend tables against their CPU references (ops_decode.c), on
  * fresh random inputs: decode_matmul with every prologue and epilogue, on
  * row counts of the streaming kernel and of the tensor-core path, column
- * counts with and without 16-byte loads, rows past the 8 of one launch;
- * mixer_decode with and without LRPE. fp32 within 1e-5 relative (norm of the difference over the norm of
+ * counts with and without 16-byte loads, rows past the 8 of one launch,
+ * output counts for every block width, and its argmax (against the argmax
+ * of the output it wrote; with all weight rows equal, every row's is 0);
+ * mixer_decode with and without LRPE, head dims with and without 16-byte
+ * columns, over 128 columns, state rows past one register load, few and
+ * many blocks (16 or 128 columns a block). fp32 within 1e-5 relative (norm of the difference over the norm of
  * the reference); bf16 against the CPU on the bf16-rounded weights, within
  * 1e-5 where the inputs stay fp32 (streaming) and 1e-2 where they are
  * rounded too (tensor cores). Outputs are poisoned (NaN) first, so an
@@ -103,7 +107,7 @@ static void check(const char *be, const char *what, double err, double tol)
 }
 
 struct mm_case {
-	int BT, C, OC, norm, gate, res, w2;
+	int BT, C, OC, norm, gate, res, w2, amax, same;
 };
 
 static void test_matmul(const struct tn_backend *be, const struct mm_case *k)
@@ -112,30 +116,43 @@ static void test_matmul(const struct tn_backend *be, const struct mm_case *k)
 	size_t nx = (size_t)k->BT * k->C, nw = (size_t)k->OC * k->C, no = (size_t)k->BT * k->OC;
 	float *x = host(nx, 1.5f), *w = host(nw, 1.0f / sqrtf((float)k->C));
 	float *w2 = k->w2 ? host(nw, 1.0f / sqrtf((float)k->C)) : NULL;
+	for (size_t i = k->C; k->same && i < nw; i++)
+		w[i] = w[i % k->C];
 	float *g = k->gate ? host((size_t)k->BT * ldg, 1.0f) : NULL;
 	float *res = k->res ? host(no, 1.0f) : NULL, *ref = host(no, 0), *got = host(no, 0);
 	float *dx = dev(be, x, nx), *dw = dev(be, w, nw), *dw2 = dev(be, w2, nw);
 	float *dg = dev(be, g, k->BT * (size_t)ldg), *dres = dev(be, res, no);
 	float *dout = poisoned(be, no);
-	struct tn_dmm a = {dx, dw, dw2, dg, dres, k->norm, ldg, k->BT, k->C, k->OC};
+	int32_t ids[64], want[64], *dids = k->amax ? be->alloc(sizeof ids) : NULL;
+	struct tn_dmm a = {dx, dw, dw2, dg, dres, dids, k->norm, ldg, k->BT, k->C, k->OC};
 	int rc = be->decode_matmul(dout, &a);
 	if (!rc)
 		rc = be->status();
 	be->download(got, dout, no * sizeof(float));
+	if (dids)
+		be->download(ids, dids, k->BT * sizeof(int32_t));
 	for (size_t i = 0; bf16 && i < nw; i++) { /* the reference of the bf16 weights */
 		w[i] = bf16_round(w[i]);
 		if (w2)
 			w2[i] = bf16_round(w2[i]);
 	}
-	struct tn_dmm h = {x, w, w2, g, res, k->norm, ldg, k->BT, k->C, k->OC};
+	struct tn_dmm h = {x, w, w2, g, res, NULL, k->norm, ldg, k->BT, k->C, k->OC};
 	if (!rc)
 		rc = decode_matmul(ref, &h);
 	char what[160];
-	snprintf(what, sizeof what, "decode_matmul rows %d, %d -> %d%s%s%s%s", k->BT, k->C, k->OC,
-		 k->norm ? ", norm" : "", k->gate ? ", gate" : "", k->w2 ? ", sglu" : "",
-		 k->res ? ", residual" : "");
+	snprintf(what, sizeof what, "decode_matmul rows %d, %d -> %d%s%s%s%s%s%s", k->BT, k->C,
+		 k->OC, k->norm ? ", norm" : "", k->gate ? ", gate" : "", k->w2 ? ", sglu" : "",
+		 k->res ? ", residual" : "", k->amax ? ", argmax" : "", k->same ? " (rows equal)" : "");
 	check(be->name, what, rc ? NAN : rel_err(got, ref, no), bf16 && k->BT > TN_DMM_ROWS ? 1e-2 : 1e-5);
-	float *dv[] = {dx, dw, dw2, dg, dres, dout};
+	if (k->amax) {
+		tn_backend_cpu.argmax_rows(want, got, k->BT, k->OC);
+		int ok = !rc;
+		for (int r = 0; ok && r < k->BT; r++)
+			ok = ids[r] == want[r] && (!k->same || ids[r] == 0);
+		printf("%s %s:   its argmax\n", ok ? "ok  " : "FAIL", be->name);
+		failures += !ok;
+	}
+	float *dv[] = {dx, dw, dw2, dg, dres, dout, (float *)dids};
 	for (size_t i = 0; i < sizeof dv / sizeof *dv; i++)
 		if (dv[i])
 			be->free(dv[i]);
@@ -188,22 +205,31 @@ int main(int argc, char **argv)
 {
 	int small = argc > 1 && !strcmp(argv[1], "--small");
 	static const struct mm_case mm_small[] = {
-		{1, 256, 384, 1, 0, 0, 0}, {1, 256, 200, 1, 1, 1, 0}, {3, 264, 130, 0, 0, 1, 0},
-		{5, 100, 70, 1, 0, 0, 1},  {2, 98, 33, 1, 1, 0, 0},   {8, 64, 40, 0, 1, 1, 1},
-		{12, 256, 96, 1, 1, 1, 0}, {20, 512, 300, 1, 0, 0, 1}, {6, 2000, 50, 1, 1, 1, 0},
-		{7, 1602, 20, 1, 0, 0, 1},
+		{1, 256, 384, 1, 0, 0, 0, 0, 0},   {1, 256, 200, 1, 1, 1, 0, 0, 0},
+		{3, 264, 130, 0, 0, 1, 0, 0, 0},   {5, 100, 70, 1, 0, 0, 1, 0, 0},
+		{2, 98, 33, 1, 1, 0, 0, 0, 0},     {8, 64, 40, 0, 1, 1, 1, 0, 0},
+		{12, 256, 96, 1, 1, 1, 0, 0, 0},   {20, 512, 300, 1, 0, 0, 1, 0, 0},
+		{6, 2000, 50, 1, 1, 1, 0, 0, 0},   {7, 1602, 20, 1, 0, 0, 1, 0, 0},
+		{1, 256, 4103, 1, 0, 0, 1, 0, 0},  {1, 2056, 8203, 0, 1, 1, 0, 0, 0},
+		{1, 256, 3001, 1, 0, 1, 0, 1, 0},  {3, 64, 1000, 1, 0, 0, 0, 1, 1},
+		{10, 100, 777, 1, 0, 0, 0, 1, 0},  {1, 40, 2500, 0, 0, 0, 0, 1, 1},
+		{1, 98, 300, 1, 1, 0, 0, 0, 0},    {1, 1602, 50, 1, 0, 1, 1, 0, 0},
 	};
 	static const struct mm_case mm_big[] = {
-		{1, 2048, 8192, 1, 0, 0, 0}, {1, 2048, 2048, 1, 1, 1, 0},
-		{4, 2048, 5632, 1, 0, 0, 1}, {1, 5632, 2048, 0, 0, 1, 0},
-		{8, 2048, 5632, 1, 0, 0, 1}, {8, 5632, 2048, 0, 0, 1, 0},
-		{64, 2048, 2048, 1, 1, 1, 0}, {64, 2048, 5632, 1, 0, 0, 1},
+		{1, 2048, 8192, 1, 0, 0, 0, 0, 0},  {1, 2048, 2048, 1, 1, 1, 0, 0, 0},
+		{4, 2048, 5632, 1, 0, 0, 1, 0, 0},  {1, 5632, 2048, 0, 0, 1, 0, 0, 0},
+		{1, 2048, 5632, 1, 0, 0, 1, 0, 0},  {8, 2048, 5632, 1, 0, 0, 1, 0, 0},
+		{8, 5632, 2048, 0, 0, 1, 0, 0, 0},  {64, 2048, 2048, 1, 1, 1, 0, 0, 0},
+		{64, 2048, 5632, 1, 0, 0, 1, 0, 0}, {1, 2048, 32000, 1, 0, 0, 0, 1, 0},
+		{4, 2048, 32000, 1, 0, 0, 0, 1, 0},
 	};
 	static const struct mix_case mix_small[] = {
 		{1, 4, 64, 1, TN_ACT_SILU}, {3, 2, 48, 0, TN_ACT_RELU}, {2, 3, 40, 1, TN_ACT_NONE},
+		{2, 3, 42, 1, TN_ACT_SILU}, {1, 2, 96, 1, TN_ACT_SILU}, {2, 2, 160, 0, TN_ACT_RELU},
 	};
 	static const struct mix_case mix_big[] = {
-		{1, 16, 128, 1, TN_ACT_SILU}, {8, 16, 128, 0, TN_ACT_SILU}, {64, 8, 128, 1, TN_ACT_SILU},
+		{1, 16, 128, 1, TN_ACT_SILU},  {8, 16, 128, 0, TN_ACT_SILU}, {64, 8, 128, 1, TN_ACT_SILU},
+		{64, 16, 128, 1, TN_ACT_SILU}, {40, 16, 42, 1, TN_ACT_RELU},
 	};
 	const struct tn_backend *bes[] = {tn_backend_find("cuda"), tn_backend_find("cuda-bf16")};
 	for (int i = 0; i < 2; i++) {
