@@ -17,13 +17,14 @@
  * operands (scores, state, decay-weighted rows) enter as hi = bf16(x), lo =
  * bf16(x - hi), two products each: with any of them as bf16 alone, bf16
  * results reach or leave the test's bound (bench/RESULTS.md). At dk = dv = 128
- * (bf16) the forward's output walk runs on Hopper's wgmma instead (chunk_fwd_wg,
- * same pairs). fp32 inputs (the
+ * (bf16) every walk runs on Hopper's wgmma instead (chunk_wg, same pairs; dk
+ * and dv in two walks). fp32 inputs (the
  * checking mode) take the same walk on the CUDA cores (chunk_seq_f32). Only
  * non-negative powers lambda^p, p <= span length, appear (MODEL.md §6.11).
  * Documents: seg[t] = last start <= t (-1: none); tokens t, j interact iff
  * seg[t] <= j <= t, as in libcore/lightning_attn.c. */
 #include <cuda_bf16.h>
+#include <initializer_list>
 #include <limits.h>
 #include <stdlib.h>
 #include <stdint.h>
@@ -893,22 +894,24 @@ template <typename X, int NT> __device__ __forceinline__ void wg_keep(X (&a)[NT]
 	"{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22," \
 	"%23,%24,%25,%26,%27,%28,%29,%30,%31}"
 
-/* wgmma with both operands from shared memory: A M-major when TA, B K-major;
- * descriptors in operands ia and ib, scale-d in ip. */
-#define WG_SS(shape, regs, ia, ib, ip, TA)                                                 \
+/* wgmma with both operands from shared memory: A M-major when TA, B N-major
+ * when TB (operand it); descriptors in operands ia and ib, scale-d in ip. */
+#define WG_SS(shape, regs, ia, ib, ip, TA, TB)                                             \
 	WG_ACC(ip) "wgmma.mma_async.sync.aligned." shape ".f32.bf16.bf16 " regs ", %" #ia    \
-		   ", %" #ib ", p, 1, 1, " #TA ", 0;\n}\n"
+		   ", %" #ib ", p, 1, 1, " #TA ", " TB ";\n}\n"
 
 /* d[64 x 32] += A . B, K-major. */
 __device__ __forceinline__ void wg_ss32(float (&d)[4][4], uint64_t a, uint64_t b)
 {
-	asm volatile(WG_SS("m64n32k16", WG_R16, 16, 17, 18, 0) : WG_D32(d) : "l"(a), "l"(b), "r"(1));
+	asm volatile(WG_SS("m64n32k16", WG_R16, 16, 17, 18, 0, "0") : WG_D32(d) : "l"(a), "l"(b), "r"(1));
 }
 
-/* d[64 x 64] += A . B, A M-major. */
-__device__ __forceinline__ void wg_ss64t(float (&d)[8][4], uint64_t a, uint64_t b)
+/* d[64 x 64] += A . B, A M-major, B N-major when TB. */
+template <int TB> __device__ __forceinline__ void wg_ss64t(float (&d)[8][4], uint64_t a, uint64_t b)
 {
-	asm volatile(WG_SS("m64n64k16", WG_R32, 32, 33, 34, 1) : WG_D64(d) : "l"(a), "l"(b), "r"(1));
+	asm volatile(WG_SS("m64n64k16", WG_R32, 32, 33, 34, 1, "%35")
+		     : WG_D64(d)
+		     : "l"(a), "l"(b), "r"(1), "n"(TB));
 }
 
 /* d[64 x 64] += A . B, A from registers (the mma.sync A fragment of each
@@ -955,25 +958,25 @@ __device__ __forceinline__ void wg_scores(const chunk &ch, const float (&S)[4][4
 		}
 }
 
-/* (3w) The forward walk of chunk_seq (o: F = Q, M = K, W = V) at dk = dv = 128
- * on wgmma. Warpgroup g (of two) owns output columns 64g.. and the same rows
- * of R^T = S^T, as m64n128 accumulators (64 per thread). Per chunk, in the
- * order issued (the tensor cores run the state update and R^T Q^T while the
- * warps mask the scores):
- *   Sg  = Q K[32g..32g+32)^T          (wgmma, both operands in shared memory)
- *   o^T = R^T Q^T                     (A: R^T's registers, hi + lo; B: Q)
- *   R^T = g R^T + (V^T diag(wu)) K    (A: V^T from ldmatrix, scaled, hi + lo; B: K, N-major)
+/* (3w) chunk_seq's walk (REV, STN, ST as there) at dk = dv = 128 on wgmma.
+ * Warpgroup g (of two) owns output columns 64g.. and the same rows of R^T,
+ * as m64n128 accumulators (64 per thread). Per chunk, in the order issued
+ * (the tensor cores run the state update and R^T F^T while the warps mask
+ * the scores):
+ *   Sg  = F M[32g..)^T (REV: M F[32g..)^T)  (both operands in shared memory)
+ *   o^T = R^T F^T                           (A: R^T's registers, hi + lo; B: F)
+ *   R^T = g R^T + (W^T diag(wu)) M          (A: W^T from ldmatrix, scaled, hi + lo; B: M, N-major)
  *   P   = mask(S), hi + lo, shared by both warpgroups through shared memory
- *   o^T = o^T diag(rs) + V^T P^T      (A: V, M-major; B: P hi, lo)
+ *   o^T = o^T diag(rs) + W^T P^T (REV: W^T P) (A: W, M-major; B: P hi, lo)
  * The tiles of the next chunk arrive by cp.async while this one is computed;
- * the output leaves through shared memory (store_chunk). ST (state only, the
- * spans' local states before the scan): K and V tiles alone, R from zero, no
- * output, the final R into p.state_out[b,h,span]. */
-template <bool ST>
+ * the output leaves through shared memory (store_chunk). ST (state only):
+ * M and W tiles alone, R from zero, no output, the final R into
+ * p.state_out[b,h,span]. */
+template <bool REV, bool STN, bool ST>
 __global__ void __launch_bounds__(256, ST ? 2 : 1)
-	chunk_fwd_wg(dims d, pass<bf16> p, const float *decay_s, const int *seg)
+	chunk_wg(dims d, pass<bf16> p, const float *decay_s, const int *seg)
 {
-	constexpr int NT = ST ? 2 : 3; /* tiles a stage: (Q,) K, V */
+	constexpr int NT = ST ? 2 : 3; /* tiles a stage: (F,) M, W */
 	extern __shared__ __align__(16) char smem[];
 	uint32_t s0 = (uint32_t)__cvta_generic_to_shared(smem);
 	char *sm = smem + ((1024 - (s0 & 1023)) & 1023); /* 1024-aligned for the swizzle */
@@ -982,8 +985,8 @@ __global__ void __launch_bounds__(256, ST ? 2 : 1)
 	float *pw = ST ? (float *)Ph : (float *)(stage + BC * 136), *rs = pw + 2 * BC, *wu = rs + BC;
 	int wg = threadIdx.x >> 7, wi = (threadIdx.x >> 5) & 3, g4 = (threadIdx.x & 31) >> 2;
 	int t4 = threadIdx.x & 3, bh = blockIdx.y, r0 = 64 * wg + 16 * wi;
-	walk wk = walk_of<false>(d, p, decay_s, seg, bh, pw);
-	int nch = wk.nch, c = wk.c;
+	walk wk = walk_of<REV>(d, p, decay_s, seg, bh, pw);
+	int nch = wk.nch, c = wk.c, step = wk.step;
 	long base = wk.base;
 	const float *S0 = wk.S0;
 	float R[16][4]; /* R^T[r0 + g4 (+8)][8n + 2t4 (+1)] */
@@ -991,7 +994,8 @@ __global__ void __launch_bounds__(256, ST ? 2 : 1)
 	for (int n = 0; n < 16; n++)
 #pragma unroll
 		for (int e = 0; e < 4; e++)
-			R[n][e] = S0 ? S0[(8 * n + 2 * t4 + (e & 1)) * 128 + r0 + g4 + 8 * (e >> 1)] : 0.f;
+			R[n][e] = S0 ? S0[state_at<STN>(d, r0 + g4 + 8 * (e >> 1), 8 * n + 2 * t4 + (e & 1))]
+				     : 0.f;
 	float(&R0)[8][4] = *reinterpret_cast<float(*)[8][4]>(&R[0]);
 	float(&R1)[8][4] = *reinterpret_cast<float(*)[8][4]>(&R[8]);
 	auto issue = [&](int st, int cc) {
@@ -1004,13 +1008,13 @@ __global__ void __launch_bounds__(256, ST ? 2 : 1)
 	issue(0, c);
 	cp_commit();
 	__syncthreads(); /* pw */
-	for (int it = 0; it < nch; it++, c += BC) {
+	for (int it = 0; it < nch; it++, c += step) {
 		int m = min(BC, d.N - c), st = it & 1;
-		const char *Q = sm + st * NT * WG_T, *K = Q + (NT - 2) * WG_T, *V = K + WG_T;
+		const char *F = sm + st * NT * WG_T, *M = F + (NT - 2) * WG_T, *W = M + WG_T;
 		if (it + 1 < nch)
-			issue(st ^ 1, c + BC);
+			issue(st ^ 1, c + step);
 		cp_commit();
-		float g = chunk_decay<false>(d, wk.sq, c, m, pw, rs, wu);
+		float g = chunk_decay<REV>(d, wk.sq, c, m, pw, rs, wu);
 		cp_wait<1>();
 		fence_async(); /* this thread's tile writes, to the tensor cores */
 		__syncthreads(); /* this chunk's tiles, rs, wu */
@@ -1024,34 +1028,34 @@ __global__ void __launch_bounds__(256, ST ? 2 : 1)
 			for (int kk = 0; kk < 8; kk++)
 				state_frags(R, kk, rh[kk], rl[kk]);
 		}
-		scale_state(R, g); /* R^T Q^T reads R's hi + lo copies */
+		scale_state(R, g); /* R^T F^T reads R's hi + lo copies */
 		if (!ST) {
 			wg_keep(S);
 			wg_keep(acc);
 			wg_fence();
 #pragma unroll
 			for (int ks = 0; ks < 8; ks++)
-				wg_ss32(S, wg_kdesc(Q, ks), wg_kdesc(K + 4096 * wg, ks));
+				wg_ss32(S, wg_kdesc(REV ? M : F, ks), wg_kdesc((REV ? F : M) + 4096 * wg, ks));
 			wg_commit();
 			if (carry)
 #pragma unroll
 				for (int kk = 0; kk < 8; kk++) {
-					wg_rs64<0>(acc, rh[kk], wg_kdesc(Q, kk));
-					wg_rs64<0>(acc, rl[kk], wg_kdesc(Q, kk));
+					wg_rs64<0>(acc, rh[kk], wg_kdesc(F, kk));
+					wg_rs64<0>(acc, rl[kk], wg_kdesc(F, kk));
 				}
 			wg_commit();
 		}
 #pragma unroll
 		for (int jj = 0; jj < 4; jj++) {
 			uint32_t vh[4];
-			wg_load_at(vh, V, r0, 16 * jj);
+			wg_load_at(vh, W, r0, 16 * jj);
 			scale_cols(vh, wu + 16 * jj, xh[jj], xl[jj]);
 		}
 		wg_keep(R);
 		wg_fence();
 #pragma unroll
 		for (int jj = 0; jj < 4; jj++) {
-			uint64_t b0 = wg_desc(K + 2048 * jj, true), b1 = wg_desc(K + 8192 + 2048 * jj, true);
+			uint64_t b0 = wg_desc(M + 2048 * jj, true), b1 = wg_desc(M + 8192 + 2048 * jj, true);
 			wg_rs64<1>(R0, xh[jj], b0);
 			wg_rs64<1>(R0, xl[jj], b0);
 			wg_rs64<1>(R1, xh[jj], b1);
@@ -1064,7 +1068,7 @@ __global__ void __launch_bounds__(256, ST ? 2 : 1)
 			wg_scores(chunk_of(d, seg, c, bh), S, 32 * wg, pw, Ph, Pl);
 			fence_async();
 			__syncthreads(); /* P */
-			wg_wait<1>(); /* R^T Q^T; the state update may still run */
+			wg_wait<1>(); /* R^T F^T; the state update may still run */
 			wg_keep(acc);
 			wg_keep(rh);
 			wg_keep(rl);
@@ -1074,9 +1078,11 @@ __global__ void __launch_bounds__(256, ST ? 2 : 1)
 			wg_fence();
 #pragma unroll
 			for (int ks = 0; ks < 4; ks++) {
-				uint64_t a = wg_desc(V + 8192 * wg + 2048 * ks, true);
-				wg_ss64t(acc, a, wg_desc(Ph + 32 * ks, false));
-				wg_ss64t(acc, a, wg_desc(Pl + 32 * ks, false));
+				/* P's rows are the k index when REV (N-major), else its columns */
+				uint64_t a = wg_desc(W + 8192 * wg + 2048 * ks, true);
+				int at = REV ? 2048 * ks : 32 * ks;
+				wg_ss64t<REV>(acc, a, wg_desc(Ph + at, REV));
+				wg_ss64t<REV>(acc, a, wg_desc(Pl + at, REV));
 			}
 			wg_commit();
 		}
@@ -1097,7 +1103,8 @@ __global__ void __launch_bounds__(256, ST ? 2 : 1)
 		for (int n = 0; n < 16; n++)
 #pragma unroll
 			for (int e = 0; e < 4; e++)
-				So[(8 * n + 2 * t4 + (e & 1)) * 128 + r0 + g4 + 8 * (e >> 1)] = R[n][e];
+				So[state_at<STN>(d, r0 + g4 + 8 * (e >> 1), 8 * n + 2 * t4 + (e & 1))] =
+					R[n][e];
 	}
 }
 
@@ -1326,24 +1333,33 @@ bool knob_on(const char *name, int &cache)
 	return cache;
 }
 
-/* Whether the forward's walks (output, and the state-only walk before its
- * scan) run on wgmma (chunk_fwd_wg): bf16 at dk = dv = 128 with 16-byte
- * aligned tensors. TN_ATTN_WG=0 turns it off, for
- * measuring. */
-bool wg_fits(const dims &d, const void *q, const void *k, const void *v, const void *o)
+/* Whether the walks run on wgmma (chunk_wg): bf16 at dk = dv = 128 with
+ * 16-byte aligned tensors. TN_ATTN_WG=0 turns it off, for measuring. */
+bool wg_fits(const dims &d, std::initializer_list<const void *> ts)
 {
 	static int on = -1;
-	uintptr_t a = (uintptr_t)q | (uintptr_t)k | (uintptr_t)v | (uintptr_t)o;
+	uintptr_t a = 0;
+	for (const void *t : ts)
+		a |= (uintptr_t)t;
 	return knob_on("TN_ATTN_WG", on) && d.dk == 128 && d.dv == 128 && a % 16 == 0;
 }
 
-template <bool ST>
+template <bool REV, bool STN, bool ST>
 cudaError_t wg_pass(const dims &d, const pass<bf16> &p, const float *s, const int *seg,
 		    cudaStream_t st)
 {
 	int bytes = 1024 + 2 * (ST ? 2 : 3) * WG_T + 4 * BC * (int)sizeof(float) +
 		    (ST ? 0 : 2 * 8192 + BC * 136 * (int)sizeof(bf16));
-	return launch(chunk_fwd_wg<ST>, dim3(p.spans, d.B * d.H), 256, bytes, st, d, p, s, seg);
+	return launch(chunk_wg<REV, STN, ST>, dim3(p.spans, d.B * d.H), 256, bytes, st, d, p, s,
+		      seg);
+}
+
+/* One walk of a bf16 pass: chunk_wg where it fits, else seq_any. */
+template <bool REV, bool STN, bool ST = false>
+cudaError_t walk_bf16(const dims &d, const pass<bf16> &p, bool wg, const float *s, const int *seg,
+		      cudaStream_t st)
+{
+	return wg ? wg_pass<REV, STN, ST>(d, p, s, seg, st) : seq_any<bf16, REV, STN, ST>(d, p, s, seg, st);
 }
 
 /* (1) The local state sum_j w_j x_j y_j^T of each span of fine(d) into L,
@@ -1361,9 +1377,8 @@ cudaError_t states(const dims &d, const T *x, const T *y, const float *s, const 
 	p.spans = nx;
 	p.first = REV ? d.ratio : 0;
 	cudaError_t e;
-	if constexpr (sizeof(T) == 2 && !REV)
-		e = wg_fits(d, x, y, x, y) ? wg_pass<true>(f, p, s, seg, st)
-					   : seq_any<T, REV, false, true>(f, p, s, seg, st);
+	if constexpr (sizeof(T) == 2)
+		e = walk_bf16<REV, false, true>(f, p, wg_fits(d, {x, y}), s, seg, st);
 	else
 		e = seq_any<T, REV, false, true>(f, p, s, seg, st);
 	if (e != cudaSuccess)
@@ -1480,9 +1495,9 @@ cudaError_t forward_t(const dims &d, const struct tn_attn_docs *docs, const T *q
 	if (e != cudaSuccess)
 		return e;
 	if constexpr (sizeof(T) == 2)
-		if (wg_fits(d, q, k, v, o))
-			return wg_pass<false>(d, p, s, ws.seg, st);
-	return seq_any<T, false, false>(d, p, s, ws.seg, st);
+		return walk_bf16<false, false>(d, p, wg_fits(d, {q, k, v, o}), s, ws.seg, st);
+	else
+		return seq_any<T, false, false>(d, p, s, ws.seg, st);
 }
 
 /* Whether chunk_dkv takes dk and dv: bf16 with dk, dv padded to 128 (at 64
@@ -1524,14 +1539,22 @@ cudaError_t backward_t(const dims &d, const struct tn_attn_docs *docs, const T *
 		pk = from_states(pk, d, ws.L[1], true);
 		pv = from_states(pv, d, ws.L[1], true);
 	}
+	if constexpr (sizeof(T) == 2) {
+		bool wg = wg_fits(d, {q, k, v, g, dq, dk, dv});
+		if (e == cudaSuccess)
+			e = walk_bf16<false, true>(d, pq, wg, s, ws.seg, st);
+		if (e == cudaSuccess && !wg && dkv_fits(d))
+			return dkv_pass<128>(d, pk, pv, s, ws.seg, st);
+		if (e == cudaSuccess)
+			e = walk_bf16<true, true>(d, pk, wg, s, ws.seg, st);
+		if (e == cudaSuccess)
+			e = walk_bf16<true, false>(d, pv, wg, s, ws.seg, st);
+		return e;
+	}
 	if (e == cudaSuccess)
 		e = seq_any<T, false, true>(d, pq, s, ws.seg, st);
-	if (e != cudaSuccess)
-		return e;
-	if constexpr (sizeof(T) == 2)
-		if (dkv_fits(d))
-			return dkv_pass<128>(d, pk, pv, s, ws.seg, st);
-	e = seq_any<T, true, true>(d, pk, s, ws.seg, st);
+	if (e == cudaSuccess)
+		e = seq_any<T, true, true>(d, pk, s, ws.seg, st);
 	if (e == cudaSuccess)
 		e = seq_any<T, true, false>(d, pv, s, ws.seg, st);
 	return e;
