@@ -1323,25 +1323,28 @@ cudaError_t seq_any(const dims &d, const pass<T> &p, const float *s, const int *
 	}
 }
 
-/* An on/off measuring knob: on unless the environment sets it to "0" (read once). */
-bool knob_on(const char *name, int &cache)
+/* A measuring knob: the number the environment sets (read once), else def. */
+int knob(const char *name, int &cache, int def)
 {
 	if (cache < 0) {
 		const char *e = getenv(name);
-		cache = !(e && !strcmp(e, "0"));
+		cache = e && *e >= '0' && *e <= '9' ? atoi(e) : def;
 	}
 	return cache;
 }
 
-/* Whether the walks run on wgmma (chunk_wg): bf16 at dk = dv = 128 with
- * 16-byte aligned tensors. TN_ATTN_WG=0 turns it off, for measuring. */
-bool wg_fits(const dims &d, std::initializer_list<const void *> ts)
+/* Whether a walk runs on wgmma (chunk_wg): bf16 at dk = dv = 128 with 16-byte
+ * aligned tensors, and TN_ATTN_WG (default 2) at least `level`: 1 for the
+ * forward's walks (its output, the state-only walk before its scan), 2 for
+ * the backward's (dq, dk, dv and the reversed state-only walk); TN_ATTN_WG=0
+ * runs them all on mma.sync, for measuring. */
+bool wg_fits(const dims &d, std::initializer_list<const void *> ts, int level)
 {
 	static int on = -1;
 	uintptr_t a = 0;
 	for (const void *t : ts)
 		a |= (uintptr_t)t;
-	return knob_on("TN_ATTN_WG", on) && d.dk == 128 && d.dv == 128 && a % 16 == 0;
+	return knob("TN_ATTN_WG", on, 2) >= level && d.dk == 128 && d.dv == 128 && a % 16 == 0;
 }
 
 template <bool REV, bool STN, bool ST>
@@ -1378,7 +1381,7 @@ cudaError_t states(const dims &d, const T *x, const T *y, const float *s, const 
 	p.first = REV ? d.ratio : 0;
 	cudaError_t e;
 	if constexpr (sizeof(T) == 2)
-		e = walk_bf16<REV, false, true>(f, p, wg_fits(d, {x, y}), s, seg, st);
+		e = walk_bf16<REV, false, true>(f, p, wg_fits(d, {x, y}, REV ? 2 : 1), s, seg, st);
 	else
 		e = seq_any<T, REV, false, true>(f, p, s, seg, st);
 	if (e != cudaSuccess)
@@ -1495,7 +1498,7 @@ cudaError_t forward_t(const dims &d, const struct tn_attn_docs *docs, const T *q
 	if (e != cudaSuccess)
 		return e;
 	if constexpr (sizeof(T) == 2)
-		return walk_bf16<false, false>(d, p, wg_fits(d, {q, k, v, o}), s, ws.seg, st);
+		return walk_bf16<false, false>(d, p, wg_fits(d, {q, k, v, o}, 1), s, ws.seg, st);
 	else
 		return seq_any<T, false, false>(d, p, s, ws.seg, st);
 }
@@ -1506,7 +1509,7 @@ cudaError_t forward_t(const dims &d, const struct tn_attn_docs *docs, const T *q
 bool dkv_fits(const dims &d)
 {
 	static int on = -1;
-	return knob_on("TN_ATTN_DKV", on) && pad64(d.dk) == 128 && pad64(d.dv) == 128;
+	return knob("TN_ATTN_DKV", on, 1) && pad64(d.dk) == 128 && pad64(d.dv) == 128;
 }
 
 template <int D>
@@ -1540,7 +1543,7 @@ cudaError_t backward_t(const dims &d, const struct tn_attn_docs *docs, const T *
 		pv = from_states(pv, d, ws.L[1], true);
 	}
 	if constexpr (sizeof(T) == 2) {
-		bool wg = wg_fits(d, {q, k, v, g, dq, dk, dv});
+		bool wg = wg_fits(d, {q, k, v, g, dq, dk, dv}, 2);
 		if (e == cudaSuccess)
 			e = walk_bf16<false, true>(d, pq, wg, s, ws.seg, st);
 		if (e == cudaSuccess && !wg && dkv_fits(d))
