@@ -16,6 +16,7 @@ static const struct {
 } commands[] = {
 	{"shard", "tn-shard pack, cat and verify throughput", tn_bench_shard},
 	{"decode", "generation: prefill, then tokens/s per step vs context and batch", tn_bench_decode},
+	{"prefill", "prompt prefill: tokens/s and memory vs prompt length and batch", tn_bench_prefill},
 	{"tokenize", "tn-tokenize encoding speed, one thread and all", tn_bench_tokenize},
 	{"attn", "Lightning Attention on the GPU: forward, backward, prefill, decode", tn_bench_attn},
 	{"train", "training steps of the model: tokens/s, GFLOP/s against sgemm", tn_bench_train},

@@ -11,6 +11,7 @@
 
 int tn_bench_shard(int argc, char **argv);
 int tn_bench_decode(int argc, char **argv);
+int tn_bench_prefill(int argc, char **argv);
 int tn_bench_tokenize(int argc, char **argv);
 int tn_bench_attn(int argc, char **argv);
 int tn_bench_train(int argc, char **argv);

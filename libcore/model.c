@@ -14,7 +14,9 @@
  * the ops are exactly those of the one-process model.
  * Activation checkpointing: a checkpointed layer keeps only its input; its
  * other activations live in one work set shared by all such layers and are
- * made again, by the same forward, just before the layer's backward. */
+ * made again, by the same forward, just before the layer's backward.
+ * Inference (no targets: prefill, decode, logits) keeps no layer's: all
+ * layers work in that one set, so its blocks can be as long as training's. */
 #include "model.h"
 #include "ops_decode.h"
 #include "rng.h"
@@ -630,23 +632,43 @@ static size_t layer_layout(const struct tn_model *m, struct layer_acts *x, size_
 	return used;
 }
 
-/* Activation checkpointing: the first a->recompute layers keep only their
- * input; the rest of their activations share one work set, sized for the
- * widest of them (LRPE doubles dk), which each overwrites in turn. */
-static size_t work_layout(const struct tn_model *m, struct tn_acts *a, size_t BT, float *base,
-			  size_t used)
+/* The layers that keep no activations for a backward (checkpointed ones,
+ * or all of them for inference) share one work set, sized for the widest
+ * of them (LRPE doubles dk), which each overwrites in turn. */
+static size_t work_layout(const struct tn_model *m, struct tn_acts *a, int shared, size_t BT,
+			  float *base, size_t used)
 {
 	struct layer_acts w = {0};
 	int dk = 0;
-	for (int l = 0; l < a->recompute; l++)
+	for (int l = 0; l < shared; l++)
 		dk = TN_MAX(dk, layer_dk(m, l));
 	used = layer_layout(m, &w, BT, dk, base, used);
-	for (int l = 0; l < a->recompute; l++) {
+	for (int l = 0; l < shared; l++) {
 		float *x = a->l[l].x;
 		a->l[l] = w;
 		a->l[l].x = x;
 	}
 	return used;
+}
+
+/* Every layer's activations. Training keeps each layer's input and, but
+ * for the first a->recompute layers (checkpointed), the rest of its set.
+ * Inference keeps nothing for a backward: all layers share the work set
+ * and their inputs alternate between two buffers (layer l reads its own
+ * while writing layer l + 1's), so a row costs about one layer's set. */
+static size_t layers_layout(const struct tn_model *m, struct tn_acts *a, size_t BT, int train,
+			    float *base, size_t used)
+{
+	int L = m->cfg.layers, shared = train ? a->recompute : L;
+	for (int l = 0; l < L; l++) {
+		if (train || l < 2)
+			TAKE(a->l[l].x, BT * (size_t)m->cfg.d);
+		else if (base)
+			a->l[l].x = a->l[l - 2].x;
+		if (l >= shared)
+			used = layer_layout(m, &a->l[l], BT, layer_dk(m, l), base, used);
+	}
+	return shared ? work_layout(m, a, shared, BT, base, used) : used;
 }
 
 /* Lay the activations of B x n rows out from base (or only count them when
@@ -661,13 +683,7 @@ static size_t acts_layout(const struct tn_model *m, struct tn_acts *a, int B, in
 	TAKE(a->tok, BT);
 	TAKE(a->tgt, BT);
 	TAKE(a->pos, BT);
-	for (int l = 0; l < c->layers; l++) {
-		TAKE(a->l[l].x, BT * d);
-		if (l >= a->recompute)
-			used = layer_layout(m, &a->l[l], BT, layer_dk(m, l), base, used);
-	}
-	if (a->recompute)
-		used = work_layout(m, a, BT, base, used);
+	used = layers_layout(m, a, BT, train, base, used);
 	TAKE(a->xL, BT * d);
 	TAKE(a->hf, BT * d);
 	TAKE(a->rstdf, BT);
@@ -712,14 +728,16 @@ static int acts_need(const struct tn_model *m, int B, int n, int train, size_t *
 }
 
 /* Tell the backend which activations only products read (backend.h's
- * operand): for training only, since decoding reads q, k and v itself. */
-static void mark_operands(const struct tn_model *m, struct tn_acts *a, size_t BT, int train)
+ * operand): for a forward over blocks of rows (training, prefill), not for
+ * a decode step, whose ops read q, k, v and the mixer's rows themselves.
+ * Backward scratch is marked only where the layout has it. */
+static void mark_operands(const struct tn_model *m, struct tn_acts *a, size_t BT, int products)
 {
 	void (*mark)(float *, size_t) = m->be->operand;
 	if (!mark)
 		return;
 	mark(NULL, 0);
-	if (!train)
+	if (!products)
 		return;
 	size_t d = (size_t)m->cfg.d, E = (size_t)m->hidden, g = (size_t)m->glu;
 	for (int l = 0; l < m->cfg.layers; l++) {
@@ -732,15 +750,15 @@ static void mark_operands(const struct tn_model *m, struct tn_acts *a, size_t BT
 		mark(x->z, BT * E);
 		mark(x->xn2, BT * d);
 		mark(x->hm, BT * g);
+		if (!m->tp) /* under TP the merged output goes through the ranks' norm */
+			mark(x->oh, BT * E);
 	}
+	if (!a->train)
+		return;
 	mark(a->dh1, BT * g);
 	mark(a->dh2, BT * g);
 	mark(a->doh, BT * E);
 	mark(a->dp, 4 * BT * E);
-	if (!m->tp) { /* under TP the merged output goes through the ranks' norm */
-		for (int l = 0; l < m->cfg.layers; l++)
-			mark(a->l[l].oh, BT * E);
-	}
 	size_t dkmax = BT * (size_t)m->heads * 2 * (size_t)tn_config_head_dim(&m->cfg);
 	mark(a->dqh, dkmax);
 	mark(a->dkh, dkmax);
@@ -778,7 +796,7 @@ static int acts_ensure(struct tn_model *m, int B, int n, int train)
 	a->n = n;
 	a->n_valid = -1; /* until a forward with targets: no losses, no backward */
 	acts_layout(m, a, B, n, a->train, a->mem);
-	mark_operands(m, a, (size_t)B * n, train);
+	mark_operands(m, a, (size_t)B * n, train || n > 1);
 	return TN_OK;
 }
 
@@ -1331,15 +1349,17 @@ static int infer_step(struct tn_model *m, struct tn_infer *st, const int32_t *to
 	return TN_OK;
 }
 
+int tn_prefill_block(int B) { return TN_MAX(TN_PREFILL_BLOCK, TN_PREFILL_TOKENS / TN_MAX(B, 1)); }
+
 int tn_model_prefill(struct tn_model *m, struct tn_infer *st, const int32_t *tok, int n,
 		     float *logits)
 {
-	int B = st->B, V = m->cfg.vocab_size, rc = TN_OK;
-	int32_t *blk = tn_malloc((size_t)B * TN_PREFILL_BLOCK * sizeof(int32_t));
+	int B = st->B, V = m->cfg.vocab_size, rc = TN_OK, block = TN_MIN(tn_prefill_block(B), n);
+	int32_t *blk = tn_malloc((size_t)B * TN_MAX(block, 1) * sizeof(int32_t));
 	if (!blk)
 		return TN_ENOMEM;
-	for (int t0 = 0; t0 < n && !rc; t0 += TN_PREFILL_BLOCK) {
-		int len = TN_MIN(TN_PREFILL_BLOCK, n - t0);
+	for (int t0 = 0; t0 < n && !rc; t0 += block) {
+		int len = TN_MIN(block, n - t0);
 		for (int b = 0; b < B; b++)
 			memcpy(blk + (size_t)b * len, tok + (size_t)b * n + t0, len * sizeof(int32_t));
 		rc = infer_step(m, st, blk, len);

@@ -104,7 +104,8 @@ int tn_model_save_weights(const struct tn_model *m, const char *path, enum tn_dt
 /* Parallel form over B sequences of n tokens (tok[b * n + t], positions
  * 0..n-1). With targets (tgt < 0 = ignored), *loss is the mean
  * cross-entropy over the targeted positions and the step can be followed
- * by tn_model_backward; without, only the hidden states are computed. */
+ * by tn_model_backward; without, only the hidden states are computed, in
+ * the activations of one layer shared by all (as for prefill). */
 int tn_model_forward(struct tn_model *m, const int32_t *tok, const int32_t *tgt, int B, int n,
 		     double *loss);
 /* Activation checkpointing: a forward with targets keeps only the input
@@ -146,9 +147,16 @@ int tn_infer_copy(struct tn_infer *dst, int db, const struct tn_infer *src, int 
  * sequence in a batch). */
 int tn_infer_reset(struct tn_infer *st, int b);
 
+/* Prefill runs blocks of tn_prefill_block(B) tokens of each sequence:
+ * about TN_PREFILL_TOKENS rows over the batch, so that one long prompt
+ * makes products as large as training's, but at least TN_PREFILL_BLOCK a
+ * sequence. Inference keeps one layer's activations, shared by all layers
+ * (about 0.2 MB a row for the 1B preset: ~1.7 GB for a block of 8192). */
 #define TN_PREFILL_BLOCK 256
-/* n more tokens of each sequence (tok[b * n + t]), in blocks of
- * TN_PREFILL_BLOCK, continuing from the state; logits [B, n, V] if wanted. */
+#define TN_PREFILL_TOKENS 8192
+int tn_prefill_block(int B);
+/* n more tokens of each sequence (tok[b * n + t]), in those blocks,
+ * continuing from the state; logits [B, n, V] if wanted. */
 int tn_model_prefill(struct tn_model *m, struct tn_infer *st, const int32_t *tok, int n,
 		     float *logits);
 /* One token per sequence by the recurrence; logits [B, V] if wanted. On a

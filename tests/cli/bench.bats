@@ -12,6 +12,24 @@ load helpers
 	[ "$status" -eq 2 ]
 }
 
+@test "tn-bench prefill: one line per (batch, prompt), plotted from its own --json figures only" {
+	run "$TN_BIN/tn-bench" prefill --preset tiny --ctx 8,300 --batch 1,3 --steps 2 --json
+	[ "$status" -eq 0 ]
+	[ "$(grep -c '"bench":"prefill"' <<< "$output")" -eq 4 ]
+	[ "$(grep -c '"prefill_tok_per_s":[1-9]' <<< "$output")" -eq 4 ]
+	! grep -q decode_tok_per_s <<< "$output"
+	printf '%s\n' "$output" > "$BATS_TEST_TMPDIR/p.jsonl"
+	run "$TN_BIN/tn-bench" decode --preset tiny --ctx 8 --batch 1 --steps 1 --json
+	printf '%s\n' "$output" > "$BATS_TEST_TMPDIR/d.jsonl"
+	run "$TN_BIN/tn-bench" prefill --from "$BATS_TEST_TMPDIR/d.jsonl" --plot "$BATS_TEST_TMPDIR/q"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"d.jsonl:1: not a tn-bench prefill --json figure"* ]]
+	command -v gnuplot >/dev/null || return 0
+	run "$TN_BIN/tn-bench" prefill --from "$BATS_TEST_TMPDIR/p.jsonl" --plot "$BATS_TEST_TMPDIR/p"
+	[ "$status" -eq 0 ]
+	grep -q 'Prefill of the prompts' "$BATS_TEST_TMPDIR/p-speed.svg"
+}
+
 @test "tn-bench decode --plot: speed and memory SVGs, of this run or of --json figures" {
 	command -v gnuplot >/dev/null || skip "gnuplot is not installed"
 	run "$TN_BIN/tn-bench" decode --preset tiny --ctx 8,300 --batch 1,3 --steps 2 --json

@@ -290,12 +290,12 @@ static void check_finite_differences(enum tn_act act)
 static void fd_silu(void **s) { (void)s; check_finite_differences(TN_ACT_SILU); }
 static void fd_identity(void **s) { (void)s; check_finite_differences(TN_ACT_NONE); }
 
-/* Prefill of n1 tokens then decode of the rest gives the parallel form's
- * logits, for n crossing the prefill block and for n = 1. */
-static void check_decode_equals_parallel(int n, int n1)
+/* Prefill of n1 tokens of B sequences then decode of the rest gives the
+ * parallel form's logits, for n crossing the prefill block and for n = 1. */
+static void check_decode_equals_parallel(int B, int n, int n1)
 {
 	struct tn_model *m = odd_model(3, TN_ACT_SILU, 11);
-	int B = 2, V = 13;
+	int V = 13;
 	int32_t *tok = malloc((size_t)B * n * sizeof(int32_t));
 	random_tokens(tok, (size_t)B * n, V, (uint64_t)n);
 	float *want = malloc((size_t)B * n * V * sizeof(float));
@@ -361,11 +361,17 @@ static void reuse_activations(void **s)
 static void decode_parallel(void **s)
 {
 	(void)s;
-	check_decode_equals_parallel(1, 0);
-	check_decode_equals_parallel(1, 1);
-	check_decode_equals_parallel(7, 0);
-	check_decode_equals_parallel(7, 3);
-	check_decode_equals_parallel(260, 258);
+	check_decode_equals_parallel(2, 1, 0);
+	check_decode_equals_parallel(2, 1, 1);
+	check_decode_equals_parallel(2, 7, 0);
+	check_decode_equals_parallel(2, 7, 3);
+	check_decode_equals_parallel(2, 260, 258); /* one block */
+	/* blocks of TN_PREFILL_TOKENS / B rows, and of the minimum a sequence */
+	int b3 = tn_prefill_block(3), big = TN_PREFILL_TOKENS / TN_PREFILL_BLOCK + 1;
+	assert_int_equal(b3, TN_PREFILL_TOKENS / 3);
+	check_decode_equals_parallel(3, b3 + 4, b3 + 2);
+	assert_int_equal(tn_prefill_block(big), TN_PREFILL_BLOCK);
+	check_decode_equals_parallel(big, TN_PREFILL_BLOCK + 4, TN_PREFILL_BLOCK + 2);
 }
 
 /* Bad input: a token outside the vocabulary, a checkpoint with a
