@@ -17,13 +17,14 @@
  * operands (scores, state, decay-weighted rows) enter as hi = bf16(x), lo =
  * bf16(x - hi), two products each: with any of them as bf16 alone, bf16
  * results reach or leave the test's bound (bench/RESULTS.md). At dk = dv = 128
- * (bf16) the forward's output walk runs on Hopper's wgmma instead (chunk_fwd_wg,
- * same pairs). fp32 inputs (the
+ * (bf16) every walk runs on Hopper's wgmma instead (chunk_wg, same pairs; dk
+ * and dv in two walks). fp32 inputs (the
  * checking mode) take the same walk on the CUDA cores (chunk_seq_f32). Only
  * non-negative powers lambda^p, p <= span length, appear (MODEL.md §6.11).
  * Documents: seg[t] = last start <= t (-1: none); tokens t, j interact iff
  * seg[t] <= j <= t, as in libcore/lightning_attn.c. */
 #include <cuda_bf16.h>
+#include <initializer_list>
 #include <limits.h>
 #include <stdlib.h>
 #include <stdint.h>
@@ -55,11 +56,6 @@ __device__ __forceinline__ float to_f(bf16 x) { return __bfloat162float(x); }
 template <typename T> __device__ __forceinline__ T from_f(float x);
 template <> __device__ __forceinline__ float from_f<float>(float x) { return x; }
 template <> __device__ __forceinline__ bf16 from_f<bf16>(float x) { return __float2bfloat16_rn(x); }
-
-__device__ __forceinline__ uint32_t pack2(bf16 a, bf16 b)
-{
-	return (uint32_t)__bfloat16_as_ushort(a) | (uint32_t)__bfloat16_as_ushort(b) << 16;
-}
 
 __device__ __forceinline__ void store_split(const op &d, int r, int c, float x)
 {
@@ -385,12 +381,23 @@ template <bool STN> __device__ __forceinline__ long state_at(const dims &d, int 
 	return STN ? (long)r * d.dv + c : (long)c * d.dv + r;
 }
 
+__device__ __forceinline__ float2 unpack2(uint32_t x)
+{
+	return make_float2(__uint_as_float(x << 16), __uint_as_float(x & 0xffff0000u));
+}
+
+/* bf16(a) | bf16(b) << 16, one conversion instruction for the pair. */
+__device__ __forceinline__ uint32_t pack_rn(float a, float b)
+{
+	__nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+	return *reinterpret_cast<uint32_t *>(&h);
+}
+
 __device__ __forceinline__ void split_pair(float a, float b, uint32_t &h, uint32_t &l)
 {
-	bf16 ha = __float2bfloat16_rn(a), hb = __float2bfloat16_rn(b);
-	h = pack2(ha, hb);
-	l = pack2(__float2bfloat16_rn(a - __bfloat162float(ha)),
-		  __float2bfloat16_rn(b - __bfloat162float(hb)));
+	h = pack_rn(a, b);
+	float2 x = unpack2(h);
+	l = pack_rn(a - x.x, b - x.y);
 }
 
 /* The A fragments (hi, lo) of R^T's columns 16 kk .. 16 kk + 15, from R held
@@ -403,11 +410,6 @@ __device__ __forceinline__ void state_frags(const float (&R)[NR][4], int kk, uin
 	split_pair(R[2 * kk][2], R[2 * kk][3], ah[1], al[1]);
 	split_pair(R[2 * kk + 1][0], R[2 * kk + 1][1], ah[2], al[2]);
 	split_pair(R[2 * kk + 1][2], R[2 * kk + 1][3], ah[3], al[3]);
-}
-
-__device__ __forceinline__ float2 unpack2(uint32_t x)
-{
-	return make_float2(__uint_as_float(x << 16), __uint_as_float(x & 0xffff0000u));
 }
 
 /* An A fragment with its column k scaled by w[k], split into hi + lo. */
@@ -892,22 +894,24 @@ template <typename X, int NT> __device__ __forceinline__ void wg_keep(X (&a)[NT]
 	"{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22," \
 	"%23,%24,%25,%26,%27,%28,%29,%30,%31}"
 
-/* wgmma with both operands from shared memory: A M-major when TA, B K-major;
- * descriptors in operands ia and ib, scale-d in ip. */
-#define WG_SS(shape, regs, ia, ib, ip, TA)                                                 \
+/* wgmma with both operands from shared memory: A M-major when TA, B N-major
+ * when TB (operand it); descriptors in operands ia and ib, scale-d in ip. */
+#define WG_SS(shape, regs, ia, ib, ip, TA, TB)                                             \
 	WG_ACC(ip) "wgmma.mma_async.sync.aligned." shape ".f32.bf16.bf16 " regs ", %" #ia    \
-		   ", %" #ib ", p, 1, 1, " #TA ", 0;\n}\n"
+		   ", %" #ib ", p, 1, 1, " #TA ", " TB ";\n}\n"
 
 /* d[64 x 32] += A . B, K-major. */
 __device__ __forceinline__ void wg_ss32(float (&d)[4][4], uint64_t a, uint64_t b)
 {
-	asm volatile(WG_SS("m64n32k16", WG_R16, 16, 17, 18, 0) : WG_D32(d) : "l"(a), "l"(b), "r"(1));
+	asm volatile(WG_SS("m64n32k16", WG_R16, 16, 17, 18, 0, "0") : WG_D32(d) : "l"(a), "l"(b), "r"(1));
 }
 
-/* d[64 x 64] += A . B, A M-major. */
-__device__ __forceinline__ void wg_ss64t(float (&d)[8][4], uint64_t a, uint64_t b)
+/* d[64 x 64] += A . B, A M-major, B N-major when TB. */
+template <int TB> __device__ __forceinline__ void wg_ss64t(float (&d)[8][4], uint64_t a, uint64_t b)
 {
-	asm volatile(WG_SS("m64n64k16", WG_R32, 32, 33, 34, 1) : WG_D64(d) : "l"(a), "l"(b), "r"(1));
+	asm volatile(WG_SS("m64n64k16", WG_R32, 32, 33, 34, 1, "%35")
+		     : WG_D64(d)
+		     : "l"(a), "l"(b), "r"(1), "n"(TB));
 }
 
 /* d[64 x 64] += A . B, A from registers (the mma.sync A fragment of each
@@ -954,29 +958,35 @@ __device__ __forceinline__ void wg_scores(const chunk &ch, const float (&S)[4][4
 		}
 }
 
-/* (3w) The forward walk of chunk_seq (o: F = Q, M = K, W = V) at dk = dv = 128
- * on wgmma. Warpgroup g (of two) owns output columns 64g.. and the same rows
- * of R^T = S^T, as m64n128 accumulators (64 per thread). Per chunk:
- *   Sg  = Q K[32g..32g+32)^T          (wgmma, both operands in shared memory)
- *   o^T = R^T Q^T diag(rs)            (A: R^T's registers, hi + lo; B: Q)
+/* (3w) chunk_seq's walk (REV, STN, ST as there) at dk = dv = 128 on wgmma.
+ * Warpgroup g (of two) owns output columns 64g.. and the same rows of R^T,
+ * as m64n128 accumulators (64 per thread). Per chunk, in the order issued
+ * (the tensor cores run the state update and R^T F^T while the warps mask
+ * the scores):
+ *   Sg  = F M[32g..)^T (REV: M F[32g..)^T)  (both operands in shared memory)
+ *   o^T = R^T F^T                           (A: R^T's registers, hi + lo; B: F)
+ *   R^T = g R^T + (W^T diag(wu)) M          (A: W^T from ldmatrix, scaled, hi + lo; B: M, N-major)
  *   P   = mask(S), hi + lo, shared by both warpgroups through shared memory
- *   o^T += V^T P^T                    (A: V, M-major; B: P hi, lo)
- *   R^T = g R^T + (V^T diag(wu)) K    (A: V^T from ldmatrix, scaled, hi + lo; B: K, N-major)
+ *   o^T = o^T diag(rs) + W^T P^T (REV: W^T P) (A: W, M-major; B: P hi, lo)
  * The tiles of the next chunk arrive by cp.async while this one is computed;
- * the output leaves through shared memory (store_chunk). */
-__global__ void __launch_bounds__(256, 1) chunk_fwd_wg(dims d, pass<bf16> p, const float *decay_s,
-							 const int *seg)
+ * the output leaves through shared memory (store_chunk). ST (state only):
+ * M and W tiles alone, R from zero, no output, the final R into
+ * p.state_out[b,h,span]. */
+template <bool REV, bool STN, bool ST>
+__global__ void __launch_bounds__(256, ST ? 2 : 1)
+	chunk_wg(dims d, pass<bf16> p, const float *decay_s, const int *seg)
 {
+	constexpr int NT = ST ? 2 : 3; /* tiles a stage: (F,) M, W */
 	extern __shared__ __align__(16) char smem[];
 	uint32_t s0 = (uint32_t)__cvta_generic_to_shared(smem);
 	char *sm = smem + ((1024 - (s0 & 1023)) & 1023); /* 1024-aligned for the swizzle */
-	char *Ph = sm + 6 * WG_T, *Pl = Ph + 8192;
+	char *Ph = sm + 2 * NT * WG_T, *Pl = Ph + 8192;
 	bf16 *stage = (bf16 *)(Pl + 8192);
-	float *pw = (float *)(stage + BC * 136), *rs = pw + 2 * BC, *wu = rs + BC;
+	float *pw = ST ? (float *)Ph : (float *)(stage + BC * 136), *rs = pw + 2 * BC, *wu = rs + BC;
 	int wg = threadIdx.x >> 7, wi = (threadIdx.x >> 5) & 3, g4 = (threadIdx.x & 31) >> 2;
 	int t4 = threadIdx.x & 3, bh = blockIdx.y, r0 = 64 * wg + 16 * wi;
-	walk wk = walk_of<false>(d, p, decay_s, seg, bh, pw);
-	int nch = wk.nch, c = wk.c;
+	walk wk = walk_of<REV>(d, p, decay_s, seg, bh, pw);
+	int nch = wk.nch, c = wk.c, step = wk.step;
 	long base = wk.base;
 	const float *S0 = wk.S0;
 	float R[16][4]; /* R^T[r0 + g4 (+8)][8n + 2t4 (+1)] */
@@ -984,101 +994,117 @@ __global__ void __launch_bounds__(256, 1) chunk_fwd_wg(dims d, pass<bf16> p, con
 	for (int n = 0; n < 16; n++)
 #pragma unroll
 		for (int e = 0; e < 4; e++)
-			R[n][e] = S0 ? S0[(8 * n + 2 * t4 + (e & 1)) * 128 + r0 + g4 + 8 * (e >> 1)] : 0.f;
+			R[n][e] = S0 ? S0[state_at<STN>(d, r0 + g4 + 8 * (e >> 1), 8 * n + 2 * t4 + (e & 1))]
+				     : 0.f;
+	float(&R0)[8][4] = *reinterpret_cast<float(*)[8][4]>(&R[0]);
+	float(&R1)[8][4] = *reinterpret_cast<float(*)[8][4]>(&R[8]);
 	auto issue = [&](int st, int cc) {
-		char *t = sm + st * 3 * WG_T;
-		wg_issue(t, p.F + (base + cc) * 128, d.N - cc);
-		wg_issue(t + WG_T, p.M + (base + cc) * 128, d.N - cc);
-		wg_issue(t + 2 * WG_T, p.W + (base + cc) * 128, d.N - cc);
+		char *t = sm + st * NT * WG_T;
+		if (!ST)
+			wg_issue(t, p.F + (base + cc) * 128, d.N - cc);
+		wg_issue(t + (NT - 2) * WG_T, p.M + (base + cc) * 128, d.N - cc);
+		wg_issue(t + (NT - 1) * WG_T, p.W + (base + cc) * 128, d.N - cc);
 	};
 	issue(0, c);
 	cp_commit();
 	__syncthreads(); /* pw */
-	for (int it = 0; it < nch; it++, c += BC) {
+	for (int it = 0; it < nch; it++, c += step) {
 		int m = min(BC, d.N - c), st = it & 1;
-		const char *Q = sm + st * 3 * WG_T, *K = Q + WG_T, *V = K + WG_T;
+		const char *F = sm + st * NT * WG_T, *M = F + (NT - 2) * WG_T, *W = M + WG_T;
 		if (it + 1 < nch)
-			issue(st ^ 1, c + BC);
+			issue(st ^ 1, c + step);
 		cp_commit();
-		float g = chunk_decay<false>(d, wk.sq, c, m, pw, rs, wu);
+		float g = chunk_decay<REV>(d, wk.sq, c, m, pw, rs, wu);
 		cp_wait<1>();
 		fence_async(); /* this thread's tile writes, to the tensor cores */
 		__syncthreads(); /* this chunk's tiles, rs, wu */
 		bool carry = it > 0 || S0;
 		float S[4][4], acc[8][4];
-		zero(S);
-		zero(acc);
-		uint32_t rh[8][4], rl[8][4];
+		uint32_t rh[8][4], rl[8][4], xh[4][4], xl[4][4];
+		if (!ST) {
+			zero(S);
+			zero(acc);
 #pragma unroll
-		for (int kk = 0; kk < 8; kk++)
-			state_frags(R, kk, rh[kk], rl[kk]);
-		wg_keep(S);
-		wg_keep(acc);
-		wg_fence();
+			for (int kk = 0; kk < 8; kk++)
+				state_frags(R, kk, rh[kk], rl[kk]);
+		}
+		scale_state(R, g); /* R^T F^T reads R's hi + lo copies */
+		if (!ST) {
+			wg_keep(S);
+			wg_keep(acc);
+			wg_fence();
 #pragma unroll
-		for (int ks = 0; ks < 8; ks++)
-			wg_ss32(S, wg_kdesc(Q, ks), wg_kdesc(K + 4096 * wg, ks));
-		wg_commit();
-		if (carry)
+			for (int ks = 0; ks < 8; ks++)
+				wg_ss32(S, wg_kdesc(REV ? M : F, ks), wg_kdesc((REV ? F : M) + 4096 * wg, ks));
+			wg_commit();
+			if (carry)
 #pragma unroll
-			for (int kk = 0; kk < 8; kk++) {
-				wg_rs64<0>(acc, rh[kk], wg_kdesc(Q, kk));
-				wg_rs64<0>(acc, rl[kk], wg_kdesc(Q, kk));
-			}
-		wg_commit();
-		wg_wait<1>();
-		wg_keep(S);
-		wg_scores(chunk_of(d, seg, c, bh), S, 32 * wg, pw, Ph, Pl);
-		fence_async();
-		__syncthreads(); /* P */
-		wg_wait<0>();
-		wg_keep(acc);
-		wg_keep(rh);
-		wg_keep(rl);
-		if (carry)
-			scale_acc(acc, rs);
-		uint32_t xh[4][4], xl[4][4];
+				for (int kk = 0; kk < 8; kk++) {
+					wg_rs64<0>(acc, rh[kk], wg_kdesc(F, kk));
+					wg_rs64<0>(acc, rl[kk], wg_kdesc(F, kk));
+				}
+			wg_commit();
+		}
 #pragma unroll
 		for (int jj = 0; jj < 4; jj++) {
 			uint32_t vh[4];
-			wg_load_at(vh, V, r0, 16 * jj);
+			wg_load_at(vh, W, r0, 16 * jj);
 			scale_cols(vh, wu + 16 * jj, xh[jj], xl[jj]);
 		}
-		scale_state(R, g);
-		float(&R0)[8][4] = *reinterpret_cast<float(*)[8][4]>(&R[0]);
-		float(&R1)[8][4] = *reinterpret_cast<float(*)[8][4]>(&R[8]);
-		wg_keep(acc);
 		wg_keep(R);
 		wg_fence();
 #pragma unroll
-		for (int ks = 0; ks < 4; ks++) {
-			uint64_t a = wg_desc(V + 8192 * wg + 2048 * ks, true);
-			wg_ss64t(acc, a, wg_desc(Ph + 32 * ks, false));
-			wg_ss64t(acc, a, wg_desc(Pl + 32 * ks, false));
-		}
-#pragma unroll
 		for (int jj = 0; jj < 4; jj++) {
-			uint64_t b0 = wg_desc(K + 2048 * jj, true), b1 = wg_desc(K + 8192 + 2048 * jj, true);
+			uint64_t b0 = wg_desc(M + 2048 * jj, true), b1 = wg_desc(M + 8192 + 2048 * jj, true);
 			wg_rs64<1>(R0, xh[jj], b0);
 			wg_rs64<1>(R0, xl[jj], b0);
 			wg_rs64<1>(R1, xh[jj], b1);
 			wg_rs64<1>(R1, xl[jj], b1);
 		}
 		wg_commit();
+		if (!ST) {
+			wg_wait<2>(); /* the scores */
+			wg_keep(S);
+			wg_scores(chunk_of(d, seg, c, bh), S, 32 * wg, pw, Ph, Pl);
+			fence_async();
+			__syncthreads(); /* P */
+			wg_wait<1>(); /* R^T F^T; the state update may still run */
+			wg_keep(acc);
+			wg_keep(rh);
+			wg_keep(rl);
+			if (carry)
+				scale_acc(acc, rs);
+			wg_keep(acc);
+			wg_fence();
+#pragma unroll
+			for (int ks = 0; ks < 4; ks++) {
+				/* P's rows are the k index when REV (N-major), else its columns */
+				uint64_t a = wg_desc(W + 8192 * wg + 2048 * ks, true);
+				int at = REV ? 2048 * ks : 32 * ks;
+				wg_ss64t<REV>(acc, a, wg_desc(Ph + at, REV));
+				wg_ss64t<REV>(acc, a, wg_desc(Pl + at, REV));
+			}
+			wg_commit();
+		}
 		wg_wait<0>();
-		wg_keep(acc);
 		wg_keep(R);
 		wg_keep(xh);
 		wg_keep(xl);
-		store_chunk<128>(p.out + (base + c) * 128, 128, m, 128, acc, stage, true);
+		if (!ST) {
+			wg_keep(acc);
+			store_chunk<128>(p.out + (base + c) * 128, 128, m, 128, acc, stage, true);
+		} else {
+			__syncthreads(); /* the tiles and wu are free */
+		}
 	}
-	if (p.state_out && blockIdx.x == gridDim.x - 1) {
-		float *So = p.state_out + (long)bh * 128 * 128;
+	if (p.state_out && (ST || blockIdx.x == gridDim.x - 1)) {
+		float *So = p.state_out + (ST ? wk.at : bh) * 128 * 128;
 #pragma unroll
 		for (int n = 0; n < 16; n++)
 #pragma unroll
 			for (int e = 0; e < 4; e++)
-				So[(8 * n + 2 * t4 + (e & 1)) * 128 + r0 + g4 + 8 * (e >> 1)] = R[n][e];
+				So[state_at<STN>(d, r0 + g4 + 8 * (e >> 1), 8 * n + 2 * t4 + (e & 1))] =
+					R[n][e];
 	}
 }
 
@@ -1297,6 +1323,48 @@ cudaError_t seq_any(const dims &d, const pass<T> &p, const float *s, const int *
 	}
 }
 
+/* A measuring knob: the number the environment sets (read once), else def. */
+int knob(const char *name, int &cache, int def)
+{
+	if (cache < 0) {
+		const char *e = getenv(name);
+		cache = e && *e >= '0' && *e <= '9' ? atoi(e) : def;
+	}
+	return cache;
+}
+
+/* Whether a walk runs on wgmma (chunk_wg): bf16 at dk = dv = 128 with 16-byte
+ * aligned tensors, and TN_ATTN_WG (default 2) at least `level`: 1 for the
+ * forward's walks (its output, the state-only walk before its scan), 2 for
+ * the backward's (dq, dk, dv and the reversed state-only walk); TN_ATTN_WG=0
+ * runs them all on mma.sync, for measuring. */
+bool wg_fits(const dims &d, std::initializer_list<const void *> ts, int level)
+{
+	static int on = -1;
+	uintptr_t a = 0;
+	for (const void *t : ts)
+		a |= (uintptr_t)t;
+	return knob("TN_ATTN_WG", on, 2) >= level && d.dk == 128 && d.dv == 128 && a % 16 == 0;
+}
+
+template <bool REV, bool STN, bool ST>
+cudaError_t wg_pass(const dims &d, const pass<bf16> &p, const float *s, const int *seg,
+		    cudaStream_t st)
+{
+	int bytes = 1024 + 2 * (ST ? 2 : 3) * WG_T + 4 * BC * (int)sizeof(float) +
+		    (ST ? 0 : 2 * 8192 + BC * 136 * (int)sizeof(bf16));
+	return launch(chunk_wg<REV, STN, ST>, dim3(p.spans, d.B * d.H), 256, bytes, st, d, p, s,
+		      seg);
+}
+
+/* One walk of a bf16 pass: chunk_wg where it fits, else seq_any. */
+template <bool REV, bool STN, bool ST = false>
+cudaError_t walk_bf16(const dims &d, const pass<bf16> &p, bool wg, const float *s, const int *seg,
+		      cudaStream_t st)
+{
+	return wg ? wg_pass<REV, STN, ST>(d, p, s, seg, st) : seq_any<bf16, REV, STN, ST>(d, p, s, seg, st);
+}
+
 /* (1) The local state sum_j w_j x_j y_j^T of each span of fine(d) into L,
  * [B,H,spans,dk,dv], by chunk_seq walking x as M and y as W without
  * outputs (only the spans outside the segment that needs no state: the
@@ -1311,7 +1379,11 @@ cudaError_t states(const dims &d, const T *x, const T *y, const float *s, const 
 	p.state_out = L;
 	p.spans = nx;
 	p.first = REV ? d.ratio : 0;
-	cudaError_t e = seq_any<T, REV, false, true>(f, p, s, seg, st);
+	cudaError_t e;
+	if constexpr (sizeof(T) == 2)
+		e = walk_bf16<REV, false, true>(f, p, wg_fits(d, {x, y}, REV ? 2 : 1), s, seg, st);
+	else
+		e = seq_any<T, REV, false, true>(f, p, s, seg, st);
 	if (e != cudaSuccess)
 		return e;
 	long n4 = (long)d.dk * d.dv / 4;
@@ -1406,34 +1478,6 @@ dims dims_of(const struct tn_attn_shape *sh)
 	return dims{sh->B, sh->H, sh->N, sh->dk, sh->dv, T, sub, sub * BC, TS, ratio};
 }
 
-/* An on/off measuring knob: on unless the environment sets it to "0" (read once). */
-bool knob_on(const char *name, int &cache)
-{
-	if (cache < 0) {
-		const char *e = getenv(name);
-		cache = !(e && !strcmp(e, "0"));
-	}
-	return cache;
-}
-
-/* Whether the forward's output walk runs on wgmma (chunk_fwd_wg): bf16 at
- * dk = dv = 128 with 16-byte aligned tensors. TN_ATTN_WG=0 turns it off, for
- * measuring. */
-bool wg_fits(const dims &d, const void *q, const void *k, const void *v, const void *o)
-{
-	static int on = -1;
-	uintptr_t a = (uintptr_t)q | (uintptr_t)k | (uintptr_t)v | (uintptr_t)o;
-	return knob_on("TN_ATTN_WG", on) && d.dk == 128 && d.dv == 128 && a % 16 == 0;
-}
-
-cudaError_t wg_pass(const dims &d, const pass<bf16> &p, const float *s, const int *seg,
-		    cudaStream_t st)
-{
-	int bytes = 1024 + 6 * WG_T + 2 * 8192 + BC * 136 * (int)sizeof(bf16) +
-		    4 * BC * (int)sizeof(float);
-	return launch(chunk_fwd_wg, dim3(p.spans, d.B * d.H), 256, bytes, st, d, p, s, seg);
-}
-
 template <typename T>
 cudaError_t forward_t(const dims &d, const struct tn_attn_docs *docs, const T *q, const T *k,
 		      const T *v, const float *s, const float *state_in, T *o, float *state_out,
@@ -1454,9 +1498,9 @@ cudaError_t forward_t(const dims &d, const struct tn_attn_docs *docs, const T *q
 	if (e != cudaSuccess)
 		return e;
 	if constexpr (sizeof(T) == 2)
-		if (wg_fits(d, q, k, v, o))
-			return wg_pass(d, p, s, ws.seg, st);
-	return seq_any<T, false, false>(d, p, s, ws.seg, st);
+		return walk_bf16<false, false>(d, p, wg_fits(d, {q, k, v, o}, 1), s, ws.seg, st);
+	else
+		return seq_any<T, false, false>(d, p, s, ws.seg, st);
 }
 
 /* Whether chunk_dkv takes dk and dv: bf16 with dk, dv padded to 128 (at 64
@@ -1465,7 +1509,7 @@ cudaError_t forward_t(const dims &d, const struct tn_attn_docs *docs, const T *q
 bool dkv_fits(const dims &d)
 {
 	static int on = -1;
-	return knob_on("TN_ATTN_DKV", on) && pad64(d.dk) == 128 && pad64(d.dv) == 128;
+	return knob("TN_ATTN_DKV", on, 1) && pad64(d.dk) == 128 && pad64(d.dv) == 128;
 }
 
 template <int D>
@@ -1498,14 +1542,22 @@ cudaError_t backward_t(const dims &d, const struct tn_attn_docs *docs, const T *
 		pk = from_states(pk, d, ws.L[1], true);
 		pv = from_states(pv, d, ws.L[1], true);
 	}
+	if constexpr (sizeof(T) == 2) {
+		bool wg = wg_fits(d, {q, k, v, g, dq, dk, dv}, 2);
+		if (e == cudaSuccess)
+			e = walk_bf16<false, true>(d, pq, wg, s, ws.seg, st);
+		if (e == cudaSuccess && !wg && dkv_fits(d))
+			return dkv_pass<128>(d, pk, pv, s, ws.seg, st);
+		if (e == cudaSuccess)
+			e = walk_bf16<true, true>(d, pk, wg, s, ws.seg, st);
+		if (e == cudaSuccess)
+			e = walk_bf16<true, false>(d, pv, wg, s, ws.seg, st);
+		return e;
+	}
 	if (e == cudaSuccess)
 		e = seq_any<T, false, true>(d, pq, s, ws.seg, st);
-	if (e != cudaSuccess)
-		return e;
-	if constexpr (sizeof(T) == 2)
-		if (dkv_fits(d))
-			return dkv_pass<128>(d, pk, pv, s, ws.seg, st);
-	e = seq_any<T, true, true>(d, pk, s, ws.seg, st);
+	if (e == cudaSuccess)
+		e = seq_any<T, true, true>(d, pk, s, ws.seg, st);
 	if (e == cudaSuccess)
 		e = seq_any<T, true, false>(d, pv, s, ws.seg, st);
 	return e;

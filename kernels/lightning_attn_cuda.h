@@ -17,9 +17,10 @@
  * tn_attn_docs) are device pointers too, and are trusted: check them with
  * lightning_attn_check() on the host. Tuning and measuring knobs (environment):
  * TN_ATTN_SUB (1 to 4096 chunks of 64 rows per segment; default: chosen from
- * B*H and the GPU's multiprocessors), TN_ATTN_DKV=0 (at dk = dv = 128, dk and
- * dv in two backward walks instead of one), TN_ATTN_WG=0 (at dk = dv = 128,
- * bf16, the forward's output walk on mma.sync instead of wgmma). */
+ * B*H and the GPU's multiprocessors), TN_ATTN_WG (at dk = dv = 128, bf16:
+ * 0 every walk on mma.sync, 1 the forward's on wgmma, 2 (default) all on
+ * wgmma), TN_ATTN_DKV=0 (with the mma.sync walks at dk = dv = 128, dk and dv
+ * in two backward walks instead of one). */
 #ifndef TN_LIGHTNING_ATTN_CUDA_H
 #define TN_LIGHTNING_ATTN_CUDA_H
 
