@@ -1,5 +1,5 @@
 /* eval.c - perplexity over sequences (optionally in sliding windows) and
- * over loader windows, through tn_model_forward's per-position losses. */
+ * over loader windows, through tn_model_score's per-position losses. */
 #include "eval.h"
 #include "tokenize.h"
 #include "util.h"
@@ -20,7 +20,7 @@ static int score(struct tn_model *m, const int32_t *in, const int32_t *tgt, int 
 		 struct tn_ppl *acc)
 {
 	double mean;
-	int rc = tn_model_forward(m, in, tgt, B, n, &mean);
+	int rc = tn_model_score(m, in, tgt, B, n, &mean);
 	float *loss = rc ? NULL : tn_malloc((size_t)B * n * sizeof(float));
 	if (!rc && !loss)
 		rc = TN_ENOMEM;

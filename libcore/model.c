@@ -40,6 +40,7 @@ struct layer_acts {
 /* Activations, per-position results and backward scratch, one allocation. */
 struct tn_acts {
 	int B, n, train, n_valid;
+	int backward_ok; /* the last forward kept the logits' gradient of every row */
 	int recompute; /* layers 0..recompute-1 keep only their input (training layout) */
 	size_t cap; /* floats allocated */
 	float *mem;
@@ -671,12 +672,20 @@ static size_t layers_layout(const struct tn_model *m, struct tn_acts *a, size_t 
 	return shared ? work_layout(m, a, shared, BT, base, used) : used;
 }
 
+/* What a forward's activations are for: the hidden states only (prefill,
+ * decode, logits), per-position losses with no backward to follow (the
+ * cross-entropy in blocks of SCORE_ROWS rows, with one block's logit
+ * gradients), or a training step. */
+enum acts_use { ACTS_INFER, ACTS_SCORE, ACTS_TRAIN };
+#define SCORE_ROWS 512
+
 /* Lay the activations of B x n rows out from base (or only count them when
  * base is NULL); returns the number of floats. */
-static size_t acts_layout(const struct tn_model *m, struct tn_acts *a, int B, int n, int train,
-			  float *base)
+static size_t acts_layout(const struct tn_model *m, struct tn_acts *a, int B, int n,
+			  enum acts_use use, float *base)
 {
 	const struct tn_config *c = &m->cfg;
+	int train = use == ACTS_TRAIN;
 	size_t BT = (size_t)B * n, d = (size_t)c->d, E = (size_t)m->hidden,
 	       g = (size_t)m->glu, used = 0, dkmax = 2 * (size_t)tn_config_head_dim(c);
 	a->recompute = train ? m->recompute : 0;
@@ -709,19 +718,21 @@ static size_t acts_layout(const struct tn_model *m, struct tn_acts *a, int B, in
 		TAKE(a->dkh, BT * (size_t)m->heads * dkmax);
 		TAKE(a->dvh, BT * E);
 		TAKE(a->dp, 4 * BT * E);
+	} else if (use == ACTS_SCORE) {
+		TAKE(a->xent, m->be->xent_scratch((int)TN_MIN(BT, SCORE_ROWS), c->vocab_size));
 	}
 	return used;
 }
 #undef TAKE
 
 /* Floats that B x n rows take, with or without the backward's scratch. */
-static int acts_need(const struct tn_model *m, int B, int n, int train, size_t *need)
+static int acts_need(const struct tn_model *m, int B, int n, enum acts_use use, size_t *need)
 {
 	struct tn_acts probe = {0};
 	probe.l = tn_calloc((size_t)m->cfg.layers, sizeof(*probe.l));
 	if (!probe.l)
 		return TN_ENOMEM;
-	*need = acts_layout(m, &probe, B, n, train, NULL);
+	*need = acts_layout(m, &probe, B, n, use, NULL);
 	free(probe.l);
 	return TN_OK;
 }
@@ -766,15 +777,18 @@ static void mark_operands(const struct tn_model *m, struct tn_acts *a, size_t BT
 
 /* Make m->acts hold B x n rows, reusing the allocation when it is big
  * enough (an allocation with backward scratch keeps its layout). */
-static int acts_ensure(struct tn_model *m, int B, int n, int train)
+static int acts_ensure(struct tn_model *m, int B, int n, enum acts_use use)
 {
 	struct tn_acts *a = m->acts;
+	int train = use == ACTS_TRAIN;
+	enum acts_use kept = a && a->train ? ACTS_TRAIN : use;
 	size_t need;
-	int rc = acts_need(m, B, n, train || (a && a->train), &need);
+	int rc = acts_need(m, B, n, kept, &need);
 	if (rc)
 		return rc;
 	if (!a || a->cap < need || (train && !a->train)) {
-		if ((rc = acts_need(m, B, n, train, &need)))
+		kept = use;
+		if ((rc = acts_need(m, B, n, use, &need)))
 			return rc;
 		acts_free(m);
 		a = tn_calloc(1, sizeof(*a));
@@ -794,7 +808,8 @@ static int acts_ensure(struct tn_model *m, int B, int n, int train)
 	a->B = B;
 	a->n = n;
 	a->n_valid = -1; /* until a forward with targets: no losses, no backward */
-	acts_layout(m, a, B, n, a->train, a->mem);
+	a->backward_ok = 0;
+	acts_layout(m, a, B, n, kept, a->mem);
 	mark_operands(m, a, (size_t)B * n, train || n > 1);
 	return TN_OK;
 }
@@ -824,7 +839,7 @@ int tn_model_parse_recompute(const char *s, int *layers)
 int tn_model_activation_bytes(const struct tn_model *m, int B, int n, size_t *bytes)
 {
 	size_t floats;
-	int rc = acts_need(m, B, n, 1, &floats);
+	int rc = acts_need(m, B, n, ACTS_TRAIN, &floats);
 	*bytes = rc ? 0 : floats * sizeof(float);
 	return rc;
 }
@@ -1004,13 +1019,27 @@ static int positions(struct tn_model *m, struct tn_acts *a, int B, int n)
 	return TN_OK;
 }
 
-int tn_model_forward(struct tn_model *m, const int32_t *tok, const int32_t *tgt, int B, int n,
-		     double *loss)
+/* The cross-entropy of every row: at once where the layout keeps the
+ * logits' gradient of every row for a backward, else in blocks of
+ * SCORE_ROWS rows through one block's scratch. */
+static void crossentropy_rows(struct tn_model *m, struct tn_acts *a, int BT)
+{
+	const struct tn_config *c = &m->cfg;
+	int block = a->train ? BT : SCORE_ROWS;
+	for (int r0 = 0; r0 < BT; r0 += block)
+		m->be->crossentropy_forward(a->loss + r0, a->hf + (size_t)r0 * c->d, m->emb,
+					    a->tgt + r0, TN_MIN(block, BT - r0), c->d,
+					    c->vocab_size, a->xent);
+	a->backward_ok = a->train;
+}
+
+static int forward(struct tn_model *m, const int32_t *tok, const int32_t *tgt, int B, int n,
+		   double *loss, enum acts_use use)
 {
 	size_t BT = (size_t)B * n;
 	int rc = check_tokens(m, tok, BT, "input position");
 	if (!rc)
-		rc = acts_ensure(m, B, n, tgt != NULL);
+		rc = acts_ensure(m, B, n, use);
 	if (rc)
 		return rc;
 	struct tn_acts *a = m->acts;
@@ -1027,8 +1056,7 @@ int tn_model_forward(struct tn_model *m, const int32_t *tok, const int32_t *tgt,
 		a->n_valid += tgt[i] >= 0;
 	}
 	m->be->upload(a->tgt, tgt, BT * sizeof(int32_t));
-	m->be->crossentropy_forward(a->loss, a->hf, m->emb, a->tgt, (int)BT, m->cfg.d,
-				    m->cfg.vocab_size, a->xent);
+	crossentropy_rows(m, a, (int)BT);
 	float *host = tn_malloc(BT * sizeof(float));
 	if (!host)
 		return TN_ENOMEM;
@@ -1039,6 +1067,18 @@ int tn_model_forward(struct tn_model *m, const int32_t *tok, const int32_t *tgt,
 	free(host);
 	*loss = a->n_valid ? sum / a->n_valid : 0.0;
 	return TN_OK;
+}
+
+int tn_model_forward(struct tn_model *m, const int32_t *tok, const int32_t *tgt, int B, int n,
+		     double *loss)
+{
+	return forward(m, tok, tgt, B, n, loss, tgt ? ACTS_TRAIN : ACTS_INFER);
+}
+
+int tn_model_score(struct tn_model *m, const int32_t *tok, const int32_t *tgt, int B, int n,
+		   double *loss)
+{
+	return forward(m, tok, tgt, B, n, loss, ACTS_SCORE);
 }
 
 int tn_model_losses(const struct tn_model *m, float *out)
@@ -1176,8 +1216,9 @@ int tn_model_backward(struct tn_model *m, float scale)
 {
 	struct tn_acts *a = m->acts;
 	const struct tn_config *c = &m->cfg;
-	if (!a || a->n_valid < 0 || !m->grads)
-		return tn_fail(TN_EUSAGE, "backward needs a forward with targets and zeroed gradients");
+	if (!a || !a->backward_ok || !m->grads)
+		return tn_fail(TN_EUSAGE, "backward needs a training forward (tn_model_forward with "
+			       "targets) and zeroed gradients");
 	int BT = a->B * a->n;
 	float dscale = a->n_valid ? scale / (float)a->n_valid : 0.0f;
 	m->be->crossentropy_backward(a->dxn, m->gemb, a->hf, m->emb, dscale, BT, c->d,
@@ -1315,7 +1356,7 @@ static int step_inputs(struct tn_model *m, struct tn_infer *st, const int32_t *t
 {
 	int B = st->B, rc = check_tokens(m, tok, (size_t)B * n, "input position");
 	if (!rc)
-		rc = acts_ensure(m, B, n, 0);
+		rc = acts_ensure(m, B, n, ACTS_INFER);
 	if (rc)
 		return rc;
 	int32_t *pos = tn_malloc((size_t)B * n * sizeof(int32_t));

@@ -108,6 +108,13 @@ int tn_model_save_weights(const struct tn_model *m, const char *path, enum tn_dt
  * the activations of one layer shared by all (as for prefill). */
 int tn_model_forward(struct tn_model *m, const int32_t *tok, const int32_t *tgt, int B, int n,
 		     double *loss);
+/* The same losses with no backward to follow (evaluation): the activations
+ * of inference plus the logits' gradient of 512 rows at a time, where a
+ * training forward keeps every layer's and every row's (vocabulary x 2 or
+ * 4 bytes a row). After a training forward on the same model it reuses
+ * that allocation. */
+int tn_model_score(struct tn_model *m, const int32_t *tok, const int32_t *tgt, int B, int n,
+		   double *loss);
 /* Activation checkpointing: a forward with targets keeps only the input
  * of layers 0..layers-1 (negative or more than the model has: all; 0:
  * none, the default); the backward makes each one's other activations

@@ -374,6 +374,40 @@ static void decode_parallel(void **s)
 	check_decode_equals_parallel(big, TN_PREFILL_BLOCK + 4, TN_PREFILL_BLOCK + 2);
 }
 
+/* Scoring (no backward) gives a training forward's losses, with the
+ * cross-entropy in blocks (900 rows: two), refuses a backward, and a
+ * training step on the same model afterwards works. */
+static void score_equals_forward(void **s)
+{
+	(void)s;
+	int B = 3, n = 300, BT = B * n;
+	int32_t *tok = malloc(BT * sizeof(int32_t)), *tgt = malloc(BT * sizeof(int32_t));
+	float *scored = malloc(BT * sizeof(float)), *trained = malloc(BT * sizeof(float));
+	random_tokens(tok, BT, 13, 3);
+	random_tokens(tgt, BT, 13, 4);
+	for (int i = 0; i < BT; i += 7)
+		tgt[i] = -1;
+	struct tn_model *a = odd_model(2, TN_ACT_SILU, 4), *b = odd_model(2, TN_ACT_SILU, 4);
+	double la, lb;
+	assert_int_equal(tn_model_score(a, tok, tgt, B, n, &la), TN_OK);
+	assert_int_equal(tn_model_losses(a, scored), TN_OK);
+	assert_int_equal(tn_model_zero_grad(a), TN_OK);
+	assert_int_equal(tn_model_backward(a, 1.0f), TN_EUSAGE);
+	assert_int_equal(tn_model_forward(b, tok, tgt, B, n, &lb), TN_OK);
+	assert_int_equal(tn_model_losses(b, trained), TN_OK);
+	assert_true(fabs(la - lb) <= 1e-6 * fabs(lb));
+	for (int i = 0; i < BT; i++)
+		assert_true(fabsf(scored[i] - trained[i]) <= 1e-5f * (1 + fabsf(trained[i])));
+	assert_int_equal(tn_model_forward(a, tok, tgt, B, n, &la), TN_OK);
+	assert_int_equal(tn_model_backward(a, 1.0f), TN_OK);
+	tn_model_free(a);
+	tn_model_free(b);
+	free(tok);
+	free(tgt);
+	free(scored);
+	free(trained);
+}
+
 /* Bad input: a token outside the vocabulary, a checkpoint with a
  * misshaped, a missing and an extra tensor. */
 static void bad_input(void **s)
@@ -550,7 +584,7 @@ int main(void)
 		cmocka_unit_test(decode_parallel), cmocka_unit_test(reuse_activations),
 		cmocka_unit_test(bad_input), cmocka_unit_test(recompute_golden),
 		cmocka_unit_test(recompute_odd), cmocka_unit_test(recompute_memory),
-		cmocka_unit_test(recompute_then_infer),
+		cmocka_unit_test(recompute_then_infer), cmocka_unit_test(score_equals_forward),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
