@@ -781,13 +781,11 @@ static int acts_ensure(struct tn_model *m, int B, int n, enum acts_use use)
 {
 	struct tn_acts *a = m->acts;
 	int train = use == ACTS_TRAIN;
-	enum acts_use kept = a && a->train ? ACTS_TRAIN : use;
 	size_t need;
-	int rc = acts_need(m, B, n, kept, &need);
+	int rc = acts_need(m, B, n, a && a->train ? ACTS_TRAIN : use, &need);
 	if (rc)
 		return rc;
 	if (!a || a->cap < need || (train && !a->train)) {
-		kept = use;
 		if ((rc = acts_need(m, B, n, use, &need)))
 			return rc;
 		acts_free(m);
@@ -809,7 +807,7 @@ static int acts_ensure(struct tn_model *m, int B, int n, enum acts_use use)
 	a->n = n;
 	a->n_valid = -1; /* until a forward with targets: no losses, no backward */
 	a->backward_ok = 0;
-	acts_layout(m, a, B, n, kept, a->mem);
+	acts_layout(m, a, B, n, a->train ? ACTS_TRAIN : use, a->mem);
 	mark_operands(m, a, (size_t)B * n, train || n > 1);
 	return TN_OK;
 }
