@@ -1338,13 +1338,18 @@ int knob(const char *name, int &cache, int def)
  * forward's walks (its output, the state-only walk before its scan), 2 for
  * the backward's (dq, dk, dv and the reversed state-only walk); TN_ATTN_WG=0
  * runs them all on mma.sync, for measuring. */
-bool wg_fits(const dims &d, std::initializer_list<const void *> ts, int level)
+bool wg_on(int dk, int dv, int level)
 {
 	static int on = -1;
+	return knob("TN_ATTN_WG", on, 2) >= level && dk == 128 && dv == 128;
+}
+
+bool wg_fits(const dims &d, std::initializer_list<const void *> ts, int level)
+{
 	uintptr_t a = 0;
 	for (const void *t : ts)
 		a |= (uintptr_t)t;
-	return knob("TN_ATTN_WG", on, 2) >= level && d.dk == 128 && d.dv == 128 && a % 16 == 0;
+	return wg_on(d.dk, d.dv, level) && a % 16 == 0;
 }
 
 template <bool REV, bool STN, bool ST>
@@ -1445,14 +1450,37 @@ struct workspace {
 	}
 };
 
+/* The state-only walk on wgmma: one block per span, two an SM, each ending
+ * by writing a 64 KB state that the scan reads back (about two chunks' worth
+ * of k, v). The ratio (spans per segment of sub chunks, at most 64, keeping
+ * the TS segments) whose walk ends soonest by that count, whole waves of
+ * blocks included: 1.2 waves cost two. */
+int wg_ratio(int T, int bh, int sub, int TS, int sms)
+{
+	long best = LONG_MAX;
+	int ratio = 1;
+	for (int r = 1; r <= TN_MIN(sub, 64); r++) {
+		int fsub = (sub + r - 1) / r, rr = (sub + fsub - 1) / fsub;
+		int ts = (T + fsub * rr - 1) / (fsub * rr);
+		long blocks = (long)bh * (ts - 1) * rr;
+		long cost = (blocks + 2L * sms - 1) / (2L * sms) * (fsub + 2) * sms + blocks;
+		if (ts == TS && cost < best) {
+			best = cost;
+			ratio = rr;
+		}
+	}
+	return ratio;
+}
+
 /* Chunks per segment: the fewest segments that still fill the GPU with one
  * wave of output walks (one block per multiprocessor; two when the head dims
  * are <= 64: the blocks that fit), each walked by one block; more segments
  * cost the state-only walk over more of k, v (q, dO). That walk's spans are
- * `ratio` to a segment, as many as give it about four blocks per
- * multiprocessor (it keeps far fewer registers). TN_ATTN_SUB (1 to 4096
- * chunks) overrides the segment length, for tuning. */
-dims dims_of(const struct tn_attn_shape *sh)
+ * `ratio` to a segment: on wgmma (bf16, wg) as wg_ratio says, else as many
+ * as give it about four blocks per multiprocessor (it keeps far fewer
+ * registers). TN_ATTN_SUB (1 to 4096 chunks) overrides the segment length,
+ * for tuning. */
+dims dims_of(const struct tn_attn_shape *sh, bool wg)
 {
 	static int sub_env = -1, sms = 132;
 	if (sub_env < 0) {
@@ -1469,7 +1497,8 @@ dims dims_of(const struct tn_attn_shape *sh)
 	int TS = (T + sub - 1) / sub, ratio = 1;
 	if (TS > 1) {
 		long blocks = (long)bh * ((sh->dv + 63) / 64) * (TS - 1);
-		ratio = (int)TN_MIN((long)sub, TN_MAX(1L, (4L * sms + blocks - 1) / blocks));
+		ratio = wg ? wg_ratio(T, bh, sub, TS, sms)
+			   : (int)TN_MIN((long)sub, TN_MAX(1L, (4L * sms + blocks - 1) / blocks));
 		int fsub = (sub + ratio - 1) / ratio;
 		ratio = (sub + fsub - 1) / fsub;
 		sub = fsub * ratio;
@@ -1574,7 +1603,7 @@ extern "C" int lightning_attn_forward_cuda(const struct tn_attn_shape *sh,
 	int rc = check_shape(sh);
 	if (rc)
 		return rc;
-	dims d = dims_of(sh);
+	dims d = dims_of(sh, dtype == TN_ATTN_BF16 && wg_on(sh->dk, sh->dv, 1));
 	cudaError_t e = dtype == TN_ATTN_BF16
 				? forward_t<bf16>(d, docs, (const bf16 *)q, (const bf16 *)k,
 						  (const bf16 *)v, decay_s, state_in, (bf16 *)o,
@@ -1594,7 +1623,7 @@ extern "C" int lightning_attn_backward_cuda(const struct tn_attn_shape *sh,
 	int rc = check_shape(sh);
 	if (rc)
 		return rc;
-	dims d = dims_of(sh);
+	dims d = dims_of(sh, dtype == TN_ATTN_BF16 && wg_on(sh->dk, sh->dv, 1));
 	cudaError_t e = dtype == TN_ATTN_BF16
 				? backward_t<bf16>(d, docs, (const bf16 *)q, (const bf16 *)k,
 						   (const bf16 *)v, decay_s, (const bf16 *)dout,
