@@ -523,23 +523,44 @@ __device__ float chunk_decay(const dims &d, const int *sq, int c, int m, const f
 	return last >= c ? 0.f : pw[m];
 }
 
+/* stmatrix.x4.trans: four 8x8 bf16 matrices (a..d, each in the mma
+ * fragment layout) stored transposed, the rows of matrix q at the addresses
+ * of lanes 8q..8q+7. */
+__device__ __forceinline__ void stsm4t(bf16 *p, uint32_t a, uint32_t b, uint32_t c, uint32_t d)
+{
+	unsigned s = (unsigned)__cvta_generic_to_shared(p);
+	asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1,%2,%3,%4};\n" ::"r"(s),
+		     "r"(a), "r"(b), "r"(c), "r"(d)
+		     : "memory");
+}
+
 /* A warp's 16 columns x 64 rows of output (acc holds them transposed, as
  * chunk_seq computes them; warp w has columns 16w mod CW, written when
- * `mine`) into rows [0, m), columns [0, ncols) of dst (row stride ld),
- * through `stage` (64 x (CW + 8) bf16 of shared memory, free on entry) so
- * that the stores are 16 bytes wide. */
-template <int CW>
+ * `mine`, warp-uniform) into rows [0, m), columns [0, ncols) of dst (row
+ * stride ld), through `stage` (64 x (CW + 8) bf16 of shared memory, free on
+ * entry) so that the stores are 16 bytes wide. SM: into `stage` by stmatrix
+ * (rows 16 bytes and 4 banks apart: each 8x8 matrix conflict-free), four
+ * instructions instead of 32 scalar stores (chunk_wg; in chunk_seq's blocks
+ * of 128 registers it costs spills). */
+template <int CW, bool SM = false>
 __device__ void store_chunk(bf16 *dst, long ld, int m, int ncols, const float (&acc)[8][4],
 			    bf16 *stage, bool mine)
 {
 	constexpr int LD = CW + 8;
-	int r0 = 16 * (threadIdx.x >> 5) % CW, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+	int r0 = 16 * (threadIdx.x >> 5) % CW, l = threadIdx.x & 31, g = l >> 2, t = l & 3;
+	/* lane l: row l % 8 of matrix l / 8, (n + l / 16, r0 / 8 + l / 8 % 2) */
+	bf16 *at = stage + (8 * (l >> 4) + (l & 7)) * LD + r0 + 8 * (l >> 3 & 1);
 #pragma unroll
-	for (int n = 0; n < (mine ? 8 : 0); n++)
+	for (int n = 0; n < (mine ? 8 : 0); n += SM ? 2 : 1)
+		if (SM)
+			stsm4t(at + 8 * n * LD, pack_rn(acc[n][0], acc[n][1]),
+			       pack_rn(acc[n][2], acc[n][3]), pack_rn(acc[n + 1][0], acc[n + 1][1]),
+			       pack_rn(acc[n + 1][2], acc[n + 1][3]));
+		else
 #pragma unroll
-		for (int e = 0; e < 4; e++)
-			stage[(8 * n + 2 * t + (e & 1)) * LD + r0 + g + 8 * (e >> 1)] =
-				__float2bfloat16_rn(acc[n][e]);
+			for (int e = 0; e < 4; e++)
+				stage[(8 * n + 2 * t + (e & 1)) * LD + r0 + g + 8 * (e >> 1)] =
+					__float2bfloat16_rn(acc[n][e]);
 	__syncthreads();
 	bool vec = ld % 8 == 0 && ((uintptr_t)dst & 15) == 0;
 	for (int it = threadIdx.x; it < BC * CW / 8; it += blockDim.x) {
@@ -1092,7 +1113,7 @@ __global__ void __launch_bounds__(256, ST ? 2 : 1)
 		wg_keep(xl);
 		if (!ST) {
 			wg_keep(acc);
-			store_chunk<128>(p.out + (base + c) * 128, 128, m, 128, acc, stage, true);
+			store_chunk<128, true>(p.out + (base + c) * 128, 128, m, 128, acc, stage, true);
 		} else {
 			__syncthreads(); /* the tiles and wu are free */
 		}
