@@ -523,23 +523,44 @@ __device__ float chunk_decay(const dims &d, const int *sq, int c, int m, const f
 	return last >= c ? 0.f : pw[m];
 }
 
+/* stmatrix.x4.trans: four 8x8 bf16 matrices (a..d, each in the mma
+ * fragment layout) stored transposed, the rows of matrix q at the addresses
+ * of lanes 8q..8q+7. */
+__device__ __forceinline__ void stsm4t(bf16 *p, uint32_t a, uint32_t b, uint32_t c, uint32_t d)
+{
+	unsigned s = (unsigned)__cvta_generic_to_shared(p);
+	asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1,%2,%3,%4};\n" ::"r"(s),
+		     "r"(a), "r"(b), "r"(c), "r"(d)
+		     : "memory");
+}
+
 /* A warp's 16 columns x 64 rows of output (acc holds them transposed, as
  * chunk_seq computes them; warp w has columns 16w mod CW, written when
- * `mine`) into rows [0, m), columns [0, ncols) of dst (row stride ld),
- * through `stage` (64 x (CW + 8) bf16 of shared memory, free on entry) so
- * that the stores are 16 bytes wide. */
-template <int CW>
+ * `mine`, warp-uniform) into rows [0, m), columns [0, ncols) of dst (row
+ * stride ld), through `stage` (64 x (CW + 8) bf16 of shared memory, free on
+ * entry) so that the stores are 16 bytes wide. SM: into `stage` by stmatrix
+ * (rows 16 bytes and 4 banks apart: each 8x8 matrix conflict-free), four
+ * instructions instead of 32 scalar stores (chunk_wg; in chunk_seq's blocks
+ * of 128 registers it costs spills). */
+template <int CW, bool SM = false>
 __device__ void store_chunk(bf16 *dst, long ld, int m, int ncols, const float (&acc)[8][4],
 			    bf16 *stage, bool mine)
 {
 	constexpr int LD = CW + 8;
-	int r0 = 16 * (threadIdx.x >> 5) % CW, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+	int r0 = 16 * (threadIdx.x >> 5) % CW, l = threadIdx.x & 31, g = l >> 2, t = l & 3;
+	/* lane l: row l % 8 of matrix l / 8, (n + l / 16, r0 / 8 + l / 8 % 2) */
+	bf16 *at = stage + (8 * (l >> 4) + (l & 7)) * LD + r0 + 8 * (l >> 3 & 1);
 #pragma unroll
-	for (int n = 0; n < (mine ? 8 : 0); n++)
+	for (int n = 0; n < (mine ? 8 : 0); n += SM ? 2 : 1)
+		if (SM)
+			stsm4t(at + 8 * n * LD, pack_rn(acc[n][0], acc[n][1]),
+			       pack_rn(acc[n][2], acc[n][3]), pack_rn(acc[n + 1][0], acc[n + 1][1]),
+			       pack_rn(acc[n + 1][2], acc[n + 1][3]));
+		else
 #pragma unroll
-		for (int e = 0; e < 4; e++)
-			stage[(8 * n + 2 * t + (e & 1)) * LD + r0 + g + 8 * (e >> 1)] =
-				__float2bfloat16_rn(acc[n][e]);
+			for (int e = 0; e < 4; e++)
+				stage[(8 * n + 2 * t + (e & 1)) * LD + r0 + g + 8 * (e >> 1)] =
+					__float2bfloat16_rn(acc[n][e]);
 	__syncthreads();
 	bool vec = ld % 8 == 0 && ((uintptr_t)dst & 15) == 0;
 	for (int it = threadIdx.x; it < BC * CW / 8; it += blockDim.x) {
@@ -1092,7 +1113,7 @@ __global__ void __launch_bounds__(256, ST ? 2 : 1)
 		wg_keep(xl);
 		if (!ST) {
 			wg_keep(acc);
-			store_chunk<128>(p.out + (base + c) * 128, 128, m, 128, acc, stage, true);
+			store_chunk<128, true>(p.out + (base + c) * 128, 128, m, 128, acc, stage, true);
 		} else {
 			__syncthreads(); /* the tiles and wu are free */
 		}
@@ -1338,13 +1359,18 @@ int knob(const char *name, int &cache, int def)
  * forward's walks (its output, the state-only walk before its scan), 2 for
  * the backward's (dq, dk, dv and the reversed state-only walk); TN_ATTN_WG=0
  * runs them all on mma.sync, for measuring. */
-bool wg_fits(const dims &d, std::initializer_list<const void *> ts, int level)
+bool wg_on(int dk, int dv, int level)
 {
 	static int on = -1;
+	return knob("TN_ATTN_WG", on, 2) >= level && dk == 128 && dv == 128;
+}
+
+bool wg_fits(const dims &d, std::initializer_list<const void *> ts, int level)
+{
 	uintptr_t a = 0;
 	for (const void *t : ts)
 		a |= (uintptr_t)t;
-	return knob("TN_ATTN_WG", on, 2) >= level && d.dk == 128 && d.dv == 128 && a % 16 == 0;
+	return wg_on(d.dk, d.dv, level) && a % 16 == 0;
 }
 
 template <bool REV, bool STN, bool ST>
@@ -1445,14 +1471,37 @@ struct workspace {
 	}
 };
 
+/* The state-only walk on wgmma: one block per span, two an SM, each ending
+ * by writing a 64 KB state that the scan reads back (about two chunks' worth
+ * of k, v). The ratio (spans per segment of sub chunks, at most 64, keeping
+ * the TS segments) whose walk ends soonest by that count, whole waves of
+ * blocks included: 1.2 waves cost two. */
+int wg_ratio(int T, int bh, int sub, int TS, int sms)
+{
+	long best = LONG_MAX;
+	int ratio = 1;
+	for (int r = 1; r <= TN_MIN(sub, 64); r++) {
+		int fsub = (sub + r - 1) / r, rr = (sub + fsub - 1) / fsub;
+		int ts = (T + fsub * rr - 1) / (fsub * rr);
+		long blocks = (long)bh * (ts - 1) * rr;
+		long cost = (blocks + 2L * sms - 1) / (2L * sms) * (fsub + 2) * sms + blocks;
+		if (ts == TS && cost < best) {
+			best = cost;
+			ratio = rr;
+		}
+	}
+	return ratio;
+}
+
 /* Chunks per segment: the fewest segments that still fill the GPU with one
  * wave of output walks (one block per multiprocessor; two when the head dims
  * are <= 64: the blocks that fit), each walked by one block; more segments
  * cost the state-only walk over more of k, v (q, dO). That walk's spans are
- * `ratio` to a segment, as many as give it about four blocks per
- * multiprocessor (it keeps far fewer registers). TN_ATTN_SUB (1 to 4096
- * chunks) overrides the segment length, for tuning. */
-dims dims_of(const struct tn_attn_shape *sh)
+ * `ratio` to a segment: on wgmma (bf16, wg) as wg_ratio says, else as many
+ * as give it about four blocks per multiprocessor (it keeps far fewer
+ * registers). TN_ATTN_SUB (1 to 4096 chunks) overrides the segment length,
+ * for tuning. */
+dims dims_of(const struct tn_attn_shape *sh, bool wg)
 {
 	static int sub_env = -1, sms = 132;
 	if (sub_env < 0) {
@@ -1469,7 +1518,8 @@ dims dims_of(const struct tn_attn_shape *sh)
 	int TS = (T + sub - 1) / sub, ratio = 1;
 	if (TS > 1) {
 		long blocks = (long)bh * ((sh->dv + 63) / 64) * (TS - 1);
-		ratio = (int)TN_MIN((long)sub, TN_MAX(1L, (4L * sms + blocks - 1) / blocks));
+		ratio = wg ? wg_ratio(T, bh, sub, TS, sms)
+			   : (int)TN_MIN((long)sub, TN_MAX(1L, (4L * sms + blocks - 1) / blocks));
 		int fsub = (sub + ratio - 1) / ratio;
 		ratio = (sub + fsub - 1) / fsub;
 		sub = fsub * ratio;
@@ -1574,7 +1624,7 @@ extern "C" int lightning_attn_forward_cuda(const struct tn_attn_shape *sh,
 	int rc = check_shape(sh);
 	if (rc)
 		return rc;
-	dims d = dims_of(sh);
+	dims d = dims_of(sh, dtype == TN_ATTN_BF16 && wg_on(sh->dk, sh->dv, 1));
 	cudaError_t e = dtype == TN_ATTN_BF16
 				? forward_t<bf16>(d, docs, (const bf16 *)q, (const bf16 *)k,
 						  (const bf16 *)v, decay_s, state_in, (bf16 *)o,
@@ -1594,7 +1644,7 @@ extern "C" int lightning_attn_backward_cuda(const struct tn_attn_shape *sh,
 	int rc = check_shape(sh);
 	if (rc)
 		return rc;
-	dims d = dims_of(sh);
+	dims d = dims_of(sh, dtype == TN_ATTN_BF16 && wg_on(sh->dk, sh->dv, 1));
 	cudaError_t e = dtype == TN_ATTN_BF16
 				? backward_t<bf16>(d, docs, (const bf16 *)q, (const bf16 *)k,
 						   (const bf16 *)v, decay_s, (const bf16 *)dout,

@@ -402,6 +402,9 @@ int main(int argc, char **argv)
 		/* segments whose states come from several spans each (fine(d).ratio > 1) */
 		run_case(2, 8, 1280, 64, 64, dt, 1, 1);
 		run_case(2, 8, 1100, 128, 128, dt, 1, 0);
+		/* on 132 multiprocessors, wgmma's state-only walk (wg_ratio): segments
+		 * of 5 chunks rounded up to 6, each from 3 spans of 2 */
+		run_case(2, 17, 792, 128, 128, dt, 1, 1);
 		run_decode(4, 4, 128, 128, 130, 5, dt);
 		run_decode(1, 2, 256, 128, 64, 3, dt);
 	}
