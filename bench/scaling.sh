@@ -24,6 +24,8 @@ train() { # (sh has no locals: these names are its own)
 	"$bin/tn-train" --backend "$backend" --data "$data" -o "$t_out" --seq-len "$seq" \
 		--batch "$t_batch" --nproc "$t_np" --json -q "$@"
 }
+# the table needs a run's metrics only: its checkpoints (14 bytes a parameter) would fill the disk
+drop_checkpoints() { rm -rf "$1"/step-* "$1/latest"; }
 field() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p"; }
 losses() { grep -o '"loss":[^,}]*' "$1/metrics.jsonl" | cut -d: -f2; }
 # largest relative gap between the step losses of two runs
@@ -40,6 +42,7 @@ table() {
 			if [ "$np" -gt 1 ]; then # one rank with the global batch of $np data-parallel ranks
 				train "$one" 1 $((np * batch)) --preset "$preset" --steps "$steps" >/dev/null
 				losses "$one" >"$one.losses"
+				drop_checkpoints "$one"
 			fi
 			for mode in ${MODES:-dp zero1 zero2 tp2}; do
 				case $mode in
@@ -54,6 +57,7 @@ table() {
 				# shellcheck disable=SC2086 # $opt holds an option and its value
 				j=$(train "$run" "$np" "$batch" --preset "$preset" --steps "$steps" $opt)
 				echo "$j {\"preset\":\"$preset\",\"mode\":\"$mode\",\"nproc\":$np}" >>"$work/scaling.jsonl"
+				drop_checkpoints "$run"
 				tps=$(echo "$j" | field tokens_per_s) mem=$(echo "$j" | field device_bytes)
 				if [ -z "$base" ]; then # one rank, plain: the reference of global batch $batch
 					base=$tps
