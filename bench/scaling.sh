@@ -7,8 +7,9 @@
 #                          resume on half the ranks (same global batch) that finishes the run
 # Knobs (environment): BIN (bin), BACKEND (cuda-bf16), PRESETS ("tnl-385m tnl-1b"),
 # NPROCS ("1 2 4 8"), MODES ("dp zero1 zero2 tp2"), SEQ (2048), BATCH (8, per data-parallel
-# rank), STEPS (8), WORK (a new temporary directory). NCCL_NVLS_ENABLE=0 is set (NVLink
-# multicast stays off on shared hosts).
+# rank), STEPS (8), TRAIN_OPTS (more tn-train options for every run, e.g. "--recompute all"),
+# WORK (a new temporary directory). NCCL_NVLS_ENABLE=0 is set (NVLink multicast stays off on
+# shared hosts).
 set -eu
 what=${1:?usage: scaling.sh table|kill DATA}
 data=${2:?usage: scaling.sh table|kill DATA}
@@ -21,11 +22,10 @@ export NCCL_NVLS_ENABLE=0
 train() { # (sh has no locals: these names are its own)
 	t_out=$1 t_np=$2 t_batch=$3
 	shift 3
+	# shellcheck disable=SC2086 # TRAIN_OPTS holds options and their values
 	"$bin/tn-train" --backend "$backend" --data "$data" -o "$t_out" --seq-len "$seq" \
-		--batch "$t_batch" --nproc "$t_np" --json -q "$@"
+		--batch "$t_batch" --nproc "$t_np" --json -q ${TRAIN_OPTS:-} "$@"
 }
-# the table needs a run's metrics only: its checkpoints (14 bytes a parameter) would fill the disk
-drop_checkpoints() { rm -rf "$1"/step-* "$1/latest"; }
 field() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p"; }
 losses() { grep -o '"loss":[^,}]*' "$1/metrics.jsonl" | cut -d: -f2; }
 # largest relative gap between the step losses of two runs
@@ -40,13 +40,13 @@ table() {
 		for np in ${NPROCS:-1 2 4 8}; do
 			one=$work/$preset-one-$np
 			if [ "$np" -gt 1 ]; then # one rank with the global batch of $np data-parallel ranks
-				train "$one" 1 $((np * batch)) --preset "$preset" --steps "$steps" >/dev/null
+				train "$one" 1 $((np * batch)) --preset "$preset" --steps "$steps" \
+					--no-checkpoint >/dev/null
 				losses "$one" >"$one.losses"
-				drop_checkpoints "$one"
 			fi
 			for mode in ${MODES:-dp zero1 zero2 tp2}; do
 				case $mode in
-				dp) opt= dp=$np ;;
+				dp) opt='' dp=$np ;;
 				zero1) opt="--zero 1" dp=$np ;;
 				zero2) opt="--zero 2" dp=$np ;;
 				tp2) opt="--tp 2" dp=$((np / 2)) ;;
@@ -54,10 +54,10 @@ table() {
 				esac
 				[ "$dp" -ge 1 ] && [ "$np" -gt 1 ] || [ "$mode" = dp ] || continue
 				run=$work/$preset-$mode-$np
+				# (no checkpoints: the table needs the metrics, and a 7B checkpoint is 84 GB)
 				# shellcheck disable=SC2086 # $opt holds an option and its value
-				j=$(train "$run" "$np" "$batch" --preset "$preset" --steps "$steps" $opt)
+				j=$(train "$run" "$np" "$batch" --preset "$preset" --steps "$steps" --no-checkpoint $opt)
 				echo "$j {\"preset\":\"$preset\",\"mode\":\"$mode\",\"nproc\":$np}" >>"$work/scaling.jsonl"
-				drop_checkpoints "$run"
 				tps=$(echo "$j" | field tokens_per_s) mem=$(echo "$j" | field device_bytes)
 				if [ -z "$base" ]; then # one rank, plain: the reference of global batch $batch
 					base=$tps

@@ -65,6 +65,8 @@ static const char usage_text[] =
 	"      --save-every N        checkpoint every N steps (default 0: only at the end)\n"
 	"      --keep K              step checkpoints kept, 0 = all (default 3)\n"
 	"      --save-dtype T        weights as f32 (default, exact resume), bf16 or f16\n"
+	"      --no-checkpoint       write metrics.jsonl and loss.svg at the end but no\n"
+	"                            checkpoint (benchmark runs)\n"
 	"      --threads N           CPU threads (default: all)\n"
 	"      --recompute N         activation checkpointing: the first N layers keep only\n"
 	"                            their input and are recomputed in the backward; all or\n"
@@ -99,7 +101,7 @@ enum {
 	OPT_SCHEDULE, OPT_WD, OPT_DECAY_EMB, OPT_BETA1, OPT_BETA2, OPT_CLIP, OPT_SEED,
 	OPT_LOG_EVERY, OPT_EVAL_EVERY, OPT_EVAL_WINDOWS, OPT_SAVE_EVERY, OPT_KEEP, OPT_SAVE_DTYPE,
 	OPT_THREADS, OPT_JSON, OPT_BACKEND, OPT_NPROC, OPT_TP, OPT_ZERO, OPT_NO_OVERLAP, OPT_TIMEOUT,
-	OPT_RECOMPUTE, OPT_ON_NAN, OPT_MAX_SKIPS,
+	OPT_RECOMPUTE, OPT_ON_NAN, OPT_MAX_SKIPS, OPT_NO_CHECKPOINT,
 };
 
 static const struct option long_opts[] = {
@@ -131,6 +133,7 @@ static const struct option long_opts[] = {
 	{"save-every", required_argument, NULL, OPT_SAVE_EVERY},
 	{"keep", required_argument, NULL, OPT_KEEP},
 	{"save-dtype", required_argument, NULL, OPT_SAVE_DTYPE},
+	{"no-checkpoint", no_argument, NULL, OPT_NO_CHECKPOINT},
 	{"threads", required_argument, NULL, OPT_THREADS},
 	{"backend", required_argument, NULL, OPT_BACKEND},
 	{"nproc", required_argument, NULL, OPT_NPROC},
@@ -249,6 +252,7 @@ static int parse_option(struct args *a, int c, const char *arg)
 	case 'o': a->t.out = arg; return TN_OK;
 	case OPT_DECAY_EMB: a->t.optim.decay_embedding = 1; return TN_OK;
 	case OPT_NO_OVERLAP: a->t.no_overlap = 1; return TN_OK;
+	case OPT_NO_CHECKPOINT: a->t.no_checkpoint = 1; return TN_OK;
 	case OPT_JSON: a->json = 1; return TN_OK;
 	case 'q': a->quiet = 1; return TN_OK;
 	case OPT_NPROC:
@@ -344,6 +348,8 @@ static int finish_args(struct args *a)
 	}
 	if (t->steps <= 0)
 		return tn_cli_usage_error(prog, "--steps must be positive");
+	if (t->no_checkpoint && t->save_every)
+		return tn_cli_usage_error(prog, "--no-checkpoint and --save-every exclude each other");
 	if (a->tp > 1 && (a->nproc ? a->nproc : 1) % a->tp && !tn_launched_as_rank())
 		return tn_cli_usage_error(prog, "--tp %llu needs --nproc a multiple of it",
 					  (unsigned long long)a->tp);

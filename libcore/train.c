@@ -458,7 +458,7 @@ static int save(struct run *r)
 		return TN_ENOMEM;
 	r->ts.cursor = r->cursor;
 	r->ts.cursor.position *= ranks(r);
-	int rc = write_ckpt(r, dir);
+	int rc = r->o->no_checkpoint ? TN_OK : write_ckpt(r, dir);
 	if (rc || world_rank(r) != 0) {
 		free(dir);
 		return rc;
@@ -467,9 +467,9 @@ static int save(struct run *r)
 		rc = write_metrics(r);
 	if (!rc)
 		rc = write_plot(r);
-	if (!rc)
+	if (!rc && !r->o->no_checkpoint)
 		rc = tn_ckpt_publish(r->o->out, r->ckpt, r->o->keep);
-	if (!rc) {
+	if (!rc && !r->o->no_checkpoint) {
 		struct tn_train_log l = {.event = "checkpoint", .path = dir};
 		emit(r, &l);
 	}

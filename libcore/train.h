@@ -39,6 +39,8 @@ struct tn_train_opts {
 	struct tn_optim_opts optim;  /* optim.steps is set from steps */
 	uint64_t seed;
 	int64_t log_every, eval_every, save_every; /* 0 = never (a final checkpoint is always written) */
+	int no_checkpoint;           /* metrics.jsonl and the plot at the end, no checkpoint ever
+					(benchmark runs: a 7B checkpoint is 84 GB) */
 	uint64_t eval_windows;       /* per evaluation; 0 = the whole val split */
 	int keep;                    /* step checkpoints kept; 0 = all */
 	enum tn_dtype save_dtype;

@@ -38,6 +38,19 @@ make_data() {
 	[ "$status" -eq 0 ] && [[ "$output" == '{"tokens":'* ]]
 }
 
+@test "--no-checkpoint: metrics and the loss curve, no checkpoint" {
+	make_data
+	run --separate-stderr TR --preset tiny --data D -o R --steps 6 --seq-len 16 --batch 4 \
+		--no-checkpoint --json
+	[ "$status" -eq 0 ] && [[ "$output" == *'"step":6'* ]]
+	[ "$(grep -c '"loss"' R/metrics.jsonl)" -eq 6 ]
+	grep -q '<svg' R/loss.svg
+	[ ! -e R/latest ] && ! ls -d R/step-* 2>/dev/null
+	run --separate-stderr TR --preset tiny --data D -o S --steps 6 --no-checkpoint --save-every 2
+	[ "$status" -eq 2 ]
+	[[ "$stderr" == *"--no-checkpoint and --save-every exclude each other"* ]]
+}
+
 @test "4 steps + resume + 4 steps equals 8 steps, bit for bit" {
 	make_data
 	TR --preset tiny --data D -o A --steps 8 --seq-len 16 --batch 2 --accum 2 \
