@@ -5,14 +5,17 @@
 #                          sharding mode and rank count (a markdown table; JSON lines in WORK)
 #   scaling.sh kill DATA   kill one rank mid-run: how long the others take to stop, then a
 #                          resume on half the ranks (same global batch) that finishes the run
+#   scaling.sh kill-env DATA  the same with two GPU ranks started from the environment (as a
+#                          cluster scheduler starts them: no launcher to stop the survivor), whose
+#                          survivor must stop by itself within --timeout (TIMEOUT, 30 s)
 # Knobs (environment): BIN (bin), BACKEND (cuda-bf16), PRESETS ("tnl-385m tnl-1b"),
 # NPROCS ("1 2 4 8"), MODES ("dp zero1 zero2 tp2"), SEQ (2048), BATCH (8, per data-parallel
 # rank), STEPS (8), TRAIN_OPTS (more tn-train options for every run, e.g. "--recompute all"),
 # WORK (a new temporary directory). NCCL_NVLS_ENABLE=0 is set (NVLink multicast stays off on
 # shared hosts).
 set -eu
-what=${1:?usage: scaling.sh table|kill DATA}
-data=${2:?usage: scaling.sh table|kill DATA}
+what=${1:?usage: scaling.sh table|kill|kill-env DATA}
+data=${2:?usage: scaling.sh table|kill|kill-env DATA}
 bin=${BIN:-bin} backend=${BACKEND:-cuda-bf16} seq=${SEQ:-2048} batch=${BATCH:-8} steps=${STEPS:-8}
 work=${WORK:-$(mktemp -d)}
 mkdir -p "$work"
@@ -74,6 +77,15 @@ table() {
 	done
 }
 
+# first_checkpoint PID ERR: wait for $run/latest while PID runs (else show ERR and fail)
+first_checkpoint() {
+	while [ ! -e "$run/latest" ]; do
+		kill -0 "$1" 2>/dev/null || { echo "scaling.sh: the run ended before its first checkpoint:" \
+			"$(cat "$2")" >&2; exit 1; }
+		sleep 1
+	done
+}
+
 kill_one() {
 	np=${NPROCS:-8}
 	np=${np##* }
@@ -84,7 +96,7 @@ kill_one() {
 	"$bin/tn-train" --backend "$backend" --data "$data" -o "$run" --seq-len "$seq" --batch "$batch" \
 		--nproc "$np" -q --preset "$preset" --steps 100000 --save-every 5 2>"$work/kill.err" &
 	launcher=$!
-	while [ ! -e "$run/latest" ]; do sleep 1; done
+	first_checkpoint "$launcher" "$work/kill.err"
 	sleep 2
 	victim=$(pgrep -P "$launcher" | tail -1)
 	t0=$(date +%s.%N)
@@ -104,8 +116,38 @@ kill_one() {
 	echo "$j" | grep -q "\"step\":$upto," || { echo "scaling.sh: the resume did not reach step $upto" >&2; exit 1; }
 }
 
+# Two ranks from TN_RANK/TN_WORLD_SIZE/TN_MASTER_ADDR; SIGKILL to rank 1 after the first
+# checkpoint; how rank 0 ends, and when.
+kill_env() {
+	preset=${PRESETS:-tnl-385m}
+	preset=${preset%% *}
+	run=$work/kill-env
+	master=127.0.0.1:$((20000 + $$ % 20000))
+	env_rank() {
+		TN_RANK=$1 TN_WORLD_SIZE=2 TN_MASTER_ADDR=$master "$bin/tn-train" --backend "$backend" \
+			--data "$data" -o "$run" --seq-len "$seq" --batch "$batch" -q --preset "$preset" \
+			--steps 100000 --save-every 5 --timeout "${TIMEOUT:-30}" 2>"$work/kill-env-$1.err" &
+	}
+	env_rank 0
+	pid0=$!
+	env_rank 1
+	pid1=$!
+	first_checkpoint "$pid0" "$work/kill-env-0.err"
+	sleep 2
+	t0=$(date +%s.%N)
+	kill -9 "$pid1"
+	status=0
+	wait "$pid0" || status=$?
+	t1=$(date +%s.%N)
+	echo "killed rank 1 of 2 (started from the environment, --timeout ${TIMEOUT:-30}): rank 0" \
+		"exited with status $status after $(echo "$t0 $t1" | awk '{ printf "%.1f", $2 - $1 }') s"
+	sed 's/^/  rank 0 stderr: /' "$work/kill-env-0.err" | tail -3
+	[ "$status" -ne 0 ] || { echo "scaling.sh: rank 0 did not fail" >&2; exit 1; }
+}
+
 case $what in
 table) table ;;
 kill) kill_one ;;
-*) echo "usage: scaling.sh table|kill DATA" >&2; exit 2 ;;
+kill-env) kill_env ;;
+*) echo "usage: scaling.sh table|kill|kill-env DATA" >&2; exit 2 ;;
 esac
