@@ -10,6 +10,7 @@
 
 #include "collective_nccl.h"
 #include "cuda_common.h"
+#include "ops_bf16.h"
 
 extern "C" {
 #include "util.h"
@@ -122,13 +123,20 @@ extern "C" int tn_nccl_open(struct tn_nccl **cp, int rank, int size,
 	return TN_OK;
 }
 
-extern "C" int tn_nccl_split(struct tn_nccl *c, int color, int key, struct tn_nccl **sub)
+extern "C" int tn_nccl_split(struct tn_nccl *c, int color, int key, struct tn_nccl **sub,
+			     int *rank, int *size)
 {
 	struct tn_nccl *s = (struct tn_nccl *)tn_calloc(1, sizeof *s);
 	if (!s)
 		return TN_ENOMEM;
 	int rc = nccl_check(ncclCommSplit(c->comm, color, key, &s->comm, NULL), "split");
+	if (!rc)
+		rc = nccl_check(ncclCommUserRank(s->comm, rank), "rank of a split");
+	if (!rc)
+		rc = nccl_check(ncclCommCount(s->comm, size), "size of a split");
 	if (rc) {
+		if (s->comm)
+			ncclCommDestroy(s->comm);
 		free(s);
 		return rc;
 	}
@@ -177,12 +185,21 @@ extern "C" int tn_nccl_reduce_scatter(struct tn_nccl *c, const float *send, floa
 	return rc ? rc : finish(c, "reduce-scatter");
 }
 
+/* The bf16 backend keeps a bf16 shadow of the weights current through
+ * every op that writes them; an all-gather into the parameters (ZeRO, in
+ * place) writes them too, so it rounds what it wrote into the shadow. */
 extern "C" int tn_nccl_allgather(struct tn_nccl *c, const float *send, float *recv, size_t n)
 {
 	int rc = compute_after_side(c);
 	if (!rc)
 		rc = nccl_check(ncclAllGather(send, recv, n, ncclFloat, c->comm,
 					      tn_cuda_get()->stream), "all-gather");
+	int size = 0;
+	bf16 *shadow = rc ? NULL : tn_bf16_shadow_of(recv);
+	if (shadow)
+		rc = nccl_check(ncclCommCount(c->comm, &size), "rank count");
+	if (shadow && !rc)
+		tn_bf16_round(shadow, recv, (size_t)size * n);
 	return rc ? rc : finish(c, "all-gather");
 }
 
@@ -228,9 +245,10 @@ extern "C" int tn_nccl_iallreduce(struct tn_nccl *c, float *dev, size_t n)
 }
 
 /* NCCL has no reduce-scatter with uneven counts: one reduce per rank, to
- * that rank, in one group. */
-extern "C" int tn_nccl_ireduce_scatterv(struct tn_nccl *c, const float *send, float *recv,
-					const size_t *counts, int size)
+ * that rank, in one group; each in place (send == recv), so the root's sum
+ * lands where its block was. */
+extern "C" int tn_nccl_ireduce_scatterv_inplace(struct tn_nccl *c, float *buf,
+						const size_t *counts, int size)
 {
 	int rc = side_after_compute(c);
 	if (rc)
@@ -239,8 +257,8 @@ extern "C" int tn_nccl_ireduce_scatterv(struct tn_nccl *c, const float *send, fl
 	size_t at = 0;
 	for (int q = 0; q < size && !rc; q++) {
 		if (counts[q])
-			rc = nccl_check(ncclReduce(send + at, recv, counts[q], ncclFloat, ncclSum, q,
-						   c->comm, c->side), "reduce");
+			rc = nccl_check(ncclReduce(buf + at, buf + at, counts[q], ncclFloat, ncclSum,
+						   q, c->comm, c->side), "reduce");
 		at += counts[q];
 	}
 	int end = nccl_check(ncclGroupEnd(), "group end");

@@ -15,6 +15,16 @@
 #include "collective_nccl.h"
 #endif
 
+/* A started MPI collective: the counts array it reads (or NULL), and for
+ * an in-place reduce-scatter, which leaves this rank's block at the start
+ * of the buffer, the move of its n floats from there to their place. */
+struct pending {
+	int *counts;
+	float *to;
+	const float *from;
+	size_t n;
+};
+
 struct tn_comm {
 	enum tn_comm_kind kind;
 	int rank, size;
@@ -22,7 +32,7 @@ struct tn_comm {
 	int sub;              /* made by tn_comm_split: frees its communicator, not MPI */
 	MPI_Comm mc;          /* MPI_COMM_WORLD or a split of it */
 	MPI_Request *req;     /* non-blocking collectives not yet waited for */
-	int **counts;         /* per request: the counts array it reads (or NULL) */
+	struct pending *pend; /* per request: what it reads, and what to do after */
 	int n_req, cap_req;
 #ifdef TN_CUDA
 	struct tn_nccl *nccl;
@@ -139,8 +149,8 @@ int tn_comm_split(struct tn_comm *c, int color, int key, struct tn_comm **out)
 			rc = mpi_check(MPI_Comm_size(s->mc, &s->size), "size");
 	}
 #ifdef TN_CUDA
-	if (!rc && c->nccl)
-		rc = tn_nccl_split(c->nccl, color, key, &s->nccl);
+	if (!rc && c->nccl) /* ranks launched without MPI learn their place here */
+		rc = tn_nccl_split(c->nccl, color, key, &s->nccl, &s->rank, &s->size);
 #endif
 	if (rc) {
 		if (split)
@@ -170,7 +180,7 @@ int tn_comm_allreduce(struct tn_comm *c, float *buf, size_t n)
 	return TN_OK;
 }
 
-/* Room for one more request (and the counts array it keeps). */
+/* Room for one more request (and what it keeps). */
 static int more_requests(struct tn_comm *c)
 {
 	if (c->n_req < c->cap_req)
@@ -179,24 +189,24 @@ static int more_requests(struct tn_comm *c)
 	MPI_Request *r = tn_realloc(c->req, (size_t)cap * sizeof(*r));
 	if (r)
 		c->req = r;
-	int **k = r ? tn_realloc(c->counts, (size_t)cap * sizeof(*k)) : NULL;
-	if (!k)
+	struct pending *p = r ? tn_realloc(c->pend, (size_t)cap * sizeof(*p)) : NULL;
+	if (!p)
 		return TN_ENOMEM;
-	c->counts = k;
+	c->pend = p;
 	c->cap_req = cap;
 	return TN_OK;
 }
 
 /* The request just started is pending; poke the started ones (Open MPI
  * progresses non-blocking collectives only inside MPI calls). */
-static int started(struct tn_comm *c, int err, int *counts, const char *what)
+static int started(struct tn_comm *c, int err, struct pending p, const char *what)
 {
 	int rc = mpi_check(err, what), done;
 	if (rc) {
-		free(counts);
+		free(p.counts);
 		return rc;
 	}
-	c->counts[c->n_req++] = counts;
+	c->pend[c->n_req++] = p;
 	return mpi_check(MPI_Testall(c->n_req, c->req, &done, MPI_STATUSES_IGNORE),
 			 "test of non-blocking collectives");
 }
@@ -214,37 +224,40 @@ int tn_comm_iallreduce(struct tn_comm *c, float *buf, size_t n)
 		if (!rc)
 			rc = started(c, MPI_Iallreduce(MPI_IN_PLACE, buf + at, (int)TN_MIN(PIECE, n - at),
 						       MPI_FLOAT, MPI_SUM, c->mc, &c->req[c->n_req]),
-				     NULL, "non-blocking allreduce");
+				     (struct pending){0}, "non-blocking allreduce");
 		if (rc)
 			return rc;
 	}
 	return TN_OK;
 }
 
-int tn_comm_ireduce_scatterv(struct tn_comm *c, const float *send, float *recv,
-			     const size_t *counts)
+/* MPI's in-place reduce-scatter leaves this rank's block at the start of
+ * buf; the wait moves it to its place. */
+int tn_comm_ireduce_scatterv_inplace(struct tn_comm *c, float *buf, const size_t *counts)
 {
-	if (c->kind == TN_COMM_SINGLE) {
-		memmove(recv, send, counts[0] * sizeof(*recv));
+	if (c->kind == TN_COMM_SINGLE)
 		return TN_OK;
-	}
 #ifdef TN_CUDA
 	if (c->kind == TN_COMM_NCCL)
-		return tn_nccl_ireduce_scatterv(c->nccl, send, recv, counts, c->size);
+		return tn_nccl_ireduce_scatterv_inplace(c->nccl, buf, counts, c->size);
 #endif
 	int *k = tn_malloc((size_t)c->size * sizeof(*k)), rc = k ? more_requests(c) : TN_ENOMEM;
+	size_t at = 0;
 	for (int q = 0; !rc && q < c->size; q++)
 		if (counts[q] > INT32_MAX)
 			rc = tn_fail(TN_EUSAGE, "reduce-scatter of %zu floats to one rank is too large",
 				     counts[q]);
 		else
 			k[q] = (int)counts[q];
+	for (int q = 0; !rc && q < c->rank; q++)
+		at += counts[q];
 	if (rc) {
 		free(k);
 		return rc;
 	}
-	return started(c, MPI_Ireduce_scatter(send, recv, k, MPI_FLOAT, MPI_SUM, c->mc,
-					      &c->req[c->n_req]), k, "non-blocking reduce-scatter");
+	struct pending p = {k, buf + at, buf, counts[c->rank]};
+	return started(c, MPI_Ireduce_scatter(MPI_IN_PLACE, buf, k, MPI_FLOAT, MPI_SUM, c->mc,
+					      &c->req[c->n_req]), p, "non-blocking reduce-scatter");
 }
 
 int tn_comm_wait(struct tn_comm *c)
@@ -257,8 +270,12 @@ int tn_comm_wait(struct tn_comm *c)
 	c->n_req = 0;
 	int rc = n ? mpi_check(MPI_Waitall(n, c->req, MPI_STATUSES_IGNORE),
 			       "wait for non-blocking collectives") : TN_OK;
-	for (int i = 0; i < n; i++)
-		free(c->counts[i]);
+	for (int i = 0; i < n; i++) {
+		struct pending *p = &c->pend[i];
+		if (!rc && p->to != p->from)
+			memmove(p->to, p->from, p->n * sizeof(float));
+		free(p->counts);
+	}
 	return rc;
 }
 
@@ -274,20 +291,22 @@ int tn_comm_allreduce_f64(struct tn_comm *c, double *buf, size_t n)
 				       c->mc), "allreduce");
 }
 
-int tn_comm_reduce_scatter(struct tn_comm *c, const float *send, float *recv, size_t n)
+int tn_comm_reduce_scatter_inplace(struct tn_comm *c, float *buf, size_t n)
 {
+	float *mine = buf + (size_t)c->rank * n;
 #ifdef TN_CUDA
 	if (c->kind == TN_COMM_NCCL)
-		return tn_nccl_reduce_scatter(c->nccl, send, recv, n);
+		return tn_nccl_reduce_scatter(c->nccl, buf, mine, n);
 #endif
-	if (c->kind != TN_COMM_MPI) {
-		memmove(recv, send, n * sizeof *recv);
+	if (c->kind != TN_COMM_MPI)
 		return TN_OK;
-	}
 	if (n > INT32_MAX)
 		return tn_fail(TN_EUSAGE, "reduce-scatter of %zu floats per rank is too large", n);
-	return mpi_check(MPI_Reduce_scatter_block(send, recv, (int)n, MPI_FLOAT, MPI_SUM,
-						  c->mc), "reduce-scatter");
+	int rc = mpi_check(MPI_Reduce_scatter_block(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM,
+						    c->mc), "reduce-scatter");
+	if (!rc) /* MPI leaves this rank's block at the start of buf */
+		memmove(mine, buf, n * sizeof(float));
+	return rc;
 }
 
 int tn_comm_allgather(struct tn_comm *c, const float *send, float *recv, size_t n)
@@ -303,6 +322,20 @@ int tn_comm_allgather(struct tn_comm *c, const float *send, float *recv, size_t 
 	if (n > INT32_MAX)
 		return tn_fail(TN_EUSAGE, "all-gather of %zu floats per rank is too large", n);
 	return mpi_check(MPI_Allgather(send, (int)n, MPI_FLOAT, recv, (int)n, MPI_FLOAT,
+				       c->mc), "all-gather");
+}
+
+int tn_comm_allgather_inplace(struct tn_comm *c, float *buf, size_t n)
+{
+#ifdef TN_CUDA
+	if (c->kind == TN_COMM_NCCL)
+		return tn_nccl_allgather(c->nccl, buf + (size_t)c->rank * n, buf, n);
+#endif
+	if (c->kind != TN_COMM_MPI)
+		return TN_OK;
+	if (n > INT32_MAX)
+		return tn_fail(TN_EUSAGE, "all-gather of %zu floats per rank is too large", n);
+	return mpi_check(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, (int)n, MPI_FLOAT,
 				       c->mc), "all-gather");
 }
 
@@ -340,8 +373,8 @@ void tn_comm_close(struct tn_comm *c)
 	tn_nccl_close(c->nccl);
 #endif
 	for (int i = 0; i < c->n_req; i++)
-		free(c->counts[i]);
-	free(c->counts);
+		free(c->pend[i].counts);
+	free(c->pend);
 	free(c->req);
 	if (c->sub && c->mpi)
 		MPI_Comm_free(&c->mc);

@@ -2,7 +2,9 @@
  * process, MPI (host buffers; the CPU backend) or NCCL (device buffers; the
  * CUDA backend). Every rank calls the same collectives in the same order.
  * Reductions are sums; buffers are fp32 and live where the backend keeps its
- * memory, except that the f64 all-reduce always takes host memory. */
+ * memory, except that the f64 all-reduce always takes host memory. The
+ * in-place reduce-scatters and all-gather let ZeRO shard a padded buffer
+ * without a staging copy of it. */
 #ifndef TN_COLLECTIVE_H
 #define TN_COLLECTIVE_H
 
@@ -40,16 +42,20 @@ int tn_comm_allreduce_f64(struct tn_comm *c, double *buf, size_t n);
  * after them); buf must stay untouched until then. One process: done at
  * once. */
 int tn_comm_iallreduce(struct tn_comm *c, float *buf, size_t n);
-/* Started like it: send (counts[0] + ... + counts[size - 1] floats, rank
- * q's block after those of ranks before it) summed over ranks; this rank
- * gets its block in recv[counts[rank]]. */
-int tn_comm_ireduce_scatterv(struct tn_comm *c, const float *send, float *recv,
-			     const size_t *counts);
+/* Started like it, in place: buf holds counts[0] + ... + counts[size - 1]
+ * floats, rank q's block after those of ranks before it; once waited for,
+ * this rank's block holds its sum over ranks, where it was (the rest of
+ * buf is then undefined). */
+int tn_comm_ireduce_scatterv_inplace(struct tn_comm *c, float *buf, const size_t *counts);
 int tn_comm_wait(struct tn_comm *c);
-/* send[size * n] summed over ranks; this rank gets block `rank` in recv[n]. */
-int tn_comm_reduce_scatter(struct tn_comm *c, const float *send, float *recv, size_t n);
+/* In place: buf[size * n] summed over ranks, this rank's block (buf +
+ * rank * n) getting its sum; the other blocks are then undefined. */
+int tn_comm_reduce_scatter_inplace(struct tn_comm *c, float *buf, size_t n);
 /* Every rank's send[n] into recv[size * n], in rank order. */
 int tn_comm_allgather(struct tn_comm *c, const float *send, float *recv, size_t n);
+/* The same in place: every rank's block buf[rank * n, (rank + 1) * n) to
+ * all ranks. */
+int tn_comm_allgather_inplace(struct tn_comm *c, float *buf, size_t n);
 int tn_comm_broadcast(struct tn_comm *c, void *buf, size_t bytes, int root);
 int tn_comm_barrier(struct tn_comm *c);
 /* Stop every rank (after a failure on this one); does not return under MPI. */

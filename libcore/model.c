@@ -187,7 +187,8 @@ static int model_new(struct tn_model **out, const struct tn_config *cfg,
 		return TN_ENOMEM;
 	}
 	build_table(m);
-	m->params = be->alloc(m->n_floats * sizeof(float));
+	m->n_alloc = m->n_floats;
+	m->params = be->alloc(m->n_alloc * sizeof(float));
 	m->decay = be->alloc((size_t)cfg->layers * cfg->heads * sizeof(float));
 	if (!m->params || !m->decay) {
 		tn_model_free(m);
@@ -211,6 +212,34 @@ static int model_new(struct tn_model **out, const struct tn_config *cfg,
 int tn_model_new(struct tn_model **out, const struct tn_config *cfg, const struct tn_backend *be)
 {
 	return model_new(out, cfg, be, NULL);
+}
+
+/* *buf moved into a zeroed buffer of `floats`, keeping its n_floats. */
+static int grow(const struct tn_model *m, float **buf, size_t floats)
+{
+	float *b = m->be->alloc(floats * sizeof(float));
+	if (!b)
+		return TN_ENOMEM;
+	m->be->copy(b, *buf, m->n_floats * sizeof(float));
+	m->be->free(*buf);
+	*buf = b;
+	return TN_OK;
+}
+
+int tn_model_pad_to(struct tn_model *m, size_t floats)
+{
+	if (floats <= m->n_alloc)
+		return TN_OK;
+	int rc = grow(m, &m->params, floats);
+	if (!rc && m->grads)
+		rc = grow(m, &m->grads, floats);
+	if (rc) /* params may have grown already: n_alloc stays what both hold */
+		floats = m->n_alloc;
+	point(m, m->params, &m->emb, m->w);
+	if (m->grads)
+		point(m, m->grads, &m->gemb, m->g);
+	m->n_alloc = floats;
+	return rc;
 }
 
 /* Copy between a whole tensor (HF layout) and rank r's part of it (to_part:
@@ -1114,13 +1143,13 @@ int tn_model_logits(const struct tn_model *m, float *out)
 int tn_model_zero_grad(struct tn_model *m)
 {
 	if (!m->grads) {
-		m->grads = m->be->alloc(m->n_floats * sizeof(float));
+		m->grads = m->be->alloc(m->n_alloc * sizeof(float));
 		if (!m->grads)
 			return TN_ENOMEM;
 		point(m, m->grads, &m->gemb, m->g);
 		return TN_OK;
 	}
-	m->be->zero(m->grads, m->n_floats * sizeof(float));
+	m->be->zero(m->grads, m->n_alloc * sizeof(float));
 	return TN_OK;
 }
 

@@ -48,10 +48,6 @@ void tn_optim_free(struct tn_optim *opt, const struct tn_model *m)
 		m->be->free(opt->m);
 	if (opt->v)
 		m->be->free(opt->v);
-	if (opt->pad)
-		m->be->free(opt->pad);
-	if (opt->mine)
-		m->be->free(opt->mine);
 	free(opt);
 }
 
@@ -83,7 +79,7 @@ static int narrow(struct tn_optim *opt, const struct tn_model *m, size_t lo, siz
 	return TN_OK;
 }
 
-int tn_optim_distribute(struct tn_optim *opt, const struct tn_model *m, struct tn_comm *comm,
+int tn_optim_distribute(struct tn_optim *opt, struct tn_model *m, struct tn_comm *comm,
 			int zero)
 {
 	int w = tn_comm_size(comm), r = tn_comm_rank(comm);
@@ -97,25 +93,23 @@ int tn_optim_distribute(struct tn_optim *opt, const struct tn_model *m, struct t
 	if (!opt->zero)
 		return TN_OK;
 	opt->shard = (m->n_floats + (size_t)w - 1) / (size_t)w;
-	opt->pad = m->be->alloc((size_t)w * opt->shard * sizeof(float));
-	opt->mine = opt->pad ? m->be->alloc(opt->shard * sizeof(float)) : NULL;
-	if (!opt->mine)
-		return TN_ENOMEM;
 	size_t lo = TN_MIN((size_t)r * opt->shard, m->n_floats);
-	return narrow(opt, m, lo, TN_MIN(lo + opt->shard, m->n_floats));
+	int rc = narrow(opt, m, lo, TN_MIN(lo + opt->shard, m->n_floats));
+	return rc ? rc : tn_model_pad_to(m, (size_t)w * opt->shard);
 }
 
-/* Every rank's [lo, hi) of src gathered into dst[0, n_floats). */
-static int gather(const struct tn_optim *opt, const struct tn_model *m, const float *src,
-		  float *dst)
+/* Every rank's shard src[0, hi - lo) into a new whole buffer (ranks * shard
+ * floats), through this rank's block of it. */
+static int gather_whole(const struct tn_optim *opt, const struct tn_model *m, const float *src,
+			float **whole)
 {
 	const struct tn_backend *be = m->be;
-	be->zero(opt->mine, opt->shard * sizeof(float));
-	be->copy(opt->mine, src, (opt->hi - opt->lo) * sizeof(float));
-	int rc = tn_comm_allgather(opt->comm, opt->mine, opt->pad, opt->shard);
-	if (!rc)
-		be->copy(dst, opt->pad, m->n_floats * sizeof(float));
-	return rc;
+	size_t w = (size_t)ranks(opt);
+	float *buf = be->alloc(w * opt->shard * sizeof(float)); /* zeroed: the padding too */
+	if (!(*whole = buf))
+		return TN_ENOMEM;
+	be->copy(buf + opt->lo, src, (opt->hi - opt->lo) * sizeof(float));
+	return tn_comm_allgather_inplace(opt->comm, buf, opt->shard);
 }
 
 int tn_optim_whole(const struct tn_optim *opt, const struct tn_model *m, struct tn_optim *full)
@@ -125,13 +119,10 @@ int tn_optim_whole(const struct tn_optim *opt, const struct tn_model *m, struct 
 		return TN_OK;
 	full->lo = 0;
 	full->hi = m->n_floats;
-	full->m = m->be->alloc(m->n_floats * sizeof(float));
-	full->v = full->m ? m->be->alloc(m->n_floats * sizeof(float)) : NULL;
-	int rc = full->v ? TN_OK : TN_ENOMEM;
+	full->m = full->v = NULL;
+	int rc = gather_whole(opt, m, opt->m, &full->m);
 	if (!rc)
-		rc = gather(opt, m, opt->m, full->m);
-	if (!rc)
-		rc = gather(opt, m, opt->v, full->v);
+		rc = gather_whole(opt, m, opt->v, &full->v);
 	if (rc)
 		tn_optim_release_whole(opt, m, full);
 	return rc;
@@ -150,7 +141,7 @@ void tn_optim_release_whole(const struct tn_optim *opt, const struct tn_model *m
 }
 
 /* A bucket of finished gradients: summed in full, or (ZeRO-2) each rank
- * receiving the part inside its shard, into pad[0, hi - lo). */
+ * receiving the part inside its shard, in place. */
 static int bucket_ready(void *ctx, size_t offset, size_t n)
 {
 	struct tn_optim *opt = ctx;
@@ -164,8 +155,7 @@ static int bucket_ready(void *ctx, size_t offset, size_t n)
 		size_t a = TN_MAX(offset, q * opt->shard), b = TN_MIN(offset + n, (q + 1) * opt->shard);
 		cnt[q] = b > a ? b - a : 0;
 	}
-	size_t mine = TN_MIN(TN_MAX(offset, opt->lo), opt->hi) - opt->lo;
-	int rc = tn_comm_ireduce_scatterv(opt->comm, g, opt->pad + mine, cnt);
+	int rc = tn_comm_ireduce_scatterv_inplace(opt->comm, g, cnt);
 	free(cnt);
 	return rc;
 }
@@ -183,27 +173,20 @@ void tn_optim_overlap(struct tn_optim *opt, struct tn_model *m)
 }
 
 /* Sum the gradients over the ranks: in full (DP), or only this rank's
- * shard (ZeRO); or wait for the sums the backward started. */
+ * shard, in place (ZeRO: the padding past n_floats is zero); or wait for
+ * the sums the backward started. */
 static int reduce_grads(struct tn_optim *opt, struct tn_model *m)
 {
 	if (opt->overlap) {
 		opt->overlap = NULL;
 		m->grad_ready = NULL;
-		int rc = tn_comm_wait(opt->comm);
-		if (!rc && opt->zero)
-			m->be->copy(m->grads + opt->lo, opt->pad, (opt->hi - opt->lo) * sizeof(float));
-		return rc;
+		return tn_comm_wait(opt->comm);
 	}
 	if (!communicating(opt))
 		return TN_OK;
 	if (!opt->zero)
 		return tn_comm_allreduce(opt->comm, m->grads, m->n_floats);
-	m->be->zero(opt->pad, (size_t)ranks(opt) * opt->shard * sizeof(float));
-	m->be->copy(opt->pad, m->grads, m->n_floats * sizeof(float));
-	int rc = tn_comm_reduce_scatter(opt->comm, opt->pad, opt->mine, opt->shard);
-	if (!rc)
-		m->be->copy(m->grads + opt->lo, opt->mine, (opt->hi - opt->lo) * sizeof(float));
-	return rc;
+	return tn_comm_reduce_scatter_inplace(opt->comm, m->grads, opt->shard);
 }
 
 /* Sum of squares of the gradients in [lo, hi) of a TP part, counting the
@@ -283,7 +266,7 @@ static int update(struct tn_optim *opt, struct tn_model *m, double norm, double 
 			   &args);
 	free(seg);
 	opt->step = t;
-	return opt->zero ? gather(opt, m, m->params + opt->lo, m->params) : TN_OK;
+	return opt->zero ? tn_comm_allgather_inplace(opt->comm, m->params, opt->shard) : TN_OK;
 }
 
 int tn_optim_step_checked(struct tn_optim *opt, struct tn_model *m, double loss,

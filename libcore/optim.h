@@ -34,13 +34,13 @@ struct tn_optim {
 	 * updates, only [lo, hi) of the flat parameters, receiving only that
 	 * shard of the summed gradients (a reduce-scatter), then all ranks
 	 * gather the parameters. ZeRO-1 reduce-scatters once after the
-	 * backward, ZeRO-2 layer by layer during it. Unsharded: lo = 0,
-	 * hi = n_floats. */
+	 * backward, ZeRO-2 layer by layer during it. Both run in place on the
+	 * model's buffers, padded to ranks * shard floats, so ZeRO keeps no
+	 * staging buffer: rank r's block is [r * shard, (r + 1) * shard).
+	 * Unsharded: lo = 0, hi = n_floats. */
 	struct tn_comm *comm;
 	int zero;
 	size_t lo, hi, shard;    /* shard = ceil(n_floats / ranks) */
-	float *pad;              /* backend memory, ranks * shard floats: gathers and scatters */
-	float *mine;             /* backend memory, shard floats: this rank's block */
 	struct tn_model *overlap; /* the model whose backward is summing its gradients */
 };
 
@@ -48,13 +48,15 @@ void tn_optim_defaults(struct tn_optim_opts *o);
 int tn_optim_new(struct tn_optim **opt, const struct tn_model *m, const struct tn_optim_opts *o);
 void tn_optim_free(struct tn_optim *opt, const struct tn_model *m);
 /* Spread the optimizer over the ranks of comm (zero: 0, 1 or 2, as above),
- * keeping this rank's part of any moments already loaded. The shards live
- * in the backend's memory, so ZeRO runs over MPI (CPU) and NCCL (GPU) alike. */
-int tn_optim_distribute(struct tn_optim *opt, const struct tn_model *m, struct tn_comm *comm,
+ * keeping this rank's part of any moments already loaded, and pad m's
+ * buffers (tn_model_pad_to) for ZeRO. The shards live in the backend's
+ * memory, so ZeRO runs over MPI (CPU) and NCCL (GPU) alike. */
+int tn_optim_distribute(struct tn_optim *opt, struct tn_model *m, struct tn_comm *comm,
 			int zero);
 /* Whole moments on every rank (collective), as a checkpoint stores them:
- * full->m and full->v are new n_floats buffers unless opt is unsharded,
- * when they are opt's own. Release with tn_optim_release_whole. */
+ * full->m and full->v are new buffers (ranks * shard floats, only while
+ * saving) unless opt is unsharded, when they are opt's own. Release with
+ * tn_optim_release_whole. */
 int tn_optim_whole(const struct tn_optim *opt, const struct tn_model *m, struct tn_optim *full);
 void tn_optim_release_whole(const struct tn_optim *opt, const struct tn_model *m,
 			    struct tn_optim *full);

@@ -30,3 +30,8 @@ every_rank_passes() {
 	command -v mpirun >/dev/null || skip "Open MPI not installed"
 	every_rank_passes test_tp 2 2 4
 }
+
+@test "ZeRO-1 and ZeRO-2 over 2 and 3 ranks update as DP does, holding one shard of the moments" {
+	command -v mpirun >/dev/null || skip "Open MPI not installed"
+	every_rank_passes test_zero 2 2 3
+}

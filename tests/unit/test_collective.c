@@ -1,7 +1,7 @@
 /* test_collective.c - the collectives, as a single process (make check) and
  * under mpirun with several ranks (tests/cli/collective.bats): sums,
- * reduce-scatter, all-gather and broadcast give what their definitions say
- * for every rank count, also inside the groups of a split. */
+ * reduce-scatter, all-gather (in place too) and broadcast give what their
+ * definitions say for every rank count, also inside the groups of a split. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -33,26 +33,30 @@ static void allreduce_sums(void **state)
 	assert_float_equal(d[1], w, 0);
 }
 
+/* In place, as ZeRO shards the gradients and gathers the parameters: the
+ * sum lands in this rank's block, the gather fills the others around it. */
 static void scatter_and_gather(void **state)
 {
 	(void)state;
 	int r = tn_comm_rank(comm), w = tn_comm_size(comm);
 	size_t n = 5;
-	float *send = malloc(w * n * sizeof(float)), *mine = malloc(n * sizeof(float));
+	float *buf = malloc(w * n * sizeof(float)), *mine = buf + (size_t)r * n;
 	float *all = malloc(w * n * sizeof(float));
 	for (size_t i = 0; i < w * n; i++)
-		send[i] = (float)i;
-	assert_int_equal(tn_comm_reduce_scatter(comm, send, mine, n), TN_OK);
+		buf[i] = (float)(r + 1) * (float)i;
+	assert_int_equal(tn_comm_reduce_scatter_inplace(comm, buf, n), TN_OK);
 	for (size_t i = 0; i < n; i++)
-		assert_float_equal(mine[i], (float)w * (float)(r * n + i), 0);
+		assert_float_equal(mine[i], (float)(w * (w + 1) / 2) * (float)(r * n + i), 0);
 	for (size_t i = 0; i < n; i++)
 		mine[i] = (float)(100 * r + (int)i);
 	assert_int_equal(tn_comm_allgather(comm, mine, all, n), TN_OK);
+	assert_int_equal(tn_comm_allgather_inplace(comm, buf, n), TN_OK);
 	for (int q = 0; q < w; q++)
-		for (size_t i = 0; i < n; i++)
+		for (size_t i = 0; i < n; i++) {
 			assert_float_equal(all[q * n + i], (float)(100 * q + (int)i), 0);
-	free(send);
-	free(mine);
+			assert_float_equal(buf[q * n + i], (float)(100 * q + (int)i), 0);
+		}
+	free(buf);
 	free(all);
 }
 
@@ -89,22 +93,34 @@ static void allreduce_started_then_waited(void **state)
 	assert_int_equal(tn_comm_wait(comm), TN_OK); /* nothing left: a no-op */
 }
 
-/* Rank q receives q + 1 floats of a started reduce-scatter. */
+/* Rank q receives the sum of its q + 1 floats, where they were, from each
+ * of two reduce-scatters in flight at once (the second one's blocks in
+ * the other order). */
 static void reduce_scatter_started_then_waited(void **state)
 {
 	(void)state;
 	int r = tn_comm_rank(comm), w = tn_comm_size(comm);
-	size_t cnt[8], total = 0;
-	float send[36], recv[8];
+	size_t cnt[8], back[8], total = 0;
+	float a[36], b[36];
 	for (int q = 0; q < w; q++)
 		total += cnt[q] = (size_t)q + 1;
+	for (int q = 0; q < w; q++)
+		back[q] = cnt[w - 1 - q];
 	for (size_t i = 0; i < total; i++)
-		send[i] = (float)(r + 1) * (float)i;
-	assert_int_equal(tn_comm_ireduce_scatterv(comm, send, recv, cnt), TN_OK);
+		a[i] = b[i] = (float)(r + 1) * (float)i;
+	assert_int_equal(tn_comm_ireduce_scatterv_inplace(comm, a, cnt), TN_OK);
+	assert_int_equal(tn_comm_ireduce_scatterv_inplace(comm, b, back), TN_OK);
 	assert_int_equal(tn_comm_wait(comm), TN_OK);
-	size_t first = (size_t)r * (size_t)(r + 1) / 2; /* blocks of ranks before this one */
-	for (int i = 0; i <= r; i++)
-		assert_float_equal(recv[i], (float)(w * (w + 1) / 2) * (float)(first + (size_t)i), 0);
+	size_t at_a = 0, at_b = 0; /* blocks of ranks before this one */
+	for (int q = 0; q < r; q++) {
+		at_a += cnt[q];
+		at_b += back[q];
+	}
+	float ranks = (float)(w * (w + 1) / 2);
+	for (size_t i = 0; i < cnt[r]; i++)
+		assert_float_equal(a[at_a + i], ranks * (float)(at_a + i), 0);
+	for (size_t i = 0; i < back[r]; i++)
+		assert_float_equal(b[at_b + i], ranks * (float)(at_b + i), 0);
 }
 
 /* Groups of even and odd ranks (the DP groups of a 2-way TP grid). */
