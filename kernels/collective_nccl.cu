@@ -31,9 +31,10 @@ static int nccl_check(ncclResult_t r, const char *what)
 }
 
 /* Wait for the collective, watching NCCL's asynchronous error state while
- * the stream runs: a peer that died or broke the connection makes NCCL fail
- * here, and the communicator is aborted so that nothing waits on it (a
- * peer that is merely stuck is left to the trainer's watchdog). */
+ * the stream runs: a broken connection to a peer makes NCCL fail here, and
+ * the communicator is aborted so that nothing waits on it. A peer that is
+ * stuck, or one that died on this host (NVLink/P2P: NCCL reports nothing,
+ * measured on two H200s), is left to the trainer's watchdog. */
 static int finish_on(struct tn_nccl *c, cudaStream_t stream, const char *what)
 {
 	cudaError_t e;

@@ -1237,36 +1237,62 @@ __global__ void make_seg(int B, int N, const int *ptr, const int *start, int *se
 	seg[e] = lo > ptr[b] ? start[lo - 1] : -1;
 }
 
-/* Decode: one block per (b, h); thread (y, r) owns column y of the state and
- * the rows x = r (mod 2), so each state element is read and written once. */
+/* Decode: one block per (b, h), the state streamed once in 16-byte pieces:
+ * thread (g, c) owns the four columns 4c..4c+3 of rows x = g (mod G), G =
+ * 256 / (dv / 4) row groups, so a warp reads whole rows (dv = 128: 512
+ * bytes) and each element is read and written once; the G partial outputs
+ * meet in shared memory. dv is a multiple of 4 (check_shape). */
 template <typename T>
 __global__ void __launch_bounds__(256) decode_step(int H, int dk, int dv, const T *q, const T *k,
 						   const T *v, const float *decay_s, float *state,
 						   T *o)
 {
-	__shared__ float qs[256], ks[256], part[128];
-	int bh = blockIdx.x, y = threadIdx.x & 127, r = threadIdx.x >> 7;
+	__shared__ float qs[256], ks[256];
+	__shared__ float4 part[256];
+	int bh = blockIdx.x, quads = dv / 4, groups = 256 / quads;
+	int c = threadIdx.x % quads, g = threadIdx.x / quads;
 	for (int x = threadIdx.x; x < dk; x += 256) {
 		qs[x] = to_f(q[(long)bh * dk + x]);
 		ks[x] = to_f(k[(long)bh * dk + x]);
 	}
 	__syncthreads();
-	float lambda = expf(-decay_s[bh % H]), acc = 0.f;
-	if (y < dv) {
-		float vy = to_f(v[(long)bh * dv + y]);
-		float *S = state + (long)bh * dk * dv + y;
-#pragma unroll 8
-		for (int x = r; x < dk; x += 2) {
-			float s = lambda * S[(long)x * dv] + ks[x] * vy;
-			S[(long)x * dv] = s;
-			acc += qs[x] * s;
+	float lambda = expf(-decay_s[bh % H]);
+	float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+	if (g < groups) {
+		const T *vp = v + (long)bh * dv + 4 * c;
+		float4 vy = make_float4(to_f(vp[0]), to_f(vp[1]), to_f(vp[2]), to_f(vp[3]));
+		float4 *S = reinterpret_cast<float4 *>(state + (long)bh * dk * dv) + c;
+#pragma unroll 4
+		for (int x = g; x < dk; x += groups) {
+			float4 s = S[(long)x * quads];
+			float kx = ks[x], qx = qs[x];
+			s.x = lambda * s.x + kx * vy.x;
+			s.y = lambda * s.y + kx * vy.y;
+			s.z = lambda * s.z + kx * vy.z;
+			s.w = lambda * s.w + kx * vy.w;
+			S[(long)x * quads] = s;
+			acc.x += qx * s.x;
+			acc.y += qx * s.y;
+			acc.z += qx * s.z;
+			acc.w += qx * s.w;
 		}
 	}
-	if (r == 1)
-		part[y] = acc;
+	part[threadIdx.x] = acc;
 	__syncthreads();
-	if (r == 0 && y < dv)
-		o[(long)bh * dv + y] = from_f<T>(acc + part[y]);
+	if (g == 0) {
+		for (int r = 1; r < groups; r++) {
+			float4 p = part[r * quads + c];
+			acc.x += p.x;
+			acc.y += p.y;
+			acc.z += p.z;
+			acc.w += p.w;
+		}
+		T *op = o + (long)bh * dv + 4 * c;
+		op[0] = from_f<T>(acc.x);
+		op[1] = from_f<T>(acc.y);
+		op[2] = from_f<T>(acc.z);
+		op[3] = from_f<T>(acc.w);
+	}
 }
 
 /* ---- host side ---- */
