@@ -140,6 +140,60 @@ void tn_optim_release_whole(const struct tn_optim *opt, const struct tn_model *m
 	full->m = full->v = NULL;
 }
 
+/* One moment buffer's shards into dst (host, NULL: not here), in rounds of
+ * `len` floats a rank through stage (ranks * len floats) and host
+ * (the same, in host memory). */
+static int gather_rounds(const struct tn_optim *opt, const struct tn_model *m, const float *src,
+			 float *dst, float *stage, float *host, size_t chunk)
+{
+	const struct tn_backend *be = m->be;
+	size_t w = (size_t)ranks(opt), r = (size_t)tn_comm_rank(opt->comm), mine = opt->hi - opt->lo;
+	for (size_t c = 0; c < opt->shard; c += chunk) {
+		size_t len = TN_MIN(chunk, opt->shard - c), have = c < mine ? TN_MIN(len, mine - c) : 0;
+		be->zero(stage + r * len, len * sizeof(float));
+		if (have)
+			be->copy(stage + r * len, src + c, have * sizeof(float));
+		int rc = tn_comm_allgather_inplace(opt->comm, stage, len);
+		if (rc)
+			return rc;
+		if (!dst)
+			continue;
+		be->download(host, stage, w * len * sizeof(float));
+		for (size_t q = 0; q < w; q++) {
+			size_t at = q * opt->shard + c;
+			if (at < m->n_floats)
+				memcpy(dst + at, host + q * len,
+				       TN_MIN(len, m->n_floats - at) * sizeof(float));
+		}
+	}
+	return TN_OK;
+}
+
+int tn_optim_gather_host(const struct tn_optim *opt, const struct tn_model *m, float *m_host,
+			 float *v_host, size_t chunk)
+{
+	if (!opt->zero) { /* whole already */
+		if (m_host) {
+			m->be->download(m_host, opt->m, m->n_floats * sizeof(float));
+			m->be->download(v_host, opt->v, m->n_floats * sizeof(float));
+		}
+		return TN_OK;
+	}
+	size_t w = (size_t)ranks(opt);
+	chunk = TN_MIN(chunk ? chunk : (size_t)16 << 20, opt->shard);
+	float *stage = m->be->alloc(w * chunk * sizeof(float));
+	float *host = stage && m_host ? tn_malloc(w * chunk * sizeof(float)) : NULL;
+	int rc = stage && (host || !m_host) ? TN_OK : TN_ENOMEM;
+	if (!rc)
+		rc = gather_rounds(opt, m, opt->m, m_host, stage, host, chunk);
+	if (!rc)
+		rc = gather_rounds(opt, m, opt->v, v_host, stage, host, chunk);
+	free(host);
+	if (stage)
+		m->be->free(stage);
+	return rc;
+}
+
 /* A bucket of finished gradients: summed in full, or (ZeRO-2) each rank
  * receiving the part inside its shard, in place. */
 static int bucket_ready(void *ctx, size_t offset, size_t n)

@@ -60,6 +60,14 @@ int tn_optim_distribute(struct tn_optim *opt, struct tn_model *m, struct tn_comm
 int tn_optim_whole(const struct tn_optim *opt, const struct tn_model *m, struct tn_optim *full);
 void tn_optim_release_whole(const struct tn_optim *opt, const struct tn_model *m,
 			    struct tn_optim *full);
+/* The whole moments of a ZeRO optimizer in host memory, m_host and v_host
+ * (n_floats each), on the ranks that pass them (NULL elsewhere; every rank
+ * of opt's communicator calls it). They travel in rounds of `chunk` floats
+ * a rank (0: 16M) through a device buffer of ranks * chunk floats, so no
+ * rank ever holds them whole on the device (7B: 52 GiB). Unsharded: a copy of
+ * the moments, on the ranks that pass the buffers. */
+int tn_optim_gather_host(const struct tn_optim *opt, const struct tn_model *m, float *m_host,
+			 float *v_host, size_t chunk);
 /* Sum the gradients over the ranks in buckets (a layer each) as the next
  * tn_model_backward finishes them, overlapped with the rest of it; the
  * next tn_optim_step waits for the sums instead of making them. Call

@@ -383,30 +383,51 @@ static void emit(const struct run *r, struct tn_train_log *l)
 		r->o->log(r->o->log_ctx, l);
 }
 
+/* On world rank 0 only: a whole model on the CPU and host buffers for
+ * whole moments, as a checkpoint is written from (*wm NULL elsewhere). */
+static int host_whole(const struct run *r, const struct tn_optim *like, struct tn_model **wm,
+		      struct tn_optim *wopt)
+{
+	*wopt = *like;
+	wopt->m = wopt->v = NULL;
+	if (world_rank(r) != 0)
+		return TN_OK;
+	int rc = tn_model_new(wm, &r->m->cfg, &tn_backend_cpu);
+	size_t n = rc ? 0 : (*wm)->n_floats;
+	wopt->m = rc ? NULL : tn_malloc(n * sizeof(float));
+	wopt->v = wopt->m ? tn_malloc(n * sizeof(float)) : NULL;
+	if (!rc && !wopt->v)
+		rc = TN_ENOMEM;
+	wopt->lo = 0;
+	wopt->hi = n;
+	return rc;
+}
+
 /* With TP: the whole model and moments gathered from the parts (collective
  * over the TP group) into wm (host memory) and wopt, on world rank 0 only. */
 static int gather_whole(const struct run *r, const struct tn_optim *mine, struct tn_model **wm,
 			struct tn_optim *wopt)
 {
-	*wopt = *mine;
-	wopt->m = wopt->v = NULL;
-	int rc = TN_OK, root = world_rank(r) == 0;
-	if (root) {
-		rc = tn_model_new(wm, &r->m->cfg, &tn_backend_cpu);
-		size_t n = rc ? 0 : (*wm)->n_floats;
-		wopt->m = rc ? NULL : tn_malloc(n * sizeof(float));
-		wopt->v = wopt->m ? tn_malloc(n * sizeof(float)) : NULL;
-		if (!rc && !wopt->v)
-			rc = TN_ENOMEM;
-		wopt->lo = 0;
-		wopt->hi = n;
-	}
+	int rc = host_whole(r, mine, wm, wopt), root = world_rank(r) == 0;
 	if (!rc) /* a failed root leaves the others waiting; the caller aborts them */
 		rc = tn_model_tp_gather(r->m, r->m->params, root ? (*wm)->params : NULL);
 	if (!rc)
 		rc = tn_model_tp_gather(r->m, mine->m, wopt->m);
 	if (!rc)
 		rc = tn_model_tp_gather(r->m, mine->v, wopt->v);
+	return rc;
+}
+
+/* ZeRO without TP: the moments' shards gathered in rounds into host memory
+ * on world rank 0 (collective over the DP ranks), beside a host copy of
+ * the weights: the device never holds the whole moments. */
+static int gather_zero(const struct run *r, struct tn_model **wm, struct tn_optim *wopt)
+{
+	int rc = host_whole(r, r->opt, wm, wopt);
+	if (!rc)
+		rc = tn_optim_gather_host(r->opt, r->m, wopt->m, wopt->v, 0);
+	if (!rc && *wm)
+		r->m->be->download((*wm)->params, r->m->params, r->m->n_floats * sizeof(float));
 	return rc;
 }
 
@@ -426,17 +447,22 @@ static int check_finite(const struct tn_model *m, const struct tn_optim *opt, co
 }
 
 /* The checkpoint of the whole model: the moments gathered over the DP
- * group, then (TP, in the first TP group) the parts over the TP group;
- * world rank 0 writes. */
+ * group (ZeRO without TP: into world rank 0's host memory, in rounds),
+ * then (TP, in the first TP group) the parts over the TP group; world
+ * rank 0 writes. */
 static int write_ckpt(struct run *r, const char *dir)
 {
-	struct tn_optim whole, wopt = {0};
+	struct tn_optim whole = *r->opt, wopt = {0};
 	struct tn_model *wm = NULL;
-	int rc = tn_optim_whole(r->opt, r->m, &whole);
-	if (rc)
-		return rc;
-	if (r->tp && rank(r) == 0)
-		rc = gather_whole(r, &whole, &wm, &wopt);
+	int zero_host = r->opt->zero && !r->tp, rc;
+	if (zero_host) {
+		rc = gather_zero(r, &wm, &wopt);
+	} else {
+		if ((rc = tn_optim_whole(r->opt, r->m, &whole)))
+			return rc;
+		if (r->tp && rank(r) == 0)
+			rc = gather_whole(r, &whole, &wm, &wopt);
+	}
 	if (!rc && world_rank(r) == 0)
 		rc = check_finite(wm ? wm : r->m, wm ? &wopt : &whole, dir);
 	if (!rc && world_rank(r) == 0)
@@ -445,7 +471,8 @@ static int write_ckpt(struct run *r, const char *dir)
 	free(wopt.m);
 	free(wopt.v);
 	tn_model_free(wm);
-	tn_optim_release_whole(r->opt, r->m, &whole);
+	if (!zero_host) /* whole is r->opt itself there */
+		tn_optim_release_whole(r->opt, r->m, &whole);
 	return rc;
 }
 
