@@ -79,8 +79,9 @@ struct tn_model {
 /* A model of this config with zero weights (no gradients yet). */
 int tn_model_new(struct tn_model **m, const struct tn_config *cfg, const struct tn_backend *be);
 void tn_model_free(struct tn_model *m);
-/* Room for `floats` in params and grads, the floats past n_floats zero: collectives then run in place on shards of them (ZeRO).
- * Moves both buffers (and the pointers into them) when they grow. */
+/* Room for `floats` in params and grads, the floats past n_floats zero:
+ * collectives then run in place on shards of them (ZeRO). Moves both
+ * buffers (and the pointers into them) when they grow. */
 int tn_model_pad_to(struct tn_model *m, size_t floats);
 /* Part tp_rank of whole (weights copied) for the ranks of the TP group tp
  * (several ranks): heads and the SGLU width must divide among them. */

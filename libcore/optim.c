@@ -100,8 +100,8 @@ int tn_optim_distribute(struct tn_optim *opt, struct tn_model *m, struct tn_comm
 
 /* Every rank's shard src[0, hi - lo) into a new whole buffer (ranks * shard
  * floats), through this rank's block of it. */
-static int gather_whole(const struct tn_optim *opt, const struct tn_model *m, const float *src,
-			float **whole)
+static int gather_on_device(const struct tn_optim *opt, const struct tn_model *m,
+			    const float *src, float **whole)
 {
 	const struct tn_backend *be = m->be;
 	size_t w = (size_t)ranks(opt);
@@ -120,9 +120,9 @@ int tn_optim_whole(const struct tn_optim *opt, const struct tn_model *m, struct 
 	full->lo = 0;
 	full->hi = m->n_floats;
 	full->m = full->v = NULL;
-	int rc = gather_whole(opt, m, opt->m, &full->m);
+	int rc = gather_on_device(opt, m, opt->m, &full->m);
 	if (!rc)
-		rc = gather_whole(opt, m, opt->v, &full->v);
+		rc = gather_on_device(opt, m, opt->v, &full->v);
 	if (rc)
 		tn_optim_release_whole(opt, m, full);
 	return rc;
@@ -141,8 +141,8 @@ void tn_optim_release_whole(const struct tn_optim *opt, const struct tn_model *m
 }
 
 /* One moment buffer's shards into dst (host, NULL: not here), in rounds of
- * `len` floats a rank through stage (ranks * len floats) and host
- * (the same, in host memory). */
+ * `chunk` floats a rank through stage (ranks * chunk floats on the device)
+ * and host (as many in host memory). */
 static int gather_rounds(const struct tn_optim *opt, const struct tn_model *m, const float *src,
 			 float *dst, float *stage, float *host, size_t chunk)
 {
